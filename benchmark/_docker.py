@@ -1,0 +1,217 @@
+"""The one module that talks to Docker.
+
+Everything else hands it data (an image, a script, files to copy in) and gets data back
+(an exit code and a log). Docker and network failures are translated here into
+`InfraError`s that name the fix; they are never mistaken for an agent's failure.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from benchmark._errors import DockerUnavailable, ImageBuildError, InfraError
+
+__all__ = [
+    "RunResult",
+    "SandboxLimits",
+    "commit_script",
+    "connect",
+    "image_exists",
+    "import_rootfs",
+    "make_tar",
+    "run_script",
+]
+
+_local = threading.local()
+
+
+def connect() -> docker.DockerClient:
+    """A client for this thread (the SDK's session is not shared across threads)."""
+    client = getattr(_local, "client", None)
+    if client is None:
+        try:
+            client = docker.from_env(timeout=120)
+            client.ping()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise DockerUnavailable(str(exc).splitlines()[0][:200]) from exc
+        _local.client = client
+    return client
+
+
+def image_exists(tag: str) -> bool:
+    try:
+        connect().images.get(tag)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+    except docker.errors.APIError as exc:
+        raise InfraError(f"Docker could not look up image {tag!r}: {exc}") from exc
+
+
+def make_tar(files: dict[str, bytes | str], *, mode: int = 0o644) -> bytes:
+    """An in-memory tar of `files` (path -> content), owned by root, for put_archive."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for path, content in files.items():
+            data = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Resource limits for one container; the defaults suit a pytest suite of seconds."""
+
+    memory: str = "4g"
+    pids: int = 1024
+    cpus: float = 2.0
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    log: str
+    timed_out: bool
+    seconds: float
+
+
+def _hardened(limits: SandboxLimits) -> dict:
+    return dict(
+        network_mode="none",
+        init=True,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        pids_limit=limits.pids,
+        mem_limit=limits.memory,
+        nano_cpus=int(limits.cpus * 1e9),
+    )
+
+
+def _wait(container, timeout_s: float) -> tuple[int, bool]:
+    """(exit code, timed out). Past the limit the container is killed."""
+    started = time.monotonic()
+    try:
+        return container.wait(timeout=timeout_s)["StatusCode"], False
+    except requests.exceptions.RequestException:
+        if time.monotonic() - started < timeout_s * 0.9:
+            raise
+        container.kill()
+        return -1, True
+
+
+def run_script(
+    image: str,
+    script: str,
+    *,
+    archives: Iterable[tuple[str, bytes]] = (),
+    timeout_s: float,
+    limits: SandboxLimits = SandboxLimits(),
+    volumes: dict | None = None,
+    environment: dict | None = None,
+) -> RunResult:
+    """Run `script` with bash in a fresh, hardened container of `image`, then remove it.
+
+    `archives` are (directory, tar bytes) pairs copied in before the start. The container
+    runs with docker's init as PID 1, so removing it never waits on a stop timeout.
+    """
+    client = connect()
+    started = time.monotonic()
+    container = None
+    try:
+        container = client.containers.create(
+            image,
+            ["bash", "-c", script],
+            detach=True,
+            volumes=volumes or {},
+            environment=environment or {},
+            **_hardened(limits),
+        )
+        for directory, data in archives:
+            container.put_archive(directory, data)
+        container.start()
+        exit_code, timed_out = _wait(container, timeout_s)
+        log = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+        return RunResult(exit_code, log, timed_out, time.monotonic() - started)
+    except docker.errors.ImageNotFound as exc:
+        raise InfraError(f"image {image!r} is missing: {exc.explanation}") from exc
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise InfraError(f"Docker failed while running a container of {image!r}: {exc}") from exc
+    finally:
+        if container is not None:
+            try:
+                container.remove(force=True)
+            except docker.errors.DockerException:
+                pass
+
+
+def commit_script(
+    image: str,
+    script: str,
+    *,
+    tag: str,
+    log_path: Path,
+    archives: Iterable[tuple[str, bytes]] = (),
+    volumes: dict | None = None,
+    environment: dict | None = None,
+    changes: list[str] | None = None,
+    timeout_s: float = 1800,
+) -> None:
+    """Build an image: run `script` in a container of `image` with the network off, and
+    commit the result as `tag`. The build log is written to `log_path` either way."""
+    client = connect()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    container = None
+    try:
+        container = client.containers.create(
+            image,
+            ["bash", "-c", script],
+            detach=True,
+            network_mode="none",
+            volumes=volumes or {},
+            environment=environment or {},
+        )
+        for directory, data in archives:
+            container.put_archive(directory, data)
+        container.start()
+        exit_code, _ = _wait(container, timeout_s)
+        log = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+        log_path.write_text(log, encoding="utf-8")
+        if exit_code != 0:
+            last = log.strip().splitlines()[-1:] or ["(no output)"]
+            raise ImageBuildError(tag, log_path, f"exit code {exit_code}; last line: {last[0]}")
+        repository, _, version = tag.rpartition(":")
+        container.commit(repository=repository, tag=version, changes=changes or [])
+    except ImageBuildError:
+        raise
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        log_path.write_text(f"Docker error: {exc}\n", encoding="utf-8")
+        raise ImageBuildError(tag, log_path, str(exc)) from exc
+    finally:
+        if container is not None:
+            try:
+                container.remove(force=True)
+            except docker.errors.DockerException:
+                pass
+
+
+def import_rootfs(tarball: Path, tag: str, changes: list[str]) -> None:
+    """``docker import``: a root file system tarball becomes an image."""
+    repository, _, version = tag.rpartition(":")
+    try:
+        connect().api.import_image_from_file(
+            str(tarball), repository=repository, tag=version, changes=changes
+        )
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise InfraError(f"docker import of {tarball} failed: {exc}") from exc

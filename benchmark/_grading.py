@@ -1,0 +1,169 @@
+"""Grading as data and pure functions: a task becomes an eval script, a log becomes a verdict.
+
+Nothing here touches Docker. The eval script is the SWE-bench harness's shape (restore the
+test files, apply the hidden test patch, run the tests between the output markers, restore
+again), so the same text is handed to the official harness in agreement checks.
+
+The log is read strictly. The test output is taken between markers that carry a per-run
+nonce; for pytest, only the final "short test summary info" block is trusted, and its
+PASSED/FAILED lines must add up to the counts on pytest's own closing line. A forged
+``PASSED`` line printed by the code under test, a suite that exits early, or a summary that
+does not add up, leaves tests unaccounted for, and an unaccounted test is a failed test.
+The status map itself comes from swebench's log parsers, and the verdict from its
+``get_eval_tests_report`` (the SWE-bench rule: every FAIL_TO_PASS and PASS_TO_PASS passes).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmark._task import TaskSpec
+
+__all__ = [
+    "START_TEST_OUTPUT",
+    "END_TEST_OUTPUT",
+    "APPLY_PATCH_FAIL",
+    "TEST_EXIT_CODE",
+    "TestOutcome",
+    "eval_script_lines",
+    "grade_log",
+    "parser_name",
+]
+
+# The SWE-bench harness's markers (swebench.harness.constants; a test keeps them equal).
+START_TEST_OUTPUT = ">>>>> Start Test Output"
+END_TEST_OUTPUT = ">>>>> End Test Output"
+APPLY_PATCH_FAIL = ">>>>> Patch Apply Failed"
+TEST_EXIT_CODE = ">>>>> Test Exit Code"
+
+_PYTEST_PARSERS = {"parse_log_pytest", "parse_log_pytest_options", "parse_log_pytest_v2"}
+_TEST_PATCH_EOF = "EOF_RATCHET_TEST_PATCH"
+
+
+def parser_name(task: TaskSpec) -> str:
+    """The swebench ``PARSER_REGISTRY`` key for a task (``pytest`` is short for
+    ``parse_log_pytest``)."""
+    name = task.environment.log_parser if task.environment else "pytest"
+    return name if name.startswith("parse_log_") else f"parse_log_{name}"
+
+
+_MINUS_A = re.compile(r"^--- a/(\S+)$", re.MULTILINE)
+
+
+def _modified_test_files(task: TaskSpec) -> list[str]:
+    """Test-patch files that exist at base (``--- a/``): restored before and after."""
+    return list(dict.fromkeys(_MINUS_A.findall(task.test_patch)))
+
+
+def eval_script_lines(task: TaskSpec, *, marker_tag: str = "") -> list[str]:
+    """The eval script body (no shebang or ``set`` line), SWE-bench style.
+
+    `marker_tag` is appended to the output markers: ratchet passes a fresh nonce per run;
+    the official harness gets the plain markers it looks for.
+    """
+    base = task.base_commit or "HEAD"
+    env = task.environment
+    test_cmd = env.test_cmd if env else "python -m pytest -rA -p no:cacheprovider"
+    modified = _modified_test_files(task)
+    created = [path for path in task.test_files if path not in modified]
+    test_patch = task.test_patch if task.test_patch.endswith("\n") else task.test_patch + "\n"
+    lines = ["cd /testbed"]
+    if modified:
+        lines.append(f"git checkout {base} -- {shlex.join(modified)}")
+    if created:
+        lines.append(f"rm -rf -- {shlex.join(created)}")
+    lines += [
+        f"git apply --verbose - <<'{_TEST_PATCH_EOF}'\n{test_patch}{_TEST_PATCH_EOF}",
+        f": '{START_TEST_OUTPUT}{marker_tag}'",
+        f"{test_cmd} {shlex.join(task.test_files)}",
+        f": '{END_TEST_OUTPUT}{marker_tag}'",
+    ]
+    if modified:
+        lines.append(f"git checkout {base} -- {shlex.join(modified)}")
+    return lines
+
+
+@dataclass
+class TestOutcome:
+    """What one graded log says. `tests_status` is SWE-bench's shape."""
+
+    resolved: bool
+    tests_ran: bool
+    tests_status: dict[str, dict[str, list[str]]]
+    status_map: dict[str, str]
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "resolved": self.resolved,
+            "tests_ran": self.tests_ran,
+            "tests_status": self.tests_status,
+            "problems": self.problems,
+        }
+
+
+def _between_markers(log: str, tag: str) -> str | None:
+    start, end = f"{START_TEST_OUTPUT}{tag}", f"{END_TEST_OUTPUT}{tag}"
+    head, sep, rest = log.partition(start)
+    if not sep:
+        return None
+    body, sep, _ = rest.rpartition(end)
+    return body if sep else None
+
+
+_SUMMARY_HEADER = re.compile(r"^=+ short test summary info =+$", re.MULTILINE)
+_CLOSING_LINE = re.compile(r"^=+ (?P<counts>.*?) in [\d.]+s(?: \([^)]*\))? =+$", re.MULTILINE)
+_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected)")
+_STATUS_LINE = re.compile(r"^(PASSED|FAILED|ERROR|XFAIL|XPASS) (\S+)", re.MULTILINE)
+
+
+def _trusted_pytest_block(output: str) -> tuple[str | None, str | None]:
+    """The summary block pytest itself printed last, or (None, why)."""
+    closings = list(_CLOSING_LINE.finditer(output))
+    if not closings:
+        return None, "the test run printed no closing summary line (it did not finish)"
+    closing = closings[-1]
+    headers = [m for m in _SUMMARY_HEADER.finditer(output) if m.end() <= closing.start()]
+    counts = {kind.rstrip("s"): int(n) for n, kind in _COUNT.findall(closing.group("counts"))}
+    if not headers:
+        if counts.get("passed", 0) or counts.get("failed", 0):
+            return None, "tests ran but no '-rA' short test summary was printed"
+        return "", None
+    block = output[headers[-1].end():closing.start()]
+    seen = Counter(status for status, _ in _STATUS_LINE.findall(block))
+    for status, kind in (("PASSED", "passed"), ("FAILED", "failed")):
+        if seen[status] != counts.get(kind, 0):
+            return None, (
+                f"the summary lists {seen[status]} {status} lines but pytest counted "
+                f"{counts.get(kind, 0)} {kind}: the log does not describe the run"
+            )
+    return block, None
+
+
+def grade_log(task: TaskSpec, log: str, *, marker_tag: str = "") -> TestOutcome:
+    """The verdict of one eval log, by the SWE-bench rule, read strictly (see module doc)."""
+    from swebench.harness.constants import ResolvedStatus
+    from swebench.harness.grading import get_eval_tests_report, get_resolution_status
+    from swebench.harness.log_parsers import PARSER_REGISTRY
+
+    wanted = {"FAIL_TO_PASS": list(task.FAIL_TO_PASS), "PASS_TO_PASS": list(task.PASS_TO_PASS)}
+    problems: list[str] = []
+    parser = PARSER_REGISTRY[parser_name(task)]
+    output = _between_markers(log, marker_tag)
+    if output is None:
+        problems.append("the test output markers are missing: the tests never ran")
+    elif parser_name(task) in _PYTEST_PARSERS:
+        output, why = _trusted_pytest_block(output)
+        if why:
+            problems.append(why)
+    status_map: dict[str, str] = parser(output, None) if output else {}
+    tests_ran = output is not None and not problems
+    if not tests_ran:
+        status_map = {}
+    tests_status = get_eval_tests_report(status_map, wanted)
+    resolved = tests_ran and get_resolution_status(tests_status) == ResolvedStatus.FULL.value
+    return TestOutcome(resolved, tests_ran, tests_status, status_map, problems)

@@ -1,0 +1,233 @@
+"""Images without a registry: base → environment → task, each tagged by a hash of its recipe.
+
+- **base**: Debian bootstrapped with ``mmdebstrap --variant=minbase`` and ``docker import``
+  (no registry needed). ``RATCHET_BASE_IMAGE`` names an existing image instead, on a machine
+  that has one (it needs python3 with venv, git and patch).
+- **environment**: a venv at ``/opt/venv`` with the task's Python deps, installed from a
+  wheelhouse downloaded on the host, with the network off.
+- **task**: the repository at ``/testbed`` as a fresh one-commit git repo (no history to
+  mine, no file of the hidden test patch), installed into the venv.
+
+A tag is a hash of everything that built it, so a changed recipe rebuilds by itself and a
+second build of the same suite builds nothing. Build logs go to the cache's ``logs/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from benchmark import _docker
+from benchmark._errors import ImageBuildError, ImageMissing, InfraError
+from benchmark._settings import cache_dir
+from benchmark._sources import build_requires, source_tree_tar
+from benchmark._task import TaskEnvironment, TaskSpec
+
+__all__ = ["ImageBuilder", "base_image_tag", "env_image_tag", "task_image_tag"]
+
+RECIPE_VERSION = "1"
+BASE_SUITE = "bookworm"
+BASE_PYTHON = "3.11"  # python3 of BASE_SUITE: wheels are downloaded for it
+BASE_PACKAGES = ("python3", "python3-venv", "git", "ca-certificates", "patch")
+VENV = "/opt/venv"
+_PATH = f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Fixed identity and dates: the base commit of a tree is the same hash on every machine.
+_GIT_ENV = {
+    "GIT_AUTHOR_NAME": "ratchet", "GIT_AUTHOR_EMAIL": "ratchet@localhost",
+    "GIT_COMMITTER_NAME": "ratchet", "GIT_COMMITTER_EMAIL": "ratchet@localhost",
+    "GIT_AUTHOR_DATE": "2000-01-01T00:00:00+0000", "GIT_COMMITTER_DATE": "2000-01-01T00:00:00+0000",
+}
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps([RECIPE_VERSION, *parts], sort_keys=True).encode()).hexdigest()[:12]
+
+
+def base_image_tag() -> str:
+    override = os.environ.get("RATCHET_BASE_IMAGE")
+    return override or f"ratchet/base:{_key(BASE_SUITE, BASE_PACKAGES)}"
+
+
+def env_image_tag(env: TaskEnvironment) -> str:
+    return f"ratchet/env:{_key(base_image_tag(), sorted(env.python_deps))}"
+
+
+def task_image_tag(task: TaskSpec) -> str:
+    if task.image:
+        return task.image
+    assert task.source is not None and task.environment is not None
+    key = _key(env_image_tag(task.environment), task.source.model_dump(), task.base_commit,
+               task.environment.install, task.test_files)
+    name = re.sub(r"[^a-z0-9_.-]+", "-", task.instance_id.lower())[:100].strip(".-")
+    return f"ratchet/task:{name}-{key}"
+
+
+def _wheel_key(requirements: list[str]) -> str:
+    return _key(sorted(requirements), BASE_PYTHON)
+
+
+class ImageBuilder:
+    """Builds what is missing, once, even when many workers ask for the same image."""
+
+    def __init__(self, on_event: Callable[[str], None] = lambda message: None):
+        self._on_event = on_event
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._failed: dict[str, ImageBuildError] = {}
+        self.built: list[str] = []
+
+    def _lock(self, tag: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(tag, threading.Lock())
+
+    def _log_path(self, tag: str) -> Path:
+        return cache_dir() / "logs" / "build" / (re.sub(r"[/:]", "_", tag) + ".log")
+
+    def _ensure(self, tag: str, build: Callable[[], None]) -> str:
+        with self._lock(tag):
+            if tag in self._failed:  # one failed build is reported, not retried per task
+                raise self._failed[tag]
+            if _docker.image_exists(tag):
+                return tag
+            started = time.monotonic()
+            self._on_event(f"building {tag}")
+            try:
+                build()
+            except ImageBuildError as exc:
+                self._failed[tag] = exc
+                raise
+            self.built.append(tag)
+            self._on_event(f"built {tag} in {time.monotonic() - started:.1f}s")
+        return tag
+
+    # base ---------------------------------------------------------------------------
+
+    def ensure_base(self) -> str:
+        tag = base_image_tag()
+        if os.environ.get("RATCHET_BASE_IMAGE"):
+            if not _docker.image_exists(tag):
+                raise InfraError(
+                    f"RATCHET_BASE_IMAGE={tag} is not present; pull or load it, or unset the "
+                    "variable to bootstrap a base image with mmdebstrap."
+                )
+            return tag
+        return self._ensure(tag, lambda: self._bootstrap_base(tag))
+
+    def _bootstrap_base(self, tag: str) -> None:
+        log = self._log_path(tag)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        if shutil.which("mmdebstrap") is None:
+            raise ImageBuildError(
+                tag, log, "mmdebstrap is not installed: `apt-get install -y mmdebstrap`, or set "
+                "RATCHET_BASE_IMAGE to an image that has python3, python3-venv, git and patch")
+        tarball = cache_dir() / f"base-{tag.rpartition(':')[2]}.tar"
+        command = ["mmdebstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+                   BASE_SUITE, str(tarball)]
+        with log.open("w") as handle:
+            handle.write("$ " + shlex.join(command) + "\n")
+            handle.flush()
+            result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            tarball.unlink(missing_ok=True)
+            raise ImageBuildError(tag, log, f"mmdebstrap exited with {result.returncode}")
+        try:
+            _docker.import_rootfs(tarball, tag, [f"ENV PATH={_PATH}", 'CMD ["bash"]'])
+        finally:
+            tarball.unlink(missing_ok=True)
+
+    # wheelhouse -----------------------------------------------------------------------
+
+    def wheelhouse(self, requirements: list[str]) -> Path:
+        """Wheels for `requirements` and their dependencies, downloaded once on the host."""
+        target = cache_dir() / "wheelhouse" / _wheel_key(requirements)
+        done = target / ".complete"
+        with self._lock(str(target)):
+            if done.exists():
+                return target
+            target.mkdir(parents=True, exist_ok=True)
+            if requirements:
+                command = [sys.executable, "-m", "pip", "download", "-q",
+                           "--disable-pip-version-check", "-d", str(target), *requirements]
+                if f"{sys.version_info.major}.{sys.version_info.minor}" != BASE_PYTHON:
+                    command[4:4] = ["--python-version", BASE_PYTHON, "--only-binary", ":all:"]
+                self._on_event(f"downloading wheels: {' '.join(requirements)}")
+                result = subprocess.run(command, capture_output=True, text=True)
+                if result.returncode != 0:
+                    log = cache_dir() / "logs" / "wheelhouse" / f"{target.name}.log"
+                    log.parent.mkdir(parents=True, exist_ok=True)
+                    log.write_text(result.stdout + result.stderr)
+                    raise ImageBuildError(f"the wheelhouse for {requirements}", log,
+                                          "pip download failed; check the requirement pins")
+            done.touch()
+        return target
+
+    # environment ----------------------------------------------------------------------
+
+    def ensure_env(self, env: TaskEnvironment) -> str:
+        base = self.ensure_base()
+        tag = env_image_tag(env)
+
+        def build() -> None:
+            deps = list(env.python_deps)
+            wheels = self.wheelhouse(deps)
+            script = f"set -euo pipefail\npython3 -m venv {VENV}\n"
+            if deps:
+                script += (f"{VENV}/bin/pip install -q --no-index --find-links /wheels "
+                           f"--disable-pip-version-check {shlex.join(deps)}\n")
+            _docker.commit_script(
+                base, script, tag=tag, log_path=self._log_path(tag),
+                volumes={str(wheels): {"bind": "/wheels", "mode": "ro"}},
+                changes=[f"ENV PATH={_PATH}", f"ENV VIRTUAL_ENV={VENV}"],
+            )
+
+        return self._ensure(tag, build)
+
+    # task -------------------------------------------------------------------------------
+
+    def ensure_task(self, task: TaskSpec) -> str:
+        """The task's image, built if missing; a prebuilt image that is absent is an error."""
+        if task.image:
+            if not _docker.image_exists(task.image):
+                raise ImageMissing(task.image, task.instance_id)
+            return task.image
+        assert task.environment is not None and task.source is not None
+        env_tag = self.ensure_env(task.environment)
+        tag = task_image_tag(task)
+        return self._ensure(tag, lambda: self._build_task(task, env_tag, tag))
+
+    def _build_task(self, task: TaskSpec, env_tag: str, tag: str) -> None:
+        tree, meta = source_tree_tar(task)
+        wheels = self.wheelhouse(build_requires(meta))
+        created = [p for p in task.test_files if f"--- a/{p}\n" not in task.test_patch]
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in _GIT_ENV.items())
+        script = f"""set -euo pipefail
+cd /testbed
+if [ -s /ratchet-build/setup.patch ]; then git apply --whitespace=nowarn /ratchet-build/setup.patch; fi
+for f in {shlex.join(created) if created else '""'}; do
+  if [ -n "$f" ] && [ -e "$f" ]; then echo "a file the hidden test patch creates exists at base: $f"; exit 3; fi
+done
+rm -rf /ratchet-build
+export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels PIP_DISABLE_PIP_VERSION_CHECK=1
+{task.environment.install}
+export {exports}
+git init -q
+git add -A
+git commit -q --no-verify -m "base"
+"""
+        _docker.commit_script(
+            env_tag, script, tag=tag, log_path=self._log_path(tag),
+            archives=[("/", tree),
+                      ("/", _docker.make_tar({"ratchet-build/setup.patch": task.source.setup_patch}))],
+            volumes={str(wheels): {"bind": "/wheels", "mode": "ro"}},
+            changes=["WORKDIR /testbed", f"LABEL ratchet.instance_id={task.instance_id}"],
+        )

@@ -1,0 +1,239 @@
+"""Grade patches in fresh sandboxes, many at a time, and write SWE-bench-shaped reports.
+
+One grading is one container from the task image: the candidate patch is applied (the
+official harness's chain of ``git apply`` then ``patch --fuzz``), files a patch may not
+change are set aside (see `_guard`), then the eval script runs the hidden tests. The log is
+graded by `_grading.grade_log`. One task's failure never stops a batch: an infrastructure
+problem is recorded as an error (with its cause) and never as the patch's failure.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from benchmark import _docker, _guard
+from benchmark._errors import InfraError
+from benchmark._grading import (
+    APPLY_PATCH_FAIL,
+    END_TEST_OUTPUT,
+    TEST_EXIT_CODE,
+    eval_script_lines,
+    grade_log,
+)
+from benchmark._images import ImageBuilder
+from benchmark._task import TaskSpec
+
+__all__ = ["GradeResult", "Grader", "Job", "run_jobs", "run_report"]
+
+_GUARD_SOURCE = Path(_guard.__file__).read_text(encoding="utf-8")
+_APPLY_CMDS = (
+    "git apply --verbose",
+    "git apply --verbose --3way",
+    "git apply --verbose --reject",
+    "patch --batch --forward --fuzz=5 -p1 -i",
+)
+
+
+@dataclass
+class GradeResult:
+    """One graded patch. `error` is set only for infrastructure failures."""
+
+    instance_id: str
+    label: str
+    resolved: bool
+    patch_exists: bool
+    patch_applied: bool
+    tests_ran: bool
+    tests_status: dict = field(default_factory=dict)
+    set_aside: list[dict] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+    log_path: str = ""
+
+    def swebench_report(self) -> dict:
+        """This result in the shape of the official harness's per-instance report.json."""
+        return {
+            self.instance_id: {
+                "patch_is_None": not self.patch_exists,
+                "patch_exists": self.patch_exists,
+                "patch_successfully_applied": self.patch_applied,
+                "resolved": self.resolved,
+                "tests_status": self.tests_status,
+                "ratchet": {
+                    "tests_ran": self.tests_ran,
+                    "set_aside": self.set_aside,
+                    "problems": self.problems,
+                    "error": self.error,
+                    "seconds": round(self.seconds, 3),
+                    "log": self.log_path,
+                },
+            }
+        }
+
+
+def _container_script(task: TaskSpec, marker_tag: str) -> str:
+    """Apply the patch, set aside what it may not touch, run the eval script."""
+    # The official script's markers are `: '...'` lines that only show under `set -x`;
+    # here they are echoed, and the test command's own exit status is recorded.
+    eval_lines = [f"echo {line[2:]}" if line.startswith(": '>>>>>") else line
+                  for line in eval_script_lines(task, marker_tag=marker_tag)]
+    end = f"echo '{END_TEST_OUTPUT}{marker_tag}'"
+    at = eval_lines.index(end)
+    eval_lines[at:at + 1] = ["RATCHET_TEST_EXIT=$?", end,
+                             f'echo "{TEST_EXIT_CODE}: $RATCHET_TEST_EXIT"']
+    tries = "\n".join(
+        f"  if [ $applied = 0 ]; then {cmd} /ratchet/model.patch && applied=1 || "
+        "{ git checkout -q -- . ; git clean -fdq ; } ; fi"
+        for cmd in _APPLY_CMDS
+    )
+    return f"""set -uo pipefail
+cd /testbed
+PY=/usr/bin/python3; [ -x "$PY" ] || PY=$(command -v python3)
+"$PY" -I /ratchet/guard.py snapshot /testbed /ratchet/snapshot.json
+applied=0
+if [ ! -s /ratchet/model.patch ]; then applied=1; else
+{tries}
+fi
+if [ $applied = 0 ]; then echo "{APPLY_PATCH_FAIL}"; exit 0; fi
+echo ">>>>> Applied Patch"
+"$PY" -I /ratchet/guard.py restore /testbed /ratchet/guard.json
+""" + "\n".join(eval_lines) + "\n"
+
+
+def _set_aside(log: str) -> list[dict]:
+    for line in log.splitlines():
+        if line.startswith(_guard.SET_ASIDE_MARKER):
+            return json.loads(line[len(_guard.SET_ASIDE_MARKER):])
+    return []
+
+
+class Grader:
+    """Grades patches for tasks; logs and a report.json per grading go under `out_dir`."""
+
+    def __init__(self, builder: ImageBuilder, out_dir: Path,
+                 limits: _docker.SandboxLimits = _docker.SandboxLimits()):
+        self.builder = builder
+        self.out_dir = out_dir
+        self.limits = limits
+
+    def grade(self, task: TaskSpec, patch: str | None, *, label: str = "model") -> GradeResult:
+        started = time.monotonic()
+        where = self.out_dir / task.instance_id / label
+        where.mkdir(parents=True, exist_ok=True)
+        (where / "patch.diff").write_text(patch or "", encoding="utf-8")
+        log_path = where / "eval.log"
+        result = GradeResult(task.instance_id, label, False, patch is not None, False, False,
+                             log_path=str(log_path))
+        if patch is None:  # the official harness's "patch_is_None": nothing to grade
+            result.problems.append("no patch was submitted")
+        else:
+            try:
+                self._run(task, patch, result, log_path)
+            except InfraError as exc:
+                result.error = str(exc)
+                log_path.write_text(f"infrastructure error: {exc}\n", encoding="utf-8")
+        result.seconds = time.monotonic() - started
+        (where / "report.json").write_text(json.dumps(result.swebench_report(), indent=2))
+        return result
+
+    def _run(self, task: TaskSpec, patch: str, result: GradeResult, log_path: Path) -> None:
+        image = self.builder.ensure_task(task)
+        marker_tag = f" [{secrets.token_hex(8)}]"
+        guard_spec = {
+            "hidden_test_files": task.test_files,
+            "patch_paths": _guard.paths_named_in_patch(patch),
+            "snapshot": "/ratchet/snapshot.json",
+        }
+        files = {
+            "ratchet/model.patch": patch if not patch or patch.endswith("\n") else patch + "\n",
+            "ratchet/guard.py": _GUARD_SOURCE,
+            "ratchet/guard.json": json.dumps(guard_spec),
+        }
+        timeout = task.environment.timeout_s if task.environment else 900
+        run = None
+        for attempt in range(2):  # one retry: a transient daemon hiccup is not a verdict
+            try:
+                run = _docker.run_script(
+                    image, _container_script(task, marker_tag),
+                    archives=[("/", _docker.make_tar(files))],
+                    timeout_s=timeout, limits=self.limits,
+                )
+                break
+            except InfraError:
+                if attempt:
+                    raise
+        assert run is not None
+        log_path.write_text(run.log, encoding="utf-8")
+        if APPLY_PATCH_FAIL in run.log.replace(marker_tag, "") and ">>>>> Applied Patch" not in run.log:
+            result.problems.append("the patch does not apply to the base commit")
+            return
+        result.patch_applied = True
+        result.set_aside = _set_aside(run.log)
+        outcome = grade_log(task, run.log, marker_tag=marker_tag)
+        result.resolved = outcome.resolved
+        result.tests_ran = outcome.tests_ran
+        result.tests_status = outcome.tests_status
+        result.problems += outcome.problems
+        if run.timed_out:
+            result.resolved = False
+            result.problems.append(f"grading timed out after {timeout}s")
+
+
+@dataclass(frozen=True)
+class Job:
+    task: TaskSpec
+    patch: str | None
+    label: str
+
+
+def run_jobs(grader: Grader, jobs: Iterable[Job], *, workers: int = 2,
+             on_done: Callable[[GradeResult], None] = lambda result: None) -> list[GradeResult]:
+    """Grade every job on a pool of `workers`; results in completion order."""
+    results = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(grader.grade, job.task, job.patch, label=job.label) for job in jobs]
+        for future in as_completed(futures):
+            result = future.result()
+            results.append(result)
+            on_done(result)
+    return results
+
+
+def run_report(tasks: list[TaskSpec], predictions: dict[str, str | None],
+               results: list[GradeResult], *, model: str) -> dict:
+    """The run-level summary in the official harness's shape (schema_version 2)."""
+    by_id = {r.instance_id: r for r in results}
+    resolved = sorted(i for i, r in by_id.items() if r.resolved)
+    errors = sorted(i for i, r in by_id.items() if r.error)
+    empty = sorted(i for i, p in predictions.items() if not p)
+    completed = sorted(i for i, r in by_id.items() if not r.error and r.patch_exists)
+    return {
+        "model_name_or_path": model,
+        "total_instances": len(tasks),
+        "submitted_instances": len(predictions),
+        "completed_instances": len(completed),
+        "resolved_instances": len(resolved),
+        "unresolved_instances": len(completed) - len(resolved),
+        "empty_patch_instances": len(empty),
+        "error_instances": len(errors),
+        "completed_ids": completed,
+        "incomplete_ids": sorted({t.instance_id for t in tasks} - set(completed)),
+        "empty_patch_ids": empty,
+        "submitted_ids": sorted(predictions),
+        "resolved_ids": resolved,
+        "unresolved_ids": sorted(set(completed) - set(resolved)),
+        "error_ids": errors,
+        "schema_version": 2,
+        "ratchet": {r.instance_id: r.swebench_report()[r.instance_id]["ratchet"] for r in results},
+    }
+
+
+def result_dict(result: GradeResult) -> dict:
+    return asdict(result)
