@@ -32,6 +32,7 @@ __all__ = [
     "eval_script_lines",
     "grade_log",
     "parser_name",
+    "swebench_instance",
 ]
 
 # The SWE-bench harness's markers (swebench.harness.constants; a test keeps them equal).
@@ -106,13 +107,18 @@ class TestOutcome:
         }
 
 
-def _between_markers(log: str, tag: str) -> str | None:
+def _between_markers(log: str, tag: str) -> tuple[str | None, int | None]:
+    """(test output, the test command's exit code): the code is read only after the
+    nonce-tagged end marker, where the code under test cannot print."""
     start, end = f"{START_TEST_OUTPUT}{tag}", f"{END_TEST_OUTPUT}{tag}"
     head, sep, rest = log.partition(start)
     if not sep:
-        return None
-    body, sep, _ = rest.rpartition(end)
-    return body if sep else None
+        return None, None
+    body, sep, tail = rest.rpartition(end)
+    if not sep:
+        return None, None
+    code = re.search(rf"^{re.escape(TEST_EXIT_CODE)}: (-?\d+)$", tail, re.MULTILINE)
+    return body, int(code.group(1)) if code else None
 
 
 _SUMMARY_HEADER = re.compile(r"^=+ short test summary info =+$", re.MULTILINE)
@@ -127,6 +133,8 @@ def _trusted_pytest_block(output: str) -> tuple[str | None, str | None]:
     if not closings:
         return None, "the test run printed no closing summary line (it did not finish)"
     closing = closings[-1]
+    if output[closing.end():].strip():
+        return None, "output follows pytest's closing line: the log does not describe the run"
     headers = [m for m in _SUMMARY_HEADER.finditer(output) if m.end() <= closing.start()]
     counts = {kind.rstrip("s"): int(n) for n, kind in _COUNT.findall(closing.group("counts"))}
     if not headers:
@@ -153,7 +161,7 @@ def grade_log(task: TaskSpec, log: str, *, marker_tag: str = "") -> TestOutcome:
     wanted = {"FAIL_TO_PASS": list(task.FAIL_TO_PASS), "PASS_TO_PASS": list(task.PASS_TO_PASS)}
     problems: list[str] = []
     parser = PARSER_REGISTRY[parser_name(task)]
-    output = _between_markers(log, marker_tag)
+    output, exit_code = _between_markers(log, marker_tag)
     if output is None:
         problems.append("the test output markers are missing: the tests never ran")
     elif parser_name(task) in _PYTEST_PARSERS:
@@ -161,9 +169,32 @@ def grade_log(task: TaskSpec, log: str, *, marker_tag: str = "") -> TestOutcome:
         if why:
             problems.append(why)
     status_map: dict[str, str] = parser(output, None) if output else {}
+    failed = any(status in ("FAILED", "ERROR") for status in status_map.values())
+    if exit_code is not None and output is not None and not problems and (exit_code != 0) != failed:
+        # pytest exits 0 exactly when nothing failed; a log that disagrees was written by
+        # someone else (the official harness applies the same cross-check).
+        problems.append(f"the test command exited with {exit_code} but the log reports "
+                        f"{'failures' if failed else 'no failure'}: the log does not describe the run")
     tests_ran = output is not None and not problems
     if not tests_ran:
         status_map = {}
     tests_status = get_eval_tests_report(status_map, wanted)
     resolved = tests_ran and get_resolution_status(tests_status) == ResolvedStatus.FULL.value
     return TestOutcome(resolved, tests_ran, tests_status, status_map, problems)
+
+
+def swebench_instance(task: TaskSpec, image: str) -> dict[str, Any]:
+    """The task as a row of a local SWE-bench dataset for the official harness (5.x reads
+    ``image``, ``eval_script``, ``log_parser`` and ``eval_type`` per instance)."""
+    row = {key: getattr(task, key) for key in (
+        "instance_id", "repo", "base_commit", "problem_statement", "patch", "test_patch",
+        "version", "environment_setup_commit", "hints_text", "created_at")}
+    row.update(
+        FAIL_TO_PASS=list(task.FAIL_TO_PASS),
+        PASS_TO_PASS=list(task.PASS_TO_PASS),
+        image=image,
+        eval_script="\n".join(["#!/bin/bash", "set -uxo pipefail", *eval_script_lines(task)]) + "\n",
+        log_parser=parser_name(task),
+        eval_type="pass_and_fail",
+    )
+    return row

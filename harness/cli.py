@@ -1,0 +1,206 @@
+"""The ``ratchet`` command line.
+
+Start-up stays light: heavy imports (swebench, the Docker SDK) happen inside commands.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(help="ratchet: a coding agent that improves by rewriting its own source.",
+                  no_args_is_help=True, add_completion=False)
+bench = typer.Typer(help="Measure on a benchmark: validate a suite, grade predictions.",
+                    no_args_is_help=True)
+app.add_typer(bench, name="bench")
+
+console = Console()
+err = Console(stderr=True)
+
+SUITE_HELP = "A shipped suite name (e.g. quickstart) or a path to a task file (.json/.jsonl)."
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def _load(suite: str):
+    from benchmark import TaskFileError, load_suite
+
+    try:
+        loaded = load_suite(suite)
+    except TaskFileError as exc:
+        raise _fail(str(exc))
+    for problem in loaded.problems:
+        err.print(f"[yellow]skipped:[/] {problem}")
+    if not loaded.tasks:
+        raise _fail(f"{loaded.path} holds no usable task")
+    return loaded
+
+
+def _run_dir(kind: str, run_id: Optional[str]) -> Path:
+    from benchmark._settings import runs_dir
+
+    stamp = run_id or f"{kind}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    path = runs_dir() / "bench" / stamp
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+def _grader(out: Path, progress: Progress):
+    from benchmark import DockerUnavailable, Grader, ImageBuilder
+    from benchmark._docker import connect
+
+    try:
+        connect()
+    except DockerUnavailable as exc:
+        raise _fail(str(exc))
+    builder = ImageBuilder(on_event=lambda message: progress.console.print(f"[dim]{message}[/]"))
+    return Grader(builder, out)
+
+
+def _prepare_images(grader, tasks, progress: Progress) -> None:
+    """Build every missing image first, so the grading bar measures grading."""
+    from benchmark import InfraError
+
+    bar = progress.add_task("images", total=len(tasks))
+    for task in tasks:
+        try:
+            grader.builder.ensure_task(task)
+        except InfraError as exc:  # recorded again per task by the grader
+            progress.console.print(f"[red]image for {task.instance_id}:[/] {exc}")
+        progress.advance(bar)
+
+
+@bench.command()
+def validate(
+    suite: str = typer.Option(..., "--suite", "-s", help=SUITE_HELP),
+    workers: int = typer.Option(2, "--workers", "-w", min=1, help="Gradings run in parallel."),
+    run_id: Optional[str] = typer.Option(None, help="Name of the output directory under runs/bench/."),
+) -> None:
+    """Check every task: its gold patch resolves it and the empty patch does not."""
+    from benchmark import validate_tasks
+
+    loaded = _load(suite)
+    out = _run_dir("validate", run_id)
+    started = time.monotonic()
+    with _progress() as progress:
+        grader = _grader(out, progress)
+        _prepare_images(grader, loaded.tasks, progress)
+        bar = progress.add_task("grading gold and empty patches", total=2 * len(loaded.tasks))
+        verdicts = validate_tasks(grader, loaded.tasks, workers=workers,
+                                  on_done=lambda result: progress.advance(bar))
+    table = Table(title=f"{loaded.path.name}: {len(loaded.tasks)} tasks")
+    for column in ("task", "valid", "gold", "empty", "reason"):
+        table.add_column(column, overflow="fold")
+    for v in verdicts:
+        table.add_row(v.instance_id, "[green]yes[/]" if v.valid else "[red]no[/]",
+                      f"{v.gold.seconds:.1f}s", f"{v.empty.seconds:.1f}s", "; ".join(v.reasons))
+    console.print(table)
+    valid = sum(v.valid for v in verdicts)
+    built = grader.builder.built
+    console.print(f"{valid}/{len(verdicts)} valid in {time.monotonic() - started:.1f}s; "
+                  f"images built: {len(built)}{' (' + ', '.join(built) + ')' if built else ''}")
+    report = {v.instance_id: {"valid": v.valid, "reasons": v.reasons,
+                              "gold": v.gold.swebench_report()[v.instance_id],
+                              "empty": v.empty.swebench_report()[v.instance_id]} for v in verdicts}
+    (out / "validation.json").write_text(json.dumps(report, indent=2))
+    console.print(f"logs and reports: {out}")
+    if valid != len(verdicts) or loaded.problems:
+        raise typer.Exit(1)
+
+
+def _load_predictions(path: Path) -> dict[str, Optional[str]]:
+    """SWE-bench predictions: JSONL, a JSON list, or a JSON object keyed by instance id."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"cannot read predictions file {path}: {exc.strerror}")
+    try:
+        if path.suffix == ".jsonl":
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            data = json.loads(text)
+            rows = list(data.values()) if isinstance(data, dict) else data
+    except json.JSONDecodeError as exc:
+        raise _fail(f"{path} is not valid JSON{'L' if path.suffix == '.jsonl' else ''}: {exc}")
+    predictions: dict[str, Optional[str]] = {}
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict) or not isinstance(row.get("instance_id"), str):
+            raise _fail(f"{path}, prediction {number}: needs an 'instance_id' string")
+        patch = row.get("model_patch")
+        if patch is not None and not isinstance(patch, str):
+            raise _fail(f"{path}, instance {row['instance_id']}, field 'model_patch': must be a string or null")
+        predictions[row["instance_id"]] = patch
+    return predictions
+
+
+@bench.command()
+def grade(
+    suite: str = typer.Option(..., "--suite", "-s", help=SUITE_HELP),
+    predictions: Path = typer.Option(..., "--predictions", "-p",
+                                     help="SWE-bench predictions (JSONL or JSON)."),
+    workers: int = typer.Option(2, "--workers", "-w", min=1),
+    run_id: Optional[str] = typer.Option(None, help="Name of the output directory under runs/bench/."),
+) -> None:
+    """Grade a predictions file and write a report in SWE-bench's shape."""
+    from benchmark import Job, run_jobs, run_report
+
+    loaded = _load(suite)
+    preds = _load_predictions(predictions)
+    by_id = {t.instance_id: t for t in loaded.tasks}
+    unknown = sorted(set(preds) - set(by_id))
+    for instance_id in unknown:
+        err.print(f"[yellow]ignored:[/] prediction for {instance_id}, which is not in the suite")
+    tasks = [by_id[i] for i in preds if i in by_id]
+    out = _run_dir("grade", run_id)
+    with _progress() as progress:
+        grader = _grader(out, progress)
+        _prepare_images(grader, tasks, progress)
+        bar = progress.add_task("grading", total=len(tasks))
+        results = run_jobs(grader, [Job(t, preds[t.instance_id], "model") for t in tasks],
+                           workers=workers, on_done=lambda result: progress.advance(bar))
+    table = Table(title=f"{predictions.name} on {loaded.path.name}")
+    for column in ("task", "resolved", "set aside", "note"):
+        table.add_column(column, overflow="fold")
+    for r in sorted(results, key=lambda r: r.instance_id):
+        state = "[yellow]error[/]" if r.error else ("[green]yes[/]" if r.resolved else "[red]no[/]")
+        table.add_row(r.instance_id, state, ", ".join(i["path"] for i in r.set_aside),
+                      r.error or "; ".join(r.problems))
+    console.print(table)
+    model = "predictions"
+    report = run_report(loaded.tasks, {i: preds[i] for i in preds if i in by_id}, results, model=model)
+    report_path = out / "report.json"
+    report_path.write_text(json.dumps(report, indent=2))
+    console.print(f"resolved {report['resolved_instances']}/{len(tasks)}; "
+                  f"errors {report['error_instances']}. Report: {report_path}")
+    if report["error_instances"]:
+        raise typer.Exit(1)
+
+
+@bench.command("suites")
+def list_suites() -> None:
+    """List the shipped suites and their task counts."""
+    from benchmark import known_suites, load_suite
+
+    for name in known_suites():
+        loaded = load_suite(name)
+        console.print(f"{name}: {len(loaded.tasks)} tasks ({loaded.path})")
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()
