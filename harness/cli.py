@@ -124,8 +124,9 @@ def validate(
         raise typer.Exit(1)
 
 
-def _load_predictions(path: Path) -> dict[str, Optional[str]]:
-    """SWE-bench predictions: JSONL, a JSON list, or a JSON object keyed by instance id."""
+def _load_predictions(path: Path) -> tuple[dict[str, Optional[str]], str]:
+    """SWE-bench predictions (JSONL, a JSON list, or a JSON object keyed by instance id),
+    and the model they name."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -139,6 +140,7 @@ def _load_predictions(path: Path) -> dict[str, Optional[str]]:
     except json.JSONDecodeError as exc:
         raise _fail(f"{path} is not valid JSON{'L' if path.suffix == '.jsonl' else ''}: {exc}")
     predictions: dict[str, Optional[str]] = {}
+    model = "unknown"
     for number, row in enumerate(rows, start=1):
         if not isinstance(row, dict) or not isinstance(row.get("instance_id"), str):
             raise _fail(f"{path}, prediction {number}: needs an 'instance_id' string")
@@ -146,7 +148,8 @@ def _load_predictions(path: Path) -> dict[str, Optional[str]]:
         if patch is not None and not isinstance(patch, str):
             raise _fail(f"{path}, instance {row['instance_id']}, field 'model_patch': must be a string or null")
         predictions[row["instance_id"]] = patch
-    return predictions
+        model = str(row.get("model_name_or_path") or model)
+    return predictions, model
 
 
 @bench.command()
@@ -161,7 +164,7 @@ def grade(
     from benchmark import Job, run_jobs, run_report
 
     loaded = _load(suite)
-    preds = _load_predictions(predictions)
+    preds, model = _load_predictions(predictions)
     by_id = {t.instance_id: t for t in loaded.tasks}
     unknown = sorted(set(preds) - set(by_id))
     for instance_id in unknown:
@@ -182,7 +185,6 @@ def grade(
         table.add_row(r.instance_id, state, ", ".join(i["path"] for i in r.set_aside),
                       r.error or "; ".join(r.problems))
     console.print(table)
-    model = "predictions"
     report = run_report(loaded.tasks, {i: preds[i] for i in preds if i in by_id}, results, model=model)
     report_path = out / "report.json"
     report_path.write_text(json.dumps(report, indent=2))

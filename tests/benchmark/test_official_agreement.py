@@ -114,7 +114,7 @@ def broken_patch(patch: str) -> str:
                 replaced = True
             else:
                 new_body.append(body_line)
-        if not replaced:
+        if not replaced and not (new_start == "0" and new_len == 0):  # not a deleted file
             at = next((k for k, b in enumerate(new_body) if b.startswith("-")), None)
             if at is None:
                 at = next(k for k, b in enumerate(new_body) if b.startswith("+"))
@@ -197,8 +197,7 @@ def test_broken_patch_of_a_pure_deletion_gets_a_raise_line():
 
 
 def _run_official(workdir: Path, dataset: Path, kind: str, preds: Path) -> subprocess.Popen:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     out = (workdir / f"official-{kind}.out").open("w")
     return subprocess.Popen(
         [sys.executable, "-m", "swebench.harness.run_evaluation",
