@@ -11,9 +11,10 @@ import io
 import tarfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Iterator
 
 import docker
 import docker.errors
@@ -111,6 +112,27 @@ def _wait(container, timeout_s: float) -> tuple[int, bool]:
         return -1, True
 
 
+@contextmanager
+def _finished_container(image: str, script: str, *, archives: Iterable[tuple[str, bytes]],
+                        timeout_s: float, **create: Any) -> Iterator[tuple[Any, int, bool, str]]:
+    """Create a container running `script` with bash, copy `archives` ((directory, tar
+    bytes) pairs) in, start it and wait; yield (container, exit code, timed out, log) and
+    remove it afterwards, whatever happened."""
+    container = connect().containers.create(image, ["bash", "-c", script], detach=True, **create)
+    try:
+        for directory, data in archives:
+            container.put_archive(directory, data)
+        container.start()
+        exit_code, timed_out = _wait(container, timeout_s)
+        log = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+        yield container, exit_code, timed_out, log
+    finally:
+        try:
+            container.remove(force=True)
+        except docker.errors.DockerException:
+            pass
+
+
 def run_script(
     image: str,
     script: str,
@@ -121,39 +143,21 @@ def run_script(
     volumes: dict | None = None,
     environment: dict | None = None,
 ) -> RunResult:
-    """Run `script` with bash in a fresh, hardened container of `image`, then remove it.
+    """Run `script` in a fresh, hardened container of `image`, then remove it.
 
-    `archives` are (directory, tar bytes) pairs copied in before the start. The container
-    runs with docker's init as PID 1, so removing it never waits on a stop timeout.
+    The container runs with docker's init as PID 1, so removing it never waits on a stop
+    timeout (the official harness's `tail -f /dev/null` costs 15 s per container).
     """
-    client = connect()
     started = time.monotonic()
-    container = None
     try:
-        container = client.containers.create(
-            image,
-            ["bash", "-c", script],
-            detach=True,
-            volumes=volumes or {},
-            environment=environment or {},
-            **_hardened(limits),
-        )
-        for directory, data in archives:
-            container.put_archive(directory, data)
-        container.start()
-        exit_code, timed_out = _wait(container, timeout_s)
-        log = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
-        return RunResult(exit_code, log, timed_out, time.monotonic() - started)
+        with _finished_container(image, script, archives=archives, timeout_s=timeout_s,
+                                 volumes=volumes or {}, environment=environment or {},
+                                 **_hardened(limits)) as (_, exit_code, timed_out, log):
+            return RunResult(exit_code, log, timed_out, time.monotonic() - started)
     except docker.errors.ImageNotFound as exc:
         raise InfraError(f"image {image!r} is missing: {exc.explanation}") from exc
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise InfraError(f"Docker failed while running a container of {image!r}: {exc}") from exc
-    finally:
-        if container is not None:
-            try:
-                container.remove(force=True)
-            except docker.errors.DockerException:
-                pass
 
 
 def commit_script(
@@ -170,40 +174,20 @@ def commit_script(
 ) -> None:
     """Build an image: run `script` in a container of `image` with the network off, and
     commit the result as `tag`. The build log is written to `log_path` either way."""
-    client = connect()
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    container = None
     try:
-        container = client.containers.create(
-            image,
-            ["bash", "-c", script],
-            detach=True,
-            network_mode="none",
-            volumes=volumes or {},
-            environment=environment or {},
-        )
-        for directory, data in archives:
-            container.put_archive(directory, data)
-        container.start()
-        exit_code, _ = _wait(container, timeout_s)
-        log = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
-        log_path.write_text(log, encoding="utf-8")
-        if exit_code != 0:
-            last = log.strip().splitlines()[-1:] or ["(no output)"]
-            raise ImageBuildError(tag, log_path, f"exit code {exit_code}; last line: {last[0]}")
-        repository, _, version = tag.rpartition(":")
-        container.commit(repository=repository, tag=version, changes=changes or [])
-    except ImageBuildError:
-        raise
+        with _finished_container(image, script, archives=archives, timeout_s=timeout_s,
+                                 network_mode="none", volumes=volumes or {},
+                                 environment=environment or {}) as (container, code, _, log):
+            log_path.write_text(log, encoding="utf-8")
+            if code != 0:
+                last = log.strip().splitlines()[-1:] or ["(no output)"]
+                raise ImageBuildError(tag, log_path, f"exit code {code}; last line: {last[0]}")
+            repository, _, version = tag.rpartition(":")
+            container.commit(repository=repository, tag=version, changes=changes or [])
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         log_path.write_text(f"Docker error: {exc}\n", encoding="utf-8")
         raise ImageBuildError(tag, log_path, str(exc)) from exc
-    finally:
-        if container is not None:
-            try:
-                container.remove(force=True)
-            except docker.errors.DockerException:
-                pass
 
 
 def import_rootfs(tarball: Path, tag: str, changes: list[str]) -> None:

@@ -125,6 +125,8 @@ class ImageBuilder:
 
     def _bootstrap_base(self, tag: str) -> None:
         log = self._log_path(tag)
+        self._on_event(f"bootstrapping Debian {BASE_SUITE} with mmdebstrap (about a minute, "
+                       f"once per machine; log: {log})")
         log.parent.mkdir(parents=True, exist_ok=True)
         if shutil.which("mmdebstrap") is None:
             raise ImageBuildError(

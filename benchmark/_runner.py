@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -139,6 +140,9 @@ class Grader:
             except InfraError as exc:
                 result.error = str(exc)
                 log_path.write_text(f"infrastructure error: {exc}\n", encoding="utf-8")
+            except Exception as exc:  # a bug of ours must cost one task, not the batch
+                result.error = f"internal error in the grader: {exc!r} (traceback: {log_path})"
+                log_path.write_text(traceback.format_exc(), encoding="utf-8")
         result.seconds = time.monotonic() - started
         (where / "report.json").write_text(json.dumps(result.swebench_report(), indent=2))
         return result
