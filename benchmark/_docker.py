@@ -12,7 +12,7 @@ import tarfile
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -86,6 +86,19 @@ class RunResult:
     log: str
     timed_out: bool
     seconds: float
+    files: dict[str, bytes | None] = field(default_factory=dict)
+    """Files read back from the finished container (`fetch`); None where absent."""
+
+
+def _read_file(container: Any, path: str) -> bytes | None:
+    try:
+        stream, _ = container.get_archive(path)
+    except docker.errors.NotFound:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+        member = archive.next()
+        handle = archive.extractfile(member) if member is not None else None
+        return handle.read() if handle is not None else None
 
 
 def _hardened(limits: SandboxLimits) -> dict:
@@ -142,6 +155,8 @@ def run_script(
     limits: SandboxLimits = SandboxLimits(),
     volumes: dict | None = None,
     environment: dict | None = None,
+    user: str = "root",
+    fetch: Iterable[str] = (),
 ) -> RunResult:
     """Run `script` in a fresh, hardened container of `image`, then remove it.
 
@@ -151,9 +166,10 @@ def run_script(
     started = time.monotonic()
     try:
         with _finished_container(image, script, archives=archives, timeout_s=timeout_s,
-                                 volumes=volumes or {}, environment=environment or {},
-                                 **_hardened(limits)) as (_, exit_code, timed_out, log):
-            return RunResult(exit_code, log, timed_out, time.monotonic() - started)
+                                 volumes=volumes or {}, environment=environment or {}, user=user,
+                                 **_hardened(limits)) as (container, exit_code, timed_out, log):
+            files = {path: _read_file(container, path) for path in fetch}
+            return RunResult(exit_code, log, timed_out, time.monotonic() - started, files)
     except docker.errors.ImageNotFound as exc:
         raise InfraError(f"image {image!r} is missing: {exc.explanation}") from exc
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:

@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from benchmark._guard import APPLY_FAILED_MARKER
 from benchmark._task import TaskSpec
 
 __all__ = [
@@ -38,7 +39,7 @@ __all__ = [
 # The SWE-bench harness's markers (swebench.harness.constants; a test keeps them equal).
 START_TEST_OUTPUT = ">>>>> Start Test Output"
 END_TEST_OUTPUT = ">>>>> End Test Output"
-APPLY_PATCH_FAIL = ">>>>> Patch Apply Failed"
+APPLY_PATCH_FAIL = APPLY_FAILED_MARKER
 TEST_EXIT_CODE = ">>>>> Test Exit Code"
 
 _PYTEST_PARSERS = {"parse_log_pytest", "parse_log_pytest_options", "parse_log_pytest_v2"}

@@ -1,4 +1,4 @@
-"""Set aside what a candidate patch may not change before the tests run.
+"""Apply a candidate patch, then set aside what it may not change, before the tests run.
 
 A patch can win a verdict without fixing anything by changing how the tests run: a
 ``conftest.py`` hook that rewrites reports, pytest configuration that deselects a test, an
@@ -20,7 +20,10 @@ import subprocess
 import sys
 from pathlib import PurePosixPath
 
-__all__ = ["SET_ASIDE_MARKER", "protected_reason", "paths_named_in_patch", "main"]
+__all__ = [
+    "APPLIED_MARKER", "APPLY_FAILED_MARKER", "SET_ASIDE_MARKER", "paths_named_in_patch",
+    "protected_reason", "main",
+]
 
 _CONFIG_FILES = {"pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml"}
 _STARTUP_HOOKS = {"sitecustomize.py", "usercustomize.py"}
@@ -111,25 +114,43 @@ def _restore(repo: str, path: str) -> str:
     return "absent"
 
 
+APPLIED_MARKER = ">>>>> Applied Patch"
+APPLY_FAILED_MARKER = ">>>>> Patch Apply Failed"
+SET_ASIDE_MARKER = "RATCHET-SET-ASIDE:"
+
+
+def _apply(repo: str, patch_file: str, commands: list[list[str]]) -> bool:
+    """The official harness's chain of apply commands, from a clean tree each time."""
+    for command in commands:
+        done = subprocess.run([*command, patch_file], cwd=repo, stdout=sys.stdout,
+                              stderr=subprocess.STDOUT)
+        if done.returncode == 0:
+            return True
+        subprocess.run(["git", "checkout", "-q", "--", "."], cwd=repo)
+        subprocess.run(["git", "clean", "-fdq"], cwd=repo)
+    return False
+
+
 def main(argv: list[str]) -> int:
-    """Two steps around the patch:
+    """``guard.py REPO SPEC.json``, one process for the whole step (it runs once per grading).
 
-    ``guard.py snapshot REPO OUT.json`` before it: record untracked and ignored paths that
-    the image already holds (build artifacts), so they are never mistaken for the patch's.
-
-    ``guard.py restore REPO SPEC.json`` after it: SPEC holds ``hidden_test_files``,
-    ``patch_paths`` and ``snapshot`` (the first step's file). Prints one line
-    ``RATCHET-SET-ASIDE: <json list>``.
+    SPEC holds ``patch_file``, ``apply_commands``, ``hidden_test_files`` and
+    ``patch_paths``. Untracked and ignored paths the image already holds (build artifacts)
+    are recorded first so they are never mistaken for the patch's; the patch is applied
+    (an empty one is a no-op); then protected paths are set aside. Prints the official
+    harness's apply marker and one line ``RATCHET-SET-ASIDE: <json list>``; exits 1 when
+    the patch does not apply.
     """
-    command, repo, path = argv
-    if command == "snapshot":
-        with open(path, "w", encoding="utf-8") as handle:
-            json.dump(_changed_in_worktree(repo), handle)
-        return 0
-    with open(path, encoding="utf-8") as handle:
+    repo, spec_path = argv
+    with open(spec_path, encoding="utf-8") as handle:
         spec = json.load(handle)
-    with open(spec["snapshot"], encoding="utf-8") as handle:
-        preexisting = set(json.load(handle))
+    preexisting = set(_changed_in_worktree(repo))
+    sys.stdout.flush()
+    if os.path.getsize(spec["patch_file"]) and not _apply(
+            repo, spec["patch_file"], spec["apply_commands"]):
+        print(APPLY_FAILED_MARKER, flush=True)
+        return 1
+    print(APPLIED_MARKER, flush=True)
     hidden = frozenset(spec["hidden_test_files"])
     candidates = dict.fromkeys(spec["patch_paths"])
     for changed in _changed_in_worktree(repo):
@@ -145,8 +166,6 @@ def main(argv: list[str]) -> int:
     print(SET_ASIDE_MARKER + " " + json.dumps(set_aside), flush=True)
     return 0
 
-
-SET_ASIDE_MARKER = "RATCHET-SET-ASIDE:"
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

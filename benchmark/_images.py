@@ -35,11 +35,18 @@ from benchmark._task import TaskEnvironment, TaskSpec
 
 __all__ = ["ImageBuilder", "base_image_tag", "env_image_tag", "task_image_tag"]
 
-RECIPE_VERSION = "1"
+# Bump a layer's version when its recipe below changes: its tag (and those above) change.
+BASE_RECIPE, ENV_RECIPE, TASK_RECIPE = "1", "3", "3"
 BASE_SUITE = "bookworm"
 BASE_PYTHON = "3.11"  # python3 of BASE_SUITE: wheels are downloaded for it
 BASE_PACKAGES = ("python3", "python3-venv", "git", "ca-certificates", "patch")
 VENV = "/opt/venv"
+AGENT_VENV = "/opt/ratchet/venv"
+# The agent's runtime, pinned by the trusted harness (an evolved agent cannot add packages:
+# resolving them would run code from PyPI on the host). Installed once per environment image.
+AGENT_RUNTIME = ("openai==3.54.0", "jinja2==3.1.6", "pyyaml==6.0.3")
+SANDBOX_UID = 1000  # the non-root user that runs agents and tests; owns /testbed
+SANDBOX_USER = f"{SANDBOX_UID}:{SANDBOX_UID}"
 _PATH = f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Fixed identity and dates: the base commit of a tree is the same hash on every machine.
 _GIT_ENV = {
@@ -50,23 +57,23 @@ _GIT_ENV = {
 
 
 def _key(*parts: object) -> str:
-    return hashlib.sha256(json.dumps([RECIPE_VERSION, *parts], sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def base_image_tag() -> str:
     override = os.environ.get("RATCHET_BASE_IMAGE")
-    return override or f"ratchet/base:{_key(BASE_SUITE, BASE_PACKAGES)}"
+    return override or f"ratchet/base:{_key(BASE_RECIPE, BASE_SUITE, BASE_PACKAGES)}"
 
 
 def env_image_tag(env: TaskEnvironment) -> str:
-    return f"ratchet/env:{_key(base_image_tag(), sorted(env.python_deps))}"
+    return f"ratchet/env:{_key(ENV_RECIPE, base_image_tag(), sorted(env.python_deps), AGENT_RUNTIME)}"
 
 
 def task_image_tag(task: TaskSpec) -> str:
     if task.image:
         return task.image
     assert task.source is not None and task.environment is not None
-    key = _key(env_image_tag(task.environment), task.source.model_dump(), task.base_commit,
+    key = _key(TASK_RECIPE, env_image_tag(task.environment), task.source.model_dump(), task.base_commit,
                task.environment.install, task.test_files)
     name = re.sub(r"[^a-z0-9_.-]+", "-", task.instance_id.lower())[:100].strip(".-")
     return f"ratchet/task:{name}-{key}"
@@ -182,13 +189,23 @@ class ImageBuilder:
         def build() -> None:
             deps = list(env.python_deps)
             wheels = self.wheelhouse(deps)
-            script = f"set -euo pipefail\npython3 -m venv {VENV}\n"
-            if deps:
-                script += (f"{VENV}/bin/pip install -q --no-index --find-links /wheels "
-                           f"--disable-pip-version-check {shlex.join(deps)}\n")
+            agent_wheels = self.wheelhouse(list(AGENT_RUNTIME))
+            pip = "bin/pip install -q --no-index --disable-pip-version-check --find-links"
+            script = f"""set -euo pipefail
+python3 -m venv {VENV}
+{f"{VENV}/{pip} /wheels {shlex.join(deps)}" if deps else ":"}
+python3 -m venv {AGENT_VENV}
+{AGENT_VENV}/{pip} /agent-wheels {shlex.join(AGENT_RUNTIME)}
+echo 'sandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:ratchet sandbox:/home/sandbox:/bin/bash' >> /etc/passwd
+echo 'sandbox:x:{SANDBOX_UID}:' >> /etc/group
+mkdir -p /home/sandbox && chown {SANDBOX_UID}:{SANDBOX_UID} /home/sandbox
+# /testbed belongs to the sandbox user; root (the official harness) may use it too
+git config --system --add safe.directory '*'
+"""
             _docker.commit_script(
                 base, script, tag=tag, log_path=self._log_path(tag),
-                volumes={str(wheels): {"bind": "/wheels", "mode": "ro"}},
+                volumes={str(wheels): {"bind": "/wheels", "mode": "ro"},
+                         str(agent_wheels): {"bind": "/agent-wheels", "mode": "ro"}},
                 changes=[f"ENV PATH={_PATH}", f"ENV VIRTUAL_ENV={VENV}"],
             )
 
@@ -223,8 +240,15 @@ export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels PIP_DISABLE_PIP_VERSION_CHECK=1
 {task.environment.install}
 export {exports}
 git init -q
+# build leftovers (some sdists even ship bytecode) stay out of the base commit, or a diff
+# of the tree would carry binary hunks that `git apply` rejects
+printf '__pycache__/\\n*.py[cod]\\n*.egg-info/\\n' >> .git/info/exclude
+find . -name __pycache__ -prune -exec rm -rf {{}} +
 git add -A
 git commit -q --no-verify -m "base"
+# warm bytecode (ignored by git): the first test run need not compile the package
+python -m compileall -q -j 0 . >/dev/null 2>&1 || true
+chown -R {SANDBOX_UID}:{SANDBOX_UID} /testbed
 """
         _docker.commit_script(
             env_tag, script, tag=tag, log_path=self._log_path(tag),

@@ -21,23 +21,22 @@ from typing import Callable, Iterable
 from benchmark import _docker, _guard
 from benchmark._errors import InfraError
 from benchmark._grading import (
-    APPLY_PATCH_FAIL,
     END_TEST_OUTPUT,
     TEST_EXIT_CODE,
     eval_script_lines,
     grade_log,
 )
-from benchmark._images import ImageBuilder
+from benchmark._images import SANDBOX_USER, ImageBuilder
 from benchmark._task import TaskSpec
 
 __all__ = ["GradeResult", "Grader", "Job", "run_jobs", "run_report"]
 
 _GUARD_SOURCE = Path(_guard.__file__).read_text(encoding="utf-8")
-_APPLY_CMDS = (
-    "git apply --verbose",
-    "git apply --verbose --3way",
-    "git apply --verbose --reject",
-    "patch --batch --forward --fuzz=5 -p1 -i",
+_APPLY_CMDS = (  # the official harness's chain (swebench.harness.run_evaluation.GIT_APPLY_CMDS)
+    ["git", "apply", "--verbose"],
+    ["git", "apply", "--verbose", "--3way"],
+    ["git", "apply", "--verbose", "--reject"],
+    ["patch", "--batch", "--forward", "--fuzz=5", "-p1", "-i"],
 )
 
 
@@ -80,32 +79,23 @@ class GradeResult:
 
 
 def _container_script(task: TaskSpec, marker_tag: str) -> str:
-    """Apply the patch, set aside what it may not touch, run the eval script."""
-    # The official script's markers are `: '...'` lines that only show under `set -x`;
-    # here they are echoed, and the test command's own exit status is recorded.
+    """Apply the patch and set aside what it may not touch (`_guard`), then run the eval
+    script. The official script's markers are `: '...'` lines that only show under
+    `set -x`; here they are echoed, and the test command's exit status is recorded after
+    the end marker."""
     eval_lines = [f"echo {line[2:]}" if line.startswith(": '>>>>>") else line
                   for line in eval_script_lines(task, marker_tag=marker_tag)]
     end = f"echo '{END_TEST_OUTPUT}{marker_tag}'"
     at = eval_lines.index(end)
     eval_lines[at:at + 1] = ["RATCHET_TEST_EXIT=$?", end,
                              f'echo "{TEST_EXIT_CODE}: $RATCHET_TEST_EXIT"']
-    tries = "\n".join(
-        f"  if [ $applied = 0 ]; then {cmd} /ratchet/model.patch && applied=1 || "
-        "{ git checkout -q -- . ; git clean -fdq ; } ; fi"
-        for cmd in _APPLY_CMDS
-    )
-    return f"""set -uo pipefail
-cd /testbed
-PY=/usr/bin/python3; [ -x "$PY" ] || PY=$(command -v python3)
-"$PY" -I /ratchet/guard.py snapshot /testbed /ratchet/snapshot.json
-applied=0
-if [ ! -s /ratchet/model.patch ]; then applied=1; else
-{tries}
-fi
-if [ $applied = 0 ]; then echo "{APPLY_PATCH_FAIL}"; exit 0; fi
-echo ">>>>> Applied Patch"
-"$PY" -I /ratchet/guard.py restore /testbed /ratchet/guard.json
-""" + "\n".join(eval_lines) + "\n"
+    return "\n".join([
+        "set -uo pipefail",
+        "cd /testbed",
+        'PY=/usr/bin/python3; [ -x "$PY" ] || PY=$(command -v python3)',
+        '"$PY" -I /ratchet/guard.py /testbed /ratchet/guard.json || exit 0',
+        *eval_lines,
+    ]) + "\n"
 
 
 def _set_aside(log: str) -> list[dict]:
@@ -151,9 +141,10 @@ class Grader:
         image = self.builder.ensure_task(task)
         marker_tag = f" [{secrets.token_hex(8)}]"
         guard_spec = {
+            "patch_file": "/ratchet/model.patch",
+            "apply_commands": _APPLY_CMDS,
             "hidden_test_files": task.test_files,
             "patch_paths": _guard.paths_named_in_patch(patch),
-            "snapshot": "/ratchet/snapshot.json",
         }
         files = {
             "ratchet/model.patch": patch if not patch or patch.endswith("\n") else patch + "\n",
@@ -168,6 +159,9 @@ class Grader:
                     image, _container_script(task, marker_tag),
                     archives=[("/", _docker.make_tar(files))],
                     timeout_s=timeout, limits=self.limits,
+                    # images ratchet built give /testbed to the sandbox user; a prebuilt
+                    # (official) image expects root, as its own harness runs it
+                    user="root" if task.image else SANDBOX_USER,
                 )
                 break
             except InfraError:
@@ -175,7 +169,7 @@ class Grader:
                     raise
         assert run is not None
         log_path.write_text(run.log, encoding="utf-8")
-        if APPLY_PATCH_FAIL in run.log.replace(marker_tag, "") and ">>>>> Applied Patch" not in run.log:
+        if _guard.APPLIED_MARKER not in run.log:
             result.problems.append("the patch does not apply to the base commit")
             return
         result.patch_applied = True
@@ -217,7 +211,8 @@ def run_report(tasks: list[TaskSpec], predictions: dict[str, str | None],
     resolved = sorted(i for i, r in by_id.items() if r.resolved)
     errors = sorted(i for i, r in by_id.items() if r.error)
     empty = sorted(i for i, p in predictions.items() if not p)
-    completed = sorted(i for i, r in by_id.items() if not r.error and r.patch_exists)
+    # as the official harness: an empty patch is not graded, so it is not "completed"
+    completed = sorted(i for i, r in by_id.items() if not r.error and predictions.get(i))
     return {
         "model_name_or_path": model,
         "total_instances": len(tasks),

@@ -1,0 +1,306 @@
+"""A scripted model: a real HTTP server that speaks the OpenAI chat protocol from a script.
+
+Why it exists: tests, the demo and a user with no endpoint need an upstream model that is
+deterministic, free and offline, yet reached the way a real one is (over HTTP, through the
+``openai`` SDK), so that the gateway, the agent and the proposer are exercised for real.
+Like httpx's ``MockTransport``, it is a shipped fake, not a mock.
+
+A :class:`Script` answers a chat request with, in this order: the recorded response of a
+recorded request with equal ``messages`` (replay, first recording wins); the reply of the
+first :class:`Rule` whose conditions all hold; the ``default`` reply; else
+:class:`NoRuleMatched`, served as an HTTP 400 quoting the last user message. Served:
+``POST /v1/chat/completions`` (non-streaming) and ``GET /v1/models``; errors are
+OpenAI-shaped JSON (``{"error": {"message", "type", ...}}``), never a hang or a 500.
+
+Exceptions: ``ScriptError(ValueError)``, a script that cannot be read or is invalid;
+``NoRuleMatched(LookupError)``, nothing in the script answers a request.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = ["NoRuleMatched", "Recording", "Rule", "Script", "ScriptError", "ScriptedModelServer",
+           "Usage"]
+
+DEFAULT_MODEL = "scripted"
+"""The model name answered when a request names none, and listed by ``GET /v1/models``."""
+_SYSTEM_ROLES = ("system", "developer")
+
+
+class ScriptError(ValueError):
+    """A script file that cannot be read or is not a valid script."""
+
+
+class NoRuleMatched(LookupError):
+    """No recording, rule or default answers a request; the message says which request."""
+
+
+class Usage(BaseModel):
+    """Token counts to report for a reply instead of the estimate."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Rule(BaseModel):
+    """One scripted answer and the conditions under which it is given (all must hold)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    last_user_contains: str | None = None
+    """A substring of the last user message."""
+    any_contains: str | None = None
+    """A substring of any message, whatever its role."""
+    system_contains: str | None = None
+    """A substring of a system (or developer) message."""
+    regex: re.Pattern[str] | None = None
+    """A pattern found (``re.search``) in the last user message."""
+    model: str | None = None
+    """The request's model name, exactly."""
+    turn: int | None = None
+    """The number of assistant messages already in the request (0 on the first call)."""
+    reply: str | None = None
+    """The one text this rule answers with."""
+    replies: list[str] | None = Field(None, min_length=1)
+    """Texts by turn: with k assistant messages in the request, ``replies[min(k, len-1)]``."""
+    usage: Usage | None = None
+    """Token counts to report; estimated (ceil(chars / 4)) when absent."""
+
+    @model_validator(mode="after")
+    def _one_reply(self) -> Rule:
+        if (self.reply is None) == (self.replies is None):
+            raise ValueError("a rule gives exactly one of `reply` or `replies`")
+        return self
+
+    def matches(self, messages: list[dict[str, Any]], model: str) -> bool:
+        """Whether every condition of this rule holds for a request."""
+        last_user = _last_user_text(messages)
+        texts = [_text(m) for m in messages]
+        systems = [_text(m) for m in messages if m.get("role") in _SYSTEM_ROLES]
+        return all((
+            self.last_user_contains is None or self.last_user_contains in last_user,
+            self.any_contains is None or any(self.any_contains in t for t in texts),
+            self.system_contains is None or any(self.system_contains in t for t in systems),
+            self.regex is None or self.regex.search(last_user) is not None,
+            self.model is None or self.model == model,
+            self.turn is None or self.turn == _turn(messages),
+        ))
+
+    def text_for(self, messages: list[dict[str, Any]]) -> str:
+        """This rule's reply to a request (the turn's entry of ``replies``)."""
+        replies = self.replies or [self.reply or ""]
+        return replies[min(_turn(messages), len(replies) - 1)]
+
+
+class Recording(BaseModel):
+    """A request's messages and the response recorded for them (a gateway log line)."""
+
+    model_config = ConfigDict(frozen=True)
+    messages: list[dict[str, Any]]
+    response: dict[str, Any]
+
+
+class Script(BaseModel):
+    """What the scripted model says: recordings, then ordered rules, then a default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    rules: list[Rule] = []
+    default: str | None = None
+    """The reply when no recording or rule answers; without it such a request gets a 400."""
+    recordings: list[Recording] = []
+    """Replayed before any rule: see :meth:`from_trajectory`."""
+
+    @classmethod
+    def load(cls, path: str | Path) -> Script:
+        """A script from a YAML or JSON file (``.json`` is read as JSON, anything else YAML)."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+            return cls.model_validate(data or {})
+        except (OSError, ValueError, yaml.YAMLError) as exc:  # ValidationError is a ValueError
+            raise ScriptError(f"cannot load script {path}: {exc}") from exc
+
+    @classmethod
+    def from_trajectory(cls, records: Iterable[Mapping[str, Any]]) -> Script:
+        """A script that replays records ``{"request": {...}, "response": {...}}``."""
+        try:
+            return cls(recordings=[Recording(messages=r["request"]["messages"],
+                                             response=r["response"]) for r in records])
+        except (KeyError, TypeError, ValidationError) as exc:
+            raise ScriptError(f"not a trajectory record ({exc!r}); expected "
+                              '{"request": {"messages": [...]}, "response": {...}}') from exc
+
+    def respond(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """The chat.completion body answering a chat request body; raises NoRuleMatched."""
+        messages: list[dict[str, Any]] = list(request.get("messages") or [])
+        model = str(request.get("model") or DEFAULT_MODEL)
+        for recording in self.recordings:
+            if recording.messages == messages:
+                return copy.deepcopy(recording.response)
+        rule = next((r for r in self.rules if r.matches(messages, model)), None)
+        if rule is not None:
+            return _completion(model, messages, rule.text_for(messages), rule.usage)
+        if self.default is not None:
+            return _completion(model, messages, self.default, None)
+        raise NoRuleMatched(
+            f"no scripted rule matched (model {model!r}, turn {_turn(messages)}); "
+            f"last user message starts: {_last_user_text(messages)[:200]!r}")
+
+
+def _text(message: Mapping[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):  # content parts: keep the text ones
+        return "".join(p["text"] for p in content
+                       if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return content if isinstance(content, str) else ""
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    return next((_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
+
+
+def _turn(messages: list[dict[str, Any]]) -> int:
+    return sum(1 for m in messages if m.get("role") == "assistant")
+
+
+def _completion(model: str, messages: list[dict[str, Any]], content: str,
+                usage: Usage | None) -> dict[str, Any]:
+    if usage is None:
+        prompt_chars = sum(len(_text(m)) for m in messages)
+        usage = Usage(prompt_tokens=math.ceil(prompt_chars / 4),
+                      completion_tokens=math.ceil(len(content) / 4))
+    return {
+        "id": f"chatcmpl-scripted-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                     "message": {"role": "assistant", "content": content}}],
+        "usage": {**usage.model_dump(),
+                  "total_tokens": usage.prompt_tokens + usage.completion_tokens},
+    }
+
+
+class ScriptedModelServer:
+    """Serves a :class:`Script` over HTTP on ``host:port`` (0: any free port), in a thread.
+
+    Use as a context manager, or ``start()``/``stop()``. ``requests`` holds every chat
+    request body received (parsed JSON), in arrival order.
+    """
+
+    def __init__(self, script: Script | Mapping[str, Any], host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self.script = script if isinstance(script, Script) else Script.model_validate(script)
+        self.host, self.port = host, port
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT/v1``, the ``base_url`` of an OpenAI client."""
+        if self._httpd is None:
+            raise RuntimeError("the scripted model server is not started")
+        return f"http://{self.host}:{self._httpd.server_address[1]}/v1"
+
+    def start(self) -> ScriptedModelServer:
+        if self._httpd is not None:
+            raise RuntimeError("the scripted model server is already started")
+        self._httpd = _HTTPServer((self.host, self.port), _Handler)
+        self._httpd.owner = self
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
+                                        name="scripted-model", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None and self._thread is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._thread.join()
+        self._httpd = self._thread = None
+
+    def __enter__(self) -> ScriptedModelServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def handle(self, method: str, path: str, raw: bytes) -> tuple[int, dict[str, Any]]:
+        """The (status, JSON body) answering one HTTP request; no I/O, so no hang."""
+        path = path.split("?", 1)[0].rstrip("/")
+        if (method, path) == ("GET", "/v1/models"):
+            names = dict.fromkeys([DEFAULT_MODEL, *(r.model for r in self.script.rules
+                                                    if r.model)])
+            return 200, {"object": "list", "data": [
+                {"id": n, "object": "model", "created": 0, "owned_by": "ratchet"} for n in names]}
+        if (method, path) != ("POST", "/v1/chat/completions"):
+            return _error(404, f"unknown path {method} {path!r}", "not_found_error")
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            return _error(400, f"request body is not valid JSON: {exc}")
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            return _error(400, "request body must be a JSON object with a `messages` list "
+                               "of objects")
+        with self._lock:
+            self.requests.append(body)
+        if body.get("stream"):
+            return _error(400, "streaming is not supported by the scripted model; "
+                               "send stream=false")
+        try:
+            return 200, self.script.respond(body)
+        except NoRuleMatched as exc:
+            return _error(400, str(exc))
+
+
+def _error(status: int, message: str,
+           kind: str = "invalid_request_error") -> tuple[int, dict[str, Any]]:
+    return status, {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default, 5, resets connections of a burst of callers
+    owner: ScriptedModelServer
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+    server_version = "ratchet-scripted-model"
+
+    def do_GET(self) -> None:
+        self._answer(b"")
+
+    def do_POST(self) -> None:
+        length = self.headers.get("Content-Length", "0")
+        self._answer(self.rfile.read(int(length)) if length.isdigit() else b"")
+
+    def _answer(self, raw: bytes) -> None:
+        status, body = self.server.owner.handle(self.command, self.path, raw)
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read bodies instead
+        pass
