@@ -194,6 +194,102 @@ def grade(
         raise typer.Exit(1)
 
 
+def _upstream(model: Optional[str], scripted: Optional[str], tasks):
+    """(upstream, model name, label, server to stop): a real endpoint or a scripted one."""
+    import os
+
+    from harness.gateway import OpenAIUpstream
+
+    if scripted:
+        from harness.oracle import oracle_script
+        from harness.scripted_model import Script, ScriptError, ScriptedModelServer
+
+        try:
+            script = oracle_script(tasks) if scripted == "oracle" else Script.load(scripted)
+        except ScriptError as exc:
+            raise _fail(str(exc))
+        server = ScriptedModelServer(script).start()
+        console.print(f"[bold magenta]SCRIPTED MODEL[/] ({scripted}): canned answers from a local "
+                      f"server at {server.base_url}, not a real model.")
+        name = model or "scripted"
+        return OpenAIUpstream(server.base_url, "scripted"), name, f"scripted:{scripted}", server
+    if not model:
+        raise _fail("no model given. Point ratchet at an OpenAI-compatible endpoint with "
+                    "OPENAI_BASE_URL and OPENAI_API_KEY and pass --model NAME, or run the "
+                    "built-in scripted demo model with --scripted oracle.")
+    if not os.environ.get("OPENAI_API_KEY") and not os.environ.get("OPENAI_BASE_URL"):
+        raise _fail(f"--model {model} needs an endpoint: set OPENAI_API_KEY (and OPENAI_BASE_URL "
+                    "for anything but OpenAI itself).")
+    return (OpenAIUpstream(os.environ.get("OPENAI_BASE_URL"), os.environ.get("OPENAI_API_KEY")),
+            model, model, None)
+
+
+@bench.command("run")
+def run_agent(
+    suite: str = typer.Option(..., "--suite", "-s", help=SUITE_HELP),
+    agent: str = typer.Option("agent_seed", "--agent", "-a",
+                              help="The agent: a directory holding agent_seed/, or a git ref."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name at the endpoint."),
+    scripted: Optional[str] = typer.Option(
+        None, help="Use a scripted model instead: a script file, or 'oracle' (knows every fix; demo only)."),
+    workers: int = typer.Option(2, "--workers", "-w", min=1),
+    budget_usd: Optional[float] = typer.Option(None, help="Stop model calls past this spend for the run."),
+    task_budget_usd: Optional[float] = typer.Option(None, help="... and past this spend per task."),
+    timeout_s: float = typer.Option(1800, help="Wall-clock limit of one agent run."),
+    run_id: Optional[str] = typer.Option(None, help="Output directory under runs/bench/; "
+                                         "the same id again resumes, skipping finished tasks."),
+) -> None:
+    """Run an agent on every task in a fresh sandbox, grade each patch, summarize."""
+    from benchmark._agent_env import DockerEnvironment
+    from harness.agent_source import AgentSourceError, resolve_agent
+    from harness.bench_run import BenchRun
+    from harness.gateway import Budget, Gateway
+
+    loaded = _load(suite)
+    try:
+        source = resolve_agent(agent)
+    except AgentSourceError as exc:
+        raise _fail(str(exc))
+    upstream, model_name, label, server = _upstream(model, scripted, loaded.tasks)
+    out = _run_dir("run", run_id)
+    try:
+        with _progress() as progress:
+            grader = _grader(out / "grades", progress)
+            _prepare_images(grader, loaded.tasks, progress)
+            gateway = Gateway(upstream, model=model_name, log_dir=out / "trajectories",
+                              budget=Budget(per_task=task_budget_usd, per_run=budget_usd))
+            bench_run = BenchRun(agent=source, gateway=gateway, grader=grader, out_dir=out,
+                                 environment=DockerEnvironment(grader.builder, timeout_s=timeout_s),
+                                 model_label=label)
+            bar = progress.add_task("agent runs", total=len(loaded.tasks))
+
+            def done(outcome, cached: bool) -> None:
+                progress.advance(bar)
+                if cached:
+                    progress.console.print(f"[dim]{outcome.instance_id}: finished earlier, skipped[/]")
+
+            outcomes = bench_run.run(loaded.tasks, workers=workers, on_done=done)
+    finally:
+        if server is not None:
+            server.stop()
+    table = Table(title=f"{source.spec} ({source.tree_hash}) on {loaded.path.name}, model {label}")
+    for column in ("task", "resolved", "steps", "tokens in/out", "cost $", "time s", "note"):
+        table.add_column(column, overflow="fold")
+    for o in outcomes:
+        table.add_row(o.instance_id, "[green]yes[/]" if o.resolved else "[red]no[/]", str(o.steps),
+                      f"{o.prompt_tokens}/{o.completion_tokens}", f"{o.cost_usd:.4f}",
+                      f"{o.seconds:.1f}", o.error or ("" if o.submitted else "did not submit"))
+    console.print(table)
+    resolved = sum(o.resolved for o in outcomes)
+    console.print(f"resolved {resolved}/{len(outcomes)}; tokens "
+                  f"{sum(o.prompt_tokens for o in outcomes)} in / "
+                  f"{sum(o.completion_tokens for o in outcomes)} out; "
+                  f"${sum(o.cost_usd for o in outcomes):.4f}. Predictions, trajectories and "
+                  f"summary: {out}")
+    if any(o.error for o in outcomes):
+        raise typer.Exit(1)
+
+
 @bench.command("suites")
 def list_suites() -> None:
     """List the shipped suites and their task counts."""

@@ -1,0 +1,75 @@
+"""Resolve ``--agent PATH|GIT-REF`` to a directory holding the agent package, and the hash
+of its tree (the key under which task results are cached, so a rerun redoes nothing)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+__all__ = ["AGENT_PACKAGE", "AgentSource", "resolve_agent"]
+
+AGENT_PACKAGE = "agent_seed"
+
+
+class AgentSourceError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class AgentSource:
+    spec: str
+    directory: Path
+    """Holds ``agent_seed/``; mounted read-only at /agent in the sandbox."""
+    tree_hash: str
+
+
+def _ignored(name: str) -> bool:
+    return name == "__pycache__" or name.endswith((".pyc", ".pyo"))
+
+
+def _from_directory(path: Path, into: Path) -> str:
+    package = path if (path / "__main__.py").exists() else path / AGENT_PACKAGE
+    if not (package / "__main__.py").exists():
+        raise AgentSourceError(f"{path} is not an agent: no {AGENT_PACKAGE}/__main__.py in it")
+    target = into / AGENT_PACKAGE
+    shutil.copytree(package, target, ignore=lambda d, names: [n for n in names if _ignored(n)])
+    digest = hashlib.sha256()
+    for file in sorted(p for p in target.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(target).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    return "dir-" + digest.hexdigest()[:16]
+
+
+def _from_git(ref: str, repo_dir: Path, into: Path) -> str:
+    try:
+        repo = git.Repo(repo_dir, search_parent_directories=True)
+        tree = repo.commit(ref).tree / AGENT_PACKAGE
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise AgentSourceError(f"{ref!r} is not a directory, and {repo_dir} is not in a git "
+                               "repository to look it up as a ref") from None
+    except (git.BadName, ValueError):
+        raise AgentSourceError(f"{ref!r} is neither a directory nor a git ref in {repo_dir}") from None
+    except KeyError:
+        raise AgentSourceError(f"{ref} has no {AGENT_PACKAGE}/ directory") from None
+    for blob in tree.traverse():
+        if blob.type != "blob" or _ignored(Path(blob.path).name):
+            continue
+        target = into / blob.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(blob.data_stream.read())
+    return "git-" + tree.hexsha[:16]
+
+
+def resolve_agent(spec: str, *, repo_dir: Path = Path(".")) -> AgentSource:
+    """A private copy of the agent (a later edit of the checkout cannot change a run)."""
+    into = Path(tempfile.mkdtemp(prefix="ratchet-agent-"))
+    into.chmod(0o755)
+    path = Path(spec)
+    tree_hash = _from_directory(path, into) if path.is_dir() else _from_git(spec, repo_dir, into)
+    for item in into.rglob("*"):  # readable by the sandbox user through the bind mount
+        item.chmod(0o755 if item.is_dir() else 0o644)
+    return AgentSource(spec, into, tree_hash)

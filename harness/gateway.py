@@ -1,0 +1,305 @@
+"""The LLM gateway: the sandbox's only way out, and the ledger of every token.
+
+An OpenAI-compatible chat-completions endpoint served by the controller. Each task run gets
+its own *channel*: a unix socket (bind-mounted into the sandbox) or a loopback TCP port
+(the local backend), so every request is attributed to one task. The gateway holds the real
+credentials (none enters a sandbox), forwards to the upstream model, counts tokens and cost
+per task, generation and run, refuses calls past a budget with an error the agent sees
+(HTTP 402, which the openai SDK does not retry), and appends every request and response to
+the task's trajectory log on the host, where the sandbox cannot write.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socketserver
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = [
+    "Budget",
+    "Channel",
+    "Gateway",
+    "Ledger",
+    "OpenAIUpstream",
+    "PriceTable",
+    "Upstream",
+    "Usage",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Upstream(Protocol):
+    """Where the gateway sends a chat request; returns the chat.completion body."""
+
+    def complete(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class OpenAIUpstream:
+    """A real endpoint through the openai SDK (OpenAI, vLLM, Ollama, a LiteLLM proxy...)."""
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None):
+        import openai
+
+        self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=2)
+
+    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        allowed = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        return self._client.chat.completions.create(**allowed).model_dump(exclude_none=True)
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    """USD per million tokens (input, output), by model name. Extend with a JSON file
+    ``{"model": [input, output]}`` given as ``RATCHET_PRICES``."""
+
+    prices: dict[str, tuple[float, float]] = field(default_factory=lambda: {
+        "scripted": (0.0, 0.0), "gpt-4o": (2.50, 10.00), "gpt-4o-mini": (0.15, 0.60), "gpt-4.1": (2.00, 8.00),
+        "gpt-4.1-mini": (0.40, 1.60), "o4-mini": (1.10, 4.40),
+    })
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None) -> "PriceTable":
+        table = cls()
+        path = path or os.environ.get("RATCHET_PRICES")
+        if path:
+            extra = json.loads(Path(path).read_text(encoding="utf-8"))
+            table.prices.update({name: (float(i), float(o)) for name, (i, o) in extra.items()})
+        return table
+
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """None for a model with no price: it costs 0, and the caller warns once."""
+        price = self.prices.get(model)
+        if price is None:
+            return None
+        return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
+
+
+@dataclass
+class Usage:
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    model_seconds: float = 0.0
+
+    def add(self, other: "Usage") -> None:
+        self.calls += other.calls
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cost_usd += other.cost_usd
+        self.model_seconds += other.model_seconds
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Spending limits in USD; None is no limit."""
+
+    per_task: float | None = None
+    per_generation: float | None = None
+    per_run: float | None = None
+
+
+class Ledger:
+    """Usage per task, per generation and for the run, behind one lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.run = Usage()
+        self.generations: dict[str, Usage] = {}
+        self.tasks: dict[str, Usage] = {}
+
+    def record(self, task: str, generation: str, usage: Usage) -> None:
+        with self._lock:
+            self.run.add(usage)
+            self.generations.setdefault(generation, Usage()).add(usage)
+            self.tasks.setdefault(task, Usage()).add(usage)
+
+    def refusal(self, task: str, generation: str, budget: Budget) -> str | None:
+        """Why a call must be refused now, or None."""
+        with self._lock:
+            checks = (
+                ("task", self.tasks.get(task, Usage()).cost_usd, budget.per_task),
+                ("generation", self.generations.get(generation, Usage()).cost_usd, budget.per_generation),
+                ("run", self.run.cost_usd, budget.per_run),
+            )
+        for scope, spent, limit in checks:
+            if limit is not None and spent >= limit:
+                return (f"ratchet budget exhausted: this {scope} has spent ${spent:.4f} of its "
+                        f"${limit:.4f} limit; no more model calls are allowed")
+        return None
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"run": asdict(self.run),
+                    "generations": {k: asdict(v) for k, v in self.generations.items()},
+                    "tasks": {k: asdict(v) for k, v in self.tasks.items()}}
+
+
+@dataclass
+class Channel:
+    """One task's way to the gateway: a unix socket path or a loopback URL."""
+
+    task: str
+    generation: str
+    trajectory: Path
+    socket_path: Path | None = None
+    base_url: str | None = None
+    _server: Any = None
+    _thread: Any = None
+
+
+class _UnixHTTPServer(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+
+
+class Gateway:
+    """Serves channels; every request goes through `_handle`."""
+
+    def __init__(self, upstream: Upstream, *, model: str, log_dir: Path,
+                 prices: PriceTable | None = None, budget: Budget = Budget(),
+                 ledger: Ledger | None = None):
+        self.upstream = upstream
+        self.model = model
+        self.log_dir = log_dir
+        self.prices = prices or PriceTable.load()
+        self.budget = budget
+        self.ledger = ledger or Ledger()
+        self._warned: set[str] = set()
+        self._write_lock = threading.Lock()
+
+    # -- channels --------------------------------------------------------------------
+
+    def open_channel(self, task: str, generation: str = "bench", *, tcp: bool = False) -> Channel:
+        """A fresh endpoint for one task run. The socket lives in a short private temp dir
+        (unix socket paths are limited to 108 bytes) with mode 0666, so the sandbox's
+        non-root user can connect to it through the bind mount."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        channel = Channel(task, generation, self.log_dir / f"{_safe(task)}.jsonl")
+        handler = self._handler_for(channel)
+        if tcp:
+            server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+            server.daemon_threads = True
+            channel.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        else:
+            directory = Path(tempfile.mkdtemp(prefix="ratchet-gw-"))
+            directory.chmod(0o755)
+            channel.socket_path = directory / "llm.sock"
+            server = _UnixHTTPServer(str(channel.socket_path), handler)
+            channel.socket_path.chmod(0o666)
+        channel._server = server
+        channel._thread = threading.Thread(target=server.serve_forever, daemon=True,
+                                           name=f"gateway-{task}")
+        channel._thread.start()
+        return channel
+
+    def close_channel(self, channel: Channel) -> None:
+        channel._server.shutdown()
+        channel._server.server_close()
+        if channel.socket_path is not None:
+            channel.socket_path.unlink(missing_ok=True)
+            try:
+                channel.socket_path.parent.rmdir()
+            except OSError:
+                pass
+
+    # -- requests --------------------------------------------------------------------
+
+    def _handler_for(self, channel: Channel) -> type[BaseHTTPRequestHandler]:
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def address_string(self) -> str:  # unix sockets have no peer address
+                return channel.task
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("gateway %s: " + format, channel.task, *args)
+
+            def _reply(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    self._reply(200, {"object": "list", "data": [
+                        {"id": gateway.model, "object": "model", "owned_by": "ratchet"}]})
+                else:
+                    self._reply(404, _error(f"no route {self.path}", "not_found"))
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    self._reply(404, _error(f"no route {self.path}", "not_found"))
+                    return
+                try:
+                    body = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    self._reply(400, _error(f"request body is not JSON: {exc}", "invalid_request"))
+                    return
+                status, response = gateway._handle(channel, body)
+                self._reply(status, response)
+
+        return Handler
+
+    def _handle(self, channel: Channel, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        started = time.monotonic()
+        record: dict[str, Any] = {"time": time.time(), "task": channel.task,
+                                  "generation": channel.generation, "request": body}
+        refusal = self.ledger.refusal(channel.task, channel.generation, self.budget)
+        if refusal:
+            record["refused"] = refusal
+            self._append(channel, record)
+            return 402, _error(refusal, "budget_exhausted")
+        if body.get("stream"):
+            return 400, _error("streaming is not supported by the ratchet gateway", "invalid_request")
+        forwarded = {**body, "model": self.model}  # the controller picks the model
+        try:
+            response = self.upstream.complete(forwarded)
+        except Exception as exc:  # any upstream failure becomes an error the agent can read
+            record["error"] = f"{type(exc).__name__}: {exc}"
+            self._append(channel, record)
+            return 502, _error(f"the upstream model failed: {type(exc).__name__}: {exc}", "upstream_error")
+        usage_body = response.get("usage") or {}
+        prompt = int(usage_body.get("prompt_tokens") or 0)
+        completion = int(usage_body.get("completion_tokens") or 0)
+        cost = self.prices.cost(self.model, prompt, completion)
+        if cost is None:
+            cost = 0.0
+            if self.model not in self._warned:
+                self._warned.add(self.model)
+                log.warning("no price for model %r: its calls are counted as $0 "
+                            "(add it with RATCHET_PRICES)", self.model)
+        usage = Usage(1, prompt, completion, cost, time.monotonic() - started)
+        self.ledger.record(channel.task, channel.generation, usage)
+        record.update(response=response, usage=asdict(usage))
+        self._append(channel, record)
+        return 200, response
+
+    def _append(self, channel: Channel, record: dict[str, Any]) -> None:
+        line = json.dumps(record) + "\n"
+        with self._write_lock, channel.trajectory.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+
+
+def _error(message: str, code: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": code, "code": code}}
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
