@@ -5,13 +5,16 @@ SWE-bench harness, measured in one run on the same images and gold patches.
 
 Per task, `--repeat` times, interleaved:
   (a) grade   - ``Grader.grade(task, task.patch)`` wall time (image already built): a fresh
-                hardened container, patch apply, guard, test patch, tests, log grading, removal.
+                hardened container, the guard (one ``python3 -I`` process that applies the
+                patch and sets aside protected files), test patch, tests, log grading, removal.
   (b) bare    - the task's test command plus its test files, run with ``docker exec`` (the
-                SDK's exec_run) in an already-running container of the same image in which
-                the gold patch and the test patch were applied beforehand (untimed).
+                SDK's exec_run) in an already-running container of the same image, as the
+                same user as grading, in which the gold patch and the test patch were
+                applied beforehand (untimed).
   (c) parts   - one extra, instrumented grading (not part of (a)) whose container script
-                prints timestamps between its steps, plus the Docker API calls of (a) timed
-                (create, put_archive, start, wait, logs, remove, image lookup).
+                prints timestamps between its steps (same files, user and limits as
+                ``Grader._run``), plus the Docker API calls of (a) timed (create,
+                put_archive, start, wait, logs, remove, image lookup).
 Per suite, `--repeat` times, alternating which goes first:
   (d) ratchet  - ``run_jobs`` over every gold prediction, 2 workers, in this process.
   (e) official - ``python -m swebench.harness.run_evaluation`` on a local dataset built by
@@ -51,8 +54,15 @@ import docker.models.images as _images  # noqa: E402
 
 from benchmark import _docker, _guard  # noqa: E402
 from benchmark._grading import swebench_instance  # noqa: E402
-from benchmark._images import ImageBuilder  # noqa: E402
-from benchmark._runner import _GUARD_SOURCE, Grader, Job, _container_script, run_jobs  # noqa: E402
+from benchmark._images import SANDBOX_USER, ImageBuilder  # noqa: E402
+from benchmark._runner import (  # noqa: E402
+    _APPLY_CMDS,
+    _GUARD_SOURCE,
+    Grader,
+    Job,
+    _container_script,
+    run_jobs,
+)
 from benchmark._suites import load_suite, suite_path  # noqa: E402
 from benchmark._task import TaskSpec, load_tasks  # noqa: E402
 
@@ -105,10 +115,15 @@ def _grade_timed(grader: Grader, task: TaskSpec, label: str):
 # --- in-script breakdown: ratchet's container script with timestamps between its steps ---
 
 _STEP_AFTER = (
-    ("guard snapshot", lambda ln: ln.startswith('"$PY" -I /ratchet/guard.py snapshot')),
-    ("patch apply", lambda ln: ln == 'echo ">>>>> Applied Patch"'),
-    ("guard restore", lambda ln: ln.startswith('"$PY" -I /ratchet/guard.py restore')),
+    # one interpreter: record pre-existing paths, apply the patch, set protected files aside
+    ("guard (python3 -I: apply + set aside)",
+     lambda ln: ln.startswith('"$PY" -I /ratchet/guard.py ')),
 )
+
+
+def _grading_user(task: TaskSpec) -> str:
+    """The user `Grader._run` grades as (the sandbox user for images ratchet built)."""
+    return "root" if task.image else SANDBOX_USER
 
 
 def _instrumented_script(task: TaskSpec, tag: str) -> str:
@@ -127,20 +142,25 @@ def _instrumented_script(task: TaskSpec, tag: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def _script_steps(task: TaskSpec, image: str) -> dict[str, float]:
-    """One instrumented grading run (same files and limits as Grader._run)."""
+def _script_steps(grader: Grader, task: TaskSpec, image: str) -> dict[str, float]:
+    """One instrumented grading run (same files, spec, user and limits as Grader._run)."""
     tag = f" [{secrets.token_hex(8)}]"
     files = {
         "ratchet/model.patch": task.patch if task.patch.endswith("\n") else task.patch + "\n",
         "ratchet/guard.py": _GUARD_SOURCE,
         "ratchet/guard.json": json.dumps({
+            "patch_file": "/ratchet/model.patch",
+            "apply_commands": _APPLY_CMDS,
             "hidden_test_files": task.test_files,
             "patch_paths": _guard.paths_named_in_patch(task.patch),
-            "snapshot": "/ratchet/snapshot.json",
         }),
     }
     run = _docker.run_script(image, _instrumented_script(task, tag),
-                             archives=[("/", _docker.make_tar(files))], timeout_s=900)
+                             archives=[("/", _docker.make_tar(files))], timeout_s=900,
+                             limits=grader.limits, user=_grading_user(task))
+    if _guard.APPLIED_MARKER not in run.log:
+        raise RuntimeError(f"{task.instance_id}: the instrumented grading did not apply the "
+                           f"gold patch:\n{run.log[-1500:]}")
     stamps = [(m.group(1), float(m.group(2)))
               for m in re.finditer(r"^@@STEP (.+) (\d+\.\d+)$", run.log, re.MULTILINE)]
     steps = {}
@@ -153,19 +173,22 @@ def _script_steps(task: TaskSpec, image: str) -> dict[str, float]:
 # --- the bare test run: docker exec in a running container -----------------------------
 
 class BareContainer:
-    """A running container of the task image with the gold and test patches applied."""
+    """A running container of the task image with the gold and test patches applied, as
+    the user grading runs as (so it writes the same ``__pycache__`` the grading does)."""
 
-    def __init__(self, task: TaskSpec, image: str):
+    def __init__(self, task: TaskSpec, image: str, limits: _docker.SandboxLimits):
         self.task = task
         client = _docker.connect()
         self.container = client.containers.run(
-            image, ["sleep", "infinity"], detach=True, **_docker._hardened(_docker.SandboxLimits()))
+            image, ["sleep", "infinity"], detach=True, user=_grading_user(task),
+            **_docker._hardened(limits))
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as archive:
             for name, text in (("gold.diff", task.patch), ("test.diff", task.test_patch)):
                 data = (text if text.endswith("\n") else text + "\n").encode()
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
+                info.mode = 0o644
                 archive.addfile(info, io.BytesIO(data))
         self.container.put_archive("/tmp", buffer.getvalue())
         setup = self.container.exec_run(
@@ -275,7 +298,7 @@ def main() -> int:
     grader = Grader(builder, work / "ratchet")
 
     # warm-up: one grading and one bare run per task, not measured
-    bare = {t.instance_id: BareContainer(t, images[t.instance_id]) for t in tasks}
+    bare = {t.instance_id: BareContainer(t, images[t.instance_id], grader.limits) for t in tasks}
     try:
         for t in tasks:
             grader.grade(t, t.patch, label="warmup")
@@ -297,7 +320,7 @@ def main() -> int:
                 rows["bare inside"].append(inside)
                 for k, v in phases.items():
                     rows["api: " + k].append(v)
-                for k, v in _script_steps(t, images[t.instance_id]).items():
+                for k, v in _script_steps(grader, t, images[t.instance_id]).items():
                     rows["script: " + k].append(v)
             per_task[t.instance_id] = {k: med(v) for k, v in rows.items()}
             per_task[t.instance_id]["raw"] = dict(rows)
