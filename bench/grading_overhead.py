@@ -34,6 +34,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -288,6 +289,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None, help="write the raw figures here")
     args = parser.parse_args()
+    # a kill runs the `finally` below, so no bare container is left running
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     source, tasks = _tasks(args.suite)
     print(f"suite: {source} ({len(tasks)} tasks), repeat {args.repeat}, "

@@ -60,13 +60,19 @@ def _key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _namespace() -> str:
+    """Image repository prefix; ``RATCHET_IMAGE_NAMESPACE`` keeps a second set of images
+    apart (a cold-build check on a machine that has the usual ones)."""
+    return os.environ.get("RATCHET_IMAGE_NAMESPACE") or "ratchet"
+
+
 def base_image_tag() -> str:
     override = os.environ.get("RATCHET_BASE_IMAGE")
-    return override or f"ratchet/base:{_key(BASE_RECIPE, BASE_SUITE, BASE_PACKAGES)}"
+    return override or f"{_namespace()}/base:{_key(BASE_RECIPE, BASE_SUITE, BASE_PACKAGES)}"
 
 
 def env_image_tag(env: TaskEnvironment) -> str:
-    return f"ratchet/env:{_key(ENV_RECIPE, base_image_tag(), sorted(env.python_deps), AGENT_RUNTIME)}"
+    return f"{_namespace()}/env:{_key(ENV_RECIPE, base_image_tag(), sorted(env.python_deps), AGENT_RUNTIME)}"
 
 
 def task_image_tag(task: TaskSpec) -> str:
@@ -76,7 +82,7 @@ def task_image_tag(task: TaskSpec) -> str:
     key = _key(TASK_RECIPE, env_image_tag(task.environment), task.source.model_dump(), task.base_commit,
                task.environment.install, task.test_files)
     name = re.sub(r"[^a-z0-9_.-]+", "-", task.instance_id.lower())[:100].strip(".-")
-    return f"ratchet/task:{name}-{key}"
+    return f"{_namespace()}/task:{name}-{key}"
 
 
 def _wheel_key(requirements: list[str]) -> str:
