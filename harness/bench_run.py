@@ -11,41 +11,18 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from benchmark import Grader, InfraError, TaskSpec
+from benchmark import Grader, TaskSpec
 from benchmark._agent_env import DockerEnvironment, Environment
 from harness.agent_source import AgentSource
+from harness.evaluate import TaskOutcome, TaskRunner
 from harness.gateway import Gateway
 
-__all__ = ["TaskOutcome", "BenchRun"]
-
-
-@dataclass
-class TaskOutcome:
-    instance_id: str
-    agent_tree: str
-    resolved: bool
-    submitted: bool
-    steps: int
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float
-    seconds: float
-    model_seconds: float
-    agent_seconds: float
-    grade_seconds: float
-    patch: str
-    error: str | None = None
-
-    @property
-    def overhead_seconds(self) -> float:
-        """Sandbox start to patch collected, minus the time spent waiting on the model."""
-        return max(0.0, self.agent_seconds - self.model_seconds)
+__all__ = ["BenchRun"]
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -60,9 +37,9 @@ class BenchRun:
     def __init__(self, *, agent: AgentSource, gateway: Gateway, grader: Grader, out_dir: Path,
                  environment: Environment | None = None, model_label: str):
         self.agent = agent
-        self.gateway = gateway
-        self.grader = grader
-        self.environment = environment or DockerEnvironment(grader.builder)
+        self.runner = TaskRunner(gateway=gateway, grader=grader,
+                                 environment=environment or DockerEnvironment(grader.builder),
+                                 logs_dir=out_dir / "agent-logs")
         self.out_dir = out_dir
         self.model_label = model_label
         (out_dir / "results").mkdir(parents=True, exist_ok=True)
@@ -81,34 +58,7 @@ class BenchRun:
         return TaskOutcome(**data)
 
     def run_task(self, task: TaskSpec) -> TaskOutcome:
-        started = time.monotonic()
-        channel = self.gateway.open_channel(task.instance_id)
-        try:
-            run = self.environment.run_agent(task, self.agent.directory,
-                                             socket_path=channel.socket_path,
-                                             model=self.gateway.model)
-        except InfraError as exc:
-            run = None
-            error = str(exc)
-        finally:
-            self.gateway.close_channel(channel)
-        usage = self.gateway.ledger.tasks.get(task.instance_id)
-        usage_fields = dict(prompt_tokens=usage.prompt_tokens if usage else 0,
-                            completion_tokens=usage.completion_tokens if usage else 0,
-                            cost_usd=usage.cost_usd if usage else 0.0,
-                            model_seconds=usage.model_seconds if usage else 0.0)
-        if run is None:
-            outcome = TaskOutcome(task.instance_id, self.agent.tree_hash, False, False, 0,
-                                  seconds=time.monotonic() - started, agent_seconds=0.0,
-                                  grade_seconds=0.0, patch="", error=error, **usage_fields)
-        else:
-            grade = self.grader.grade(task, run.patch, label="agent")
-            outcome = TaskOutcome(
-                task.instance_id, self.agent.tree_hash, grade.resolved, run.exit_code == 0,
-                run.steps, seconds=time.monotonic() - started, agent_seconds=run.seconds,
-                grade_seconds=grade.seconds, patch=run.patch, error=grade.error, **usage_fields)
-            (self.out_dir / "agent-logs").mkdir(exist_ok=True)
-            (self.out_dir / "agent-logs" / f"{task.instance_id}.log").write_text(run.log)
+        outcome = self.runner.run_task(task, self.agent, generation="bench")
         _write_atomically(self._result_path(task), json.dumps(asdict(outcome), indent=2))
         return outcome
 

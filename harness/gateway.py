@@ -116,6 +116,15 @@ class Ledger:
         self.run = Usage()
         self.generations: dict[str, Usage] = {}
         self.tasks: dict[str, Usage] = {}
+        self.refused: set[str] = set()
+
+    def task(self, key: str) -> Usage:
+        with self._lock:
+            return self.tasks.get(key, Usage())
+
+    def was_refused(self, key: str) -> bool:
+        with self._lock:
+            return key in self.refused
 
     def record(self, task: str, generation: str, usage: Usage) -> None:
         with self._lock:
@@ -133,6 +142,8 @@ class Ledger:
             )
         for scope, spent, limit in checks:
             if limit is not None and spent >= limit:
+                with self._lock:
+                    self.refused.add(task)
                 return (f"ratchet budget exhausted: this {scope} has spent ${spent:.4f} of its "
                         f"${limit:.4f} limit; no more model calls are allowed")
         return None
