@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import statistics
@@ -184,7 +185,7 @@ def _measure(task: TaskSpec, agent: AgentSource, builder: ImageBuilder,
 # --- main -----------------------------------------------------------------------------------
 
 def med(values) -> float:
-    values = [v for v in values if v == v]
+    values = [v for v in values if not math.isnan(v)]
     return statistics.median(values) if values else float("nan")
 
 

@@ -101,7 +101,7 @@ def _tally(candidate: Mapping[str, bool], best: Mapping[str, bool]) -> _Tally:
 
 def _decision(rule: str, tally: _Tally, accepted: bool, why: str,
               p_value: float | None = None) -> Decision:
-    return Decision(accepted=accepted, rule=rule, reason=f"{tally.describe()}: {why}",
+    return Decision(accepted=accepted, rule=rule, reason=f"{why}: {tally.describe()}",
                     candidate_resolved=tally.candidate_resolved,
                     best_resolved=tally.best_resolved, tasks=tally.tasks, wins=tally.wins,
                     losses=tally.losses, p_value=p_value)
@@ -113,8 +113,10 @@ def _reject_early(rule: str, tally: _Tally, candidate: Mapping[str, bool],
     if tally.tasks == 0:
         return Decision(
             accepted=False, rule=rule,
-            reason=(f"no task was evaluated for both candidate ({len(candidate)} tasks) and "
-                    f"best ({len(best)} tasks): nothing to compare, so no improvement shown"),
+            reason=(f"no task was evaluated for both candidate ({len(candidate)} "
+                    f"{_plural(len(candidate), 'task')}) and best ({len(best)} "
+                    f"{_plural(len(best), 'task')}): nothing to compare, so no improvement "
+                    "shown"),
             candidate_resolved=0, best_resolved=0, tasks=0, wins=0, losses=0, p_value=None)
     if tally.wins == tally.losses:
         return _decision(rule, tally, False, "a tie, and ties are not improvements", p_value)
@@ -250,8 +252,8 @@ class PairedExactTest:
             return _decision(self.spec, tally, True,
                              f"one-sided exact {self.name} test p = {p:.4g} <= alpha {self.alpha:g}", p)
         return _decision(self.spec, tally, False,
-                         f"one-sided exact {self.name} test p = {p:.4g} > alpha {self.alpha:g}: "
-                         "could be noise", p)
+                         f"could be noise, one-sided exact {self.name} test p = {p:.4g} > "
+                         f"alpha {self.alpha:g}", p)
 
 
 RULES: dict[str, type[StrictRule | MarginRule | PairedExactTest]] = {

@@ -12,6 +12,7 @@ import logging
 import threading
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -193,7 +194,7 @@ def test_budget_refuses_with_402_naming_scope_and_limit(gateways, upstream, scop
     assert len(upstream.requests) == 1  # nothing forwarded
     refusals = [r for r in records(refused) if "refused" in r]
     assert len(refusals) == 1  # one request reached the gateway: the SDK did not retry
-    assert f"$1.0000 limit" in refusals[0]["refused"]
+    assert "$1.0000 limit" in refusals[0]["refused"]
     assert gateway.ledger.run.calls == 1
 
 
@@ -354,23 +355,16 @@ def test_concurrent_channels_attribute_usage_to_their_task(gateways):
     channels = [gateways.open(gateway, f"task-{i}", tcp=bool(i % 2)) for i in range(4)]
     calls = 6
     start = threading.Barrier(len(channels))
-    errors: list[BaseException] = []
 
     def work(i: int) -> None:
-        try:
-            client = sandbox_client(channels[i], max_retries=0)
-            start.wait(timeout=10)
-            for _ in range(calls):
-                assert ask(client, f"I am worker-{i}").choices[0].message.content == f"ok {i}"
-        except BaseException as exc:  # re-raised in the test thread below
-            errors.append(exc)
+        client = sandbox_client(channels[i], max_retries=0)
+        start.wait(timeout=10)
+        for _ in range(calls):
+            assert ask(client, f"I am worker-{i}").choices[0].message.content == f"ok {i}"
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(channels))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert not errors, errors
+    with ThreadPoolExecutor(max_workers=len(channels)) as pool:
+        for future in [pool.submit(work, i) for i in range(len(channels))]:
+            future.result(timeout=30)  # re-raises a worker's failure here
     for i, channel in enumerate(channels):
         usage = gateway.ledger.tasks[f"task-{i}"]
         assert (usage.calls, usage.prompt_tokens, usage.completion_tokens) == (
