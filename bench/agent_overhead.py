@@ -182,6 +182,28 @@ def _measure(task: TaskSpec, agent: AgentSource, builder: ImageBuilder,
     return {"figures": row, "checks": checks}
 
 
+class _LoadSampler:
+    """The 1-minute load average every 5 s while the script runs: a busy machine (other
+    work than this script's) inflates every absolute time, so the report says so."""
+
+    def __init__(self) -> None:
+        self.samples = [os.getloadavg()[0]]
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while True:
+            time.sleep(5)
+            self.samples.append(os.getloadavg()[0])
+
+    def report(self) -> str:
+        cpus = os.cpu_count() or 1
+        busy = statistics.median(self.samples) > cpus  # more than this script's own work
+        return (f"load average (1 min) during the run: median {statistics.median(self.samples):.2f}, "
+                f"max {max(self.samples):.2f} on {cpus} CPUs"
+                + ("  -- WARNING: other work shared the machine; absolute times are inflated"
+                   if busy else ""))
+
+
 # --- main -----------------------------------------------------------------------------------
 
 def med(values) -> float:
@@ -200,6 +222,8 @@ def main() -> int:
     tasks = load_suite(args.suite).tasks
     print(f"suite: {suite_path(args.suite)} ({len(tasks)} tasks), repeat {args.repeat}, "
           f"{os.cpu_count()} CPUs, Docker {docker.from_env().version()['Version']}")
+    load = _LoadSampler()
+    print(f"load average (1 min) at start: {os.getloadavg()[0]:.2f}")
     builder = ImageBuilder(on_event=lambda m: print("  " + m))
     for task in tasks:
         builder.ensure_task(task)
@@ -267,6 +291,7 @@ def main() -> int:
             "per_task_median": per_task, "raw": {k: dict(v) for k, v in rows.items()},
             "token_sums": sums, "tokens_expected": want, "tokens_ok": tokens_ok,
         }, indent=2))
+    print(load.report())
     return 0 if tokens_ok else 1
 
 

@@ -262,6 +262,28 @@ def _startup(code: str) -> float:
     return time.perf_counter() - started
 
 
+class _LoadSampler:
+    """The 1-minute load average every 5 s while the script runs: a busy machine (other
+    work than this script's) inflates every absolute time, so the report says so."""
+
+    def __init__(self) -> None:
+        self.samples = [os.getloadavg()[0]]
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while True:
+            time.sleep(5)
+            self.samples.append(os.getloadavg()[0])
+
+    def report(self) -> str:
+        cpus = os.cpu_count() or 1
+        busy = statistics.median(self.samples) > cpus  # more than this script's own work
+        return (f"load average (1 min) during the run: median {statistics.median(self.samples):.2f}, "
+                f"max {max(self.samples):.2f} on {cpus} CPUs"
+                + ("  -- WARNING: other work shared the machine; absolute times are inflated"
+                   if busy else ""))
+
+
 # --- main -----------------------------------------------------------------------------------
 
 def _tasks(name: str | None) -> tuple[str, list[TaskSpec]]:
@@ -295,6 +317,8 @@ def main() -> int:
     source, tasks = _tasks(args.suite)
     print(f"suite: {source} ({len(tasks)} tasks), repeat {args.repeat}, "
           f"{os.cpu_count()} CPUs, Docker {docker.from_env().version()['Version']}")
+    load = _LoadSampler()
+    print(f"load average (1 min) at start: {os.getloadavg()[0]:.2f}")
     builder = ImageBuilder(on_event=lambda m: print("  " + m))
     images = {t.instance_id: builder.ensure_task(t) for t in tasks}
     work = Path(tempfile.mkdtemp(prefix="ratchet-bench-"))
@@ -408,6 +432,7 @@ def main() -> int:
             "official_over_ratchet": o / r, "verdicts_identical": same,
             "verdicts": dict(zip(ids, table["ratchet"][0])),
         }, indent=2))
+    print(load.report())
     return 0 if same else 1
 
 

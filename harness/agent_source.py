@@ -38,10 +38,16 @@ def _from_directory(path: Path, into: Path) -> str:
         raise AgentSourceError(f"{path} is not an agent: no {AGENT_PACKAGE}/__main__.py in it")
     target = into / AGENT_PACKAGE
     shutil.copytree(package, target, ignore=lambda d, names: [n for n in names if _ignored(n)])
+    return _content_hash(target)
+
+
+def _content_hash(package: Path) -> str:
+    """One hash of the agent's files, however they were obtained (a directory or a git
+    ref), so one agent has one cache key."""
     digest = hashlib.sha256()
-    for file in sorted(p for p in target.rglob("*") if p.is_file()):
-        digest.update(file.relative_to(target).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
-    return "dir-" + digest.hexdigest()[:16]
+    for file in sorted(p for p in package.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(package).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    return "agent-" + digest.hexdigest()[:16]
 
 
 def _from_git(ref: str, repo_dir: Path, into: Path) -> str:
@@ -61,7 +67,7 @@ def _from_git(ref: str, repo_dir: Path, into: Path) -> str:
         target = into / blob.path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(blob.data_stream.read())
-    return "git-" + tree.hexsha[:16]
+    return _content_hash(into / AGENT_PACKAGE)
 
 
 def resolve_agent(spec: str, *, repo_dir: Path = Path(".")) -> AgentSource:

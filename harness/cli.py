@@ -302,3 +302,6 @@ def list_suites() -> None:
 
 def main() -> None:  # pragma: no cover - console script entry
     app()
+
+
+from harness import cli_loop  # noqa: E402,F401  (registers init, run, resume, log, ...)

@@ -209,7 +209,11 @@ def _closest_line(search: str, content: str) -> str:
     needle = next((line.strip() for line in search.splitlines() if line.strip()), "")
     best, best_ratio = None, 0.0
     for number, line in enumerate(content.splitlines(), 1):
-        ratio = difflib.SequenceMatcher(None, needle, line.strip()).ratio()
+        # how much of the needle the line holds, then overall likeness: a long line with
+        # the needle's words in it beats a short line that shares a few letters
+        matcher = difflib.SequenceMatcher(None, needle, line.strip(), autojunk=False)
+        held = sum(block.size for block in matcher.get_matching_blocks()) / max(len(needle), 1)
+        ratio = held + matcher.ratio() / 100
         if ratio > best_ratio:
             best, best_ratio = (number, line), ratio
     if best is None or best_ratio < 0.5:

@@ -1,8 +1,10 @@
 """One task run, the unit of every evaluation: the agent in a sandbox, then the grader.
 
-Used by ``ratchet bench run`` and by the loop. A run that hit the budget, or failed for an
-infrastructure reason, carries an ``error`` and no verdict: callers never count it as the
-agent's failure and never cache it.
+Used by ``ratchet bench run`` and by the loop. A run that failed for an infrastructure reason
+carries an ``error`` and no verdict: callers never count it as the agent's failure and never
+cache it. A run the gateway refused a call in is graded as usual and flagged
+``budget_exhausted``: past a task's own budget that is the agent's limit, like its step
+limit; past the run's budget the caller discards it and stops.
 """
 
 from __future__ import annotations
@@ -71,14 +73,13 @@ class TaskRunner:
         common = dict(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                       cost_usd=usage.cost_usd, model_seconds=usage.model_seconds,
                       trajectory=str(channel.trajectory))
-        if self.gateway.ledger.was_refused(key):
-            error = "the budget was exhausted during this run; it is not a verdict"
+        refused = self.gateway.ledger.was_refused(key)
         if run is None or error:
             return TaskOutcome(task.instance_id, agent.tree_hash, False, False,
                                run.steps if run else 0, seconds=time.monotonic() - started,
                                agent_seconds=run.seconds if run else 0.0, grade_seconds=0.0,
                                patch=run.patch if run else "", error=error,
-                               budget_exhausted=self.gateway.ledger.was_refused(key), **common)
+                               budget_exhausted=refused, **common)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         (self.logs_dir / f"{key}.log").write_text(run.log, encoding="utf-8")
         grade = self.grader.grade(task, run.patch, label=f"agent-{generation}")
@@ -86,4 +87,4 @@ class TaskRunner:
             task.instance_id, agent.tree_hash, grade.resolved, run.exit_code == 0, run.steps,
             seconds=time.monotonic() - started, agent_seconds=run.seconds,
             grade_seconds=grade.seconds, patch=run.patch, error=grade.error,
-            grade_log=grade.log_path, **common)
+            budget_exhausted=refused, grade_log=grade.log_path, **common)

@@ -277,7 +277,10 @@ class Gateway:
             self._append(channel, record)
             return 402, _error(refusal, "budget_exhausted")
         if body.get("stream"):
-            return 400, _error("streaming is not supported by the ratchet gateway", "invalid_request")
+            message = "streaming is not supported by the ratchet gateway"
+            record["error"] = message
+            self._append(channel, record)
+            return 400, _error(message, "invalid_request")
         forwarded = {**body, "model": self.model}  # the controller picks the model
         try:
             response = self.upstream.complete(forwarded)

@@ -33,10 +33,11 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Self
 
 __all__ = ["EVENTS", "GenerationState", "Journal", "JournalError", "RunState", "replay"]
 
@@ -125,7 +126,7 @@ class Journal:
         if clash:
             raise JournalError(f"{', '.join(sorted(clash))} are set by the journal, not by callers")
         with self._lock:
-            record = {"seq": self._seq + 1, "ts": datetime.now(timezone.utc).isoformat(),
+            record = {"seq": self._seq + 1, "ts": datetime.now(UTC).isoformat(),
                       "event": event, **data}
             # serialised before anything is written: a value JSON cannot hold fails here
             line = (json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n").encode()
@@ -143,7 +144,7 @@ class Journal:
                 os.close(self._fd)
                 self._fd = -1
 
-    def __enter__(self) -> Journal:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

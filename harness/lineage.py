@@ -35,16 +35,17 @@ import json
 import re
 import shutil
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import git
-from gitdb import IStream
+from git.db import IStream  # GitPython's re-export of gitdb's
 
 from harness.workspace import AGENT_DIR, RATCHET_IDENTITY
 
-__all__ = ["ChangesOutsideAgent", "Generation", "Lineage", "LineageError", "NothingToCommit",
-           "NOTES_REF", "TRAILER_GENERATION", "TRAILER_PARENT", "TRAILER_RUN", "branched_run_id"]
+__all__ = ["NOTES_REF", "TRAILER_GENERATION", "TRAILER_PARENT", "TRAILER_RUN", "ChangesOutsideAgent",
+           "Generation", "Lineage", "LineageError", "NothingToCommit", "branched_run_id"]
 
 NOTES_REF = "refs/notes/ratchet"
 TRAILER_RUN = "Ratchet-Run"
@@ -136,7 +137,7 @@ class Lineage:
 
     def _ref_sha(self, ref: str) -> str | None:
         try:
-            return self._git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
+            return str(self._git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}"))
         except git.GitCommandError:
             return None
 
@@ -238,15 +239,15 @@ class Lineage:
 
     def diff(self, a: int, b: int) -> str:
         """``git diff gen-a gen-b -- agent_seed/``: what the loop changed between two generations."""
-        return self._git.diff(self.branch(a), self.branch(b), "--", f"{AGENT_DIR}/",
-                              strip_newline_in_stdout=False)
+        return str(self._git.diff(self.branch(a), self.branch(b), "--", f"{AGENT_DIR}/",
+                                  strip_newline_in_stdout=False))
 
     def tree_hash(self, rev: str) -> str:
         """The git tree id of ``agent_seed/`` at ``rev``: the key evaluations are cached under,
         equal for any two commits whose agent is byte for byte the same."""
         sha = self._commit_sha(rev)
         try:
-            return self._git.rev_parse("--verify", "--quiet", f"{sha}:{AGENT_DIR}")
+            return str(self._git.rev_parse("--verify", "--quiet", f"{sha}:{AGENT_DIR}"))
         except git.GitCommandError:
             raise LineageError(f"{rev} ({sha[:12]}) has no {AGENT_DIR}/ directory") from None
 
@@ -389,7 +390,8 @@ class Lineage:
             full = self._full_trailers(gen, tip, trailers)
             if changed:
                 command.add("-A", "--", AGENT_DIR)
-            if not changed and not allow_empty:
+            staged = bool(command.diff("--cached", "--name-only"))
+            if not staged and not allow_empty:
                 raise NothingToCommit(f"generation {gen}: no change under {AGENT_DIR}/ in {path}")
             command.commit("-q", "--no-verify", "--allow-empty", "--cleanup=whitespace",
                            "-m", self._message(message, full))

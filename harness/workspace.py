@@ -78,7 +78,7 @@ def _repo_at(directory: Path) -> git.Repo | None:
 
 def _has_commits(repo: git.Repo) -> bool:
     try:
-        repo.head.commit
+        _ = repo.head.commit
     except ValueError:  # an unborn branch: `git init` and no commit yet
         return False
     return True

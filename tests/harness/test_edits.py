@@ -129,7 +129,7 @@ def test_search_not_found_names_closest_line_and_writes_nothing(worktree: Path):
     with pytest.raises(EditRejected, match="not found") as info:
         apply_edits(worktree, edits)
     assert "agent_seed/config.yaml" in str(info.value)
-    assert "closest line is 5: 'step_limit: 30" in str(info.value)
+    assert "closest line is 6: 'step_limit: 30" in str(info.value)
     assert Snapshot.take(worktree) == snapshot  # the first edit was not written either
 
 
@@ -221,12 +221,12 @@ def test_check_passes_on_the_seed_agent(worktree: Path):
 
 def test_check_reports_syntax_error_with_file_and_line(worktree: Path):
     path = worktree / "agent_seed/errors.py"
-    lines = path.read_text().splitlines(keepends=True)
-    lines.insert(3, "def broken(:\n")
-    path.write_text("".join(lines))
+    source = path.read_text()
+    path.write_text(source + "\n\ndef broken(:\n    pass\n")
     problems = check_worktree(worktree)
     assert len(problems) == 1
-    assert problems[0].startswith("agent_seed/errors.py:4: SyntaxError")
+    line = source.count("\n") + 3
+    assert problems[0].startswith(f"agent_seed/errors.py:{line}: SyntaxError"), problems
 
 
 def test_check_reports_bad_yaml_and_a_non_mapping_config(worktree: Path):

@@ -250,9 +250,6 @@ def test_every_request_response_and_refusal_is_in_the_trajectory(gateways):
     assert "response" not in lines[2] and "task has spent" in lines[2]["refused"]
 
 
-@pytest.mark.xfail(strict=True, reason="gateway.py _handle: a streaming request is answered "
-                   "400 before any trajectory record is written (reported; fix: append the "
-                   "record with its error before returning)")
 def test_a_rejected_streaming_request_is_in_the_trajectory(gateways, upstream):
     """Every request the sandbox makes is on record, including ones the gateway rejects."""
     channel = gateways.open(gateways.make(), "task-1")

@@ -1,0 +1,306 @@
+"""CLI commands of the loop: init, run, resume, demo, runs, log, diff, status."""
+
+from __future__ import annotations
+
+import json
+import signal
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from harness.cli import _fail, _load, app, console, err
+
+WORKSPACE_HELP = "The workspace: a git repository holding agent_seed/ (default: the one around the current directory)."
+
+
+def _workspace(path: Optional[Path]) -> Path:
+    from harness.workspace import WorkspaceError, find_workspace
+
+    try:
+        return find_workspace(path or Path.cwd())
+    except WorkspaceError as exc:
+        raise _fail(f"{exc} (make one with `ratchet init DIR`)")
+
+
+@app.command()
+def init(directory: Path = typer.Argument(Path("."), help="Where to make the workspace.")) -> None:
+    """Make a git workspace holding the seed agent."""
+    import agent_seed
+    from harness.workspace import WorkspaceError, init_workspace, is_workspace
+
+    if is_workspace(directory):
+        console.print(f"{directory.resolve()} is already a ratchet workspace; nothing changed.")
+        return
+    try:
+        root = init_workspace(directory, seed=Path(agent_seed.__file__).parent)
+    except WorkspaceError as exc:
+        raise _fail(str(exc))
+    console.print(f"workspace ready at {root}: agent_seed/ committed. Next: "
+                  f"`cd {root} && ratchet run --suite quickstart --generations 3 --scripted demo`")
+
+
+def _models(settings, tasks):
+    """(agent upstream, meta upstream, servers to stop)."""
+    import os
+
+    from harness.gateway import OpenAIUpstream
+
+    if settings.scripted == "demo":
+        from harness.demo import demo_agent_script, demo_meta_script
+        from harness.scripted_model import ScriptedModelServer
+
+        agent = ScriptedModelServer(demo_agent_script(tasks)).start()
+        meta = ScriptedModelServer(demo_meta_script()).start()
+        console.print("[bold magenta]SCRIPTED DEMO[/]: both the agent model and the meta model are "
+                      "canned answers from local servers, not real models.")
+        return (OpenAIUpstream(agent.base_url, "scripted"), OpenAIUpstream(meta.base_url, "scripted"),
+                [agent, meta])
+    if settings.scripted:
+        raise _fail(f"unknown scripted mode {settings.scripted!r} (known: demo)")
+    if not os.environ.get("OPENAI_API_KEY") and not os.environ.get("OPENAI_BASE_URL"):
+        raise _fail("no model endpoint: set OPENAI_BASE_URL and OPENAI_API_KEY (and --model / "
+                    "--meta-model), or run the scripted demo with --scripted demo.")
+    upstream = OpenAIUpstream(os.environ.get("OPENAI_BASE_URL"), os.environ.get("OPENAI_API_KEY"))
+    return upstream, upstream, []
+
+
+def _drive(workspace: Path, settings) -> None:
+    """Run (or resume) the loop with a live line of status; Ctrl-C stops cleanly."""
+    from harness.cli import _grader, _prepare_images, _progress
+    from harness.loop import Controller
+
+    loaded = _load(settings.suite)
+    agent_up, meta_up, servers = _models(settings, loaded.tasks)
+    run_dir = workspace / "runs" / settings.run
+    run_dir.mkdir(parents=True, exist_ok=True)
+    settings.save(run_dir / "settings.json")
+    controller = None
+
+    def interrupt(signum, frame):  # first Ctrl-C: finish the tasks in flight, then stop
+        if controller is not None and not controller.stop_flag.is_set():
+            err.print("[yellow]stopping after the tasks in flight (Ctrl-C again to abandon them)[/]")
+            controller.stop_flag.set()
+        else:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        with _progress() as progress:
+            grader = _grader(run_dir / "grades", progress)
+            _prepare_images(grader, loaded.tasks, progress)
+
+            def event(message: str) -> None:
+                spent = controller.ledger.run.cost_usd if controller else 0.0
+                progress.console.print(f"[dim]{datetime.now():%H:%M:%S}[/] {message} "
+                                       f"[dim](${spent:.4f})[/]")
+
+            controller = Controller(workspace, settings, loaded.tasks, grader, agent_up, meta_up,
+                                    on_event=event)
+            state = controller.run()
+    except KeyboardInterrupt:
+        err.print(f"abandoned. Nothing half-done was recorded. Resume: `ratchet resume {settings.run}`")
+        raise typer.Exit(130)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for server in servers:
+            server.stop()
+    _print_log(workspace, settings.run)
+    if state.ended and state.end_reason and not state.end_reason.startswith("run_finished"):
+        console.print(f"[yellow]{state.end_reason}[/]. Resume: `ratchet resume {settings.run}`"
+                      + (" --budget-usd MORE" if "budget" in state.end_reason else ""))
+    console.print(f"Look: `git log --graph ratchet/{settings.run}/best`, "
+                  f"`ratchet diff {settings.run} 0 1`, `ratchet log {settings.run}`")
+
+
+@app.command()
+def run(
+    suite: str = typer.Option(..., "--suite", "-s"),
+    generations: int = typer.Option(3, "--generations", "-g", min=0),
+    budget_usd: Optional[float] = typer.Option(None, help="Stop cleanly when the run has spent this."),
+    model: str = typer.Option("gpt-4o-mini", "--model", "-m", help="The agent's model."),
+    meta_model: Optional[str] = typer.Option(None, help="The proposer's model (default: --model)."),
+    scripted: Optional[str] = typer.Option(None, help="'demo': scripted agent and meta models."),
+    acceptance: str = typer.Option("strict", help="strict | margin:K | sign:ALPHA | mcnemar:ALPHA"),
+    selector: str = typer.Option("best", help="best (the ratchet) | archive (DGM-style)"),
+    stage_size: int = typer.Option(3, help="Tasks in the first evaluation stage."),
+    holdout: int = typer.Option(0, help="The last N tasks decide acceptance, never studied."),
+    workers: int = typer.Option(2, "--workers", "-w", min=1),
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="Default: a timestamp."),
+    workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP),
+) -> None:
+    """Start a run: generation 0 is the seed, then propose, evaluate, decide, record."""
+    from harness.loop import LoopSettings
+
+    root = _workspace(workspace)
+    run = run_id or f"r{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    if (root / "runs" / run / "journal.jsonl").exists():
+        raise _fail(f"run {run} exists; continue it with `ratchet resume {run}`")
+    settings = LoopSettings(run=run, suite=suite, generations=generations,
+                            agent_model="scripted" if scripted else model,
+                            meta_model="scripted" if scripted else (meta_model or model),
+                            budget_usd=budget_usd, acceptance=acceptance, selector=selector,
+                            stage_size=stage_size, holdout=holdout, workers=workers,
+                            scripted=scripted)
+    _check_settings(settings)
+    console.print(f"run [bold]{run}[/] in {root}")
+    _drive(root, settings)
+
+
+def _check_settings(settings) -> None:
+    from harness.acceptance import parse_rule
+    from harness.selection import parse_selector
+
+    try:
+        parse_rule(settings.acceptance)
+        parse_selector(settings.selector)
+    except ValueError as exc:
+        raise _fail(str(exc))
+
+
+@app.command()
+def resume(
+    run: str = typer.Argument(...),
+    from_generation: Optional[int] = typer.Option(None, "--from", help="Start a new line of descent "
+                                                  "from this generation, as run RUN.from-NNNN."),
+    budget_usd: Optional[float] = typer.Option(None, help="A new budget for the run."),
+    generations: Optional[int] = typer.Option(None, help="A new number of generations."),
+    workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP),
+) -> None:
+    """Continue a run after a crash, a Ctrl-C or a spent budget; or branch off a generation."""
+    from harness.lineage import Lineage, LineageError, branched_run_id
+    from harness.loop import LoopSettings
+
+    root = _workspace(workspace)
+    path = root / "runs" / run / "settings.json"
+    if not path.exists():
+        raise _fail(f"no run {run} in {root / 'runs'} (see `ratchet runs`)")
+    settings = LoopSettings.load(path)
+    if budget_usd is not None:
+        settings.budget_usd = budget_usd
+    if generations is not None:
+        settings.generations = generations
+    if from_generation is not None:
+        new_run = branched_run_id(run, from_generation)
+        try:
+            Lineage(root, run).branch_from(from_generation, new_run)
+        except LineageError as exc:
+            raise _fail(str(exc))
+        settings.run, settings.base = new_run, f"ratchet/{new_run}/gen-0000"
+        console.print(f"new line of descent [bold]{new_run}[/]: its generation 0 is {run}'s "
+                      f"generation {from_generation}")
+    _drive(root, settings)
+
+
+def _rows(root: Path, run: str):
+    from harness.journal import Journal, replay
+
+    path = root / "runs" / run / "journal.jsonl"
+    if not path.exists():
+        raise _fail(f"no run {run} in {root / 'runs'} (see `ratchet runs`)")
+    state = replay(Journal.read(path))
+    rows = []
+    for number, gen in sorted(state.generations.items()):
+        metrics_path = root / "runs" / run / "gens" / f"{number:04d}" / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        rows.append((number, gen, metrics))
+    return state, rows
+
+
+def _score_text(score: dict) -> str:
+    if not score:
+        return ""
+    text = f"{score['resolved']}/{score['tasks']}"
+    evaluated = score.get("evaluated", score["tasks"])
+    return text if evaluated == score["tasks"] else f"{text} ({evaluated} run, stopped early)"
+
+
+def _print_log(root: Path, run: str) -> None:
+    state, rows = _rows(root, run)
+    table = Table(title=f"run {run}" + (" (scripted)" if "scripted" in json.dumps(
+        json.loads((root / "runs" / run / "settings.json").read_text())) else ""))
+    for column in ("gen", "parent", "verdict", "score", "delta", "cost $", "diagnosis"):
+        table.add_column(column, overflow="fold")
+    best_rate = None
+    for number, gen, metrics in rows:
+        score = gen.score if isinstance(gen.score, dict) else {}
+        rate = score.get("resolved")
+        complete = score.get("evaluated", score.get("tasks")) == score.get("tasks")
+        delta = "" if rate is None or best_rate is None or not complete else f"{rate - best_rate:+d}"
+        verdict = gen.verdict or ("…" if not gen.recorded else "")
+        if gen.proposal_valid is False:
+            verdict = "invalid"
+        colour = {"accepted": "green", "rejected": "red", "invalid": "yellow"}.get(verdict, "white")
+        table.add_row(str(number), "" if gen.parent is None else str(gen.parent),
+                      f"[{colour}]{verdict}[/]", _score_text(score),
+                      delta, f"{score.get('cost_usd', 0):.4f}" if score else "",
+                      (metrics.get("headline") or gen.proposal_reason or "")[:80])
+        if gen.verdict == "accepted" and rate is not None:
+            best_rate = rate
+    console.print(table)
+    console.print(f"best: generation {state.best}; spent ${state.spent_usd:.4f}"
+                  + (f"; {state.end_reason}" if state.end_reason else ""))
+
+
+@app.command("log")
+def log_command(run: str, workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) -> None:
+    """The lineage of a run: generation, parent, verdict, score, delta, cost, diagnosis."""
+    _print_log(_workspace(workspace), run)
+
+
+@app.command()
+def runs(workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) -> None:
+    """The runs in this workspace."""
+    from harness.journal import Journal, replay
+
+    root = _workspace(workspace)
+    table = Table()
+    for column in ("run", "generations", "best", "spent $", "state"):
+        table.add_column(column)
+    for journal in sorted((root / "runs").glob("*/journal.jsonl")):
+        state = replay(Journal.read(journal))
+        table.add_row(journal.parent.name, str(len(state.generations)), str(state.best),
+                      f"{state.spent_usd:.4f}", state.end_reason or "running or killed")
+    console.print(table)
+
+
+@app.command()
+def diff(run: str, a: int, b: int,
+         workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) -> None:
+    """The agent's source between two generations (plain `git diff` of their branches)."""
+    from harness.lineage import Lineage, LineageError
+
+    try:
+        console.print(Lineage(_workspace(workspace), run).diff(a, b) or "(no difference)",
+                      markup=False, highlight=False)
+    except LineageError as exc:
+        raise _fail(str(exc))
+
+
+@app.command()
+def status(run: str, workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) -> None:
+    """Where a run is now; safe to call from another shell while it runs."""
+    from harness.journal import Journal
+
+    root = _workspace(workspace)
+    state, rows = _rows(root, run)
+    events = Journal.read(root / "runs" / run / "journal.jsonl")
+    last = events[-1] if events else {}
+    current = max(state.generations, default=0)
+    evaluated = sum(1 for e in events if e["event"] == "task_evaluated" and e.get("generation") == current)
+    console.print(f"run {run}: generation {current}, {evaluated} task(s) evaluated in it; best "
+                  f"generation {state.best}; spent ${state.spent_usd:.4f}; last event "
+                  f"{last.get('event')} at {last.get('ts')}"
+                  + (f"; ended: {state.end_reason}" if state.ended else ""))
+
+
+@app.command()
+def demo(generations: int = typer.Option(2, "--generations", "-g", min=1),
+         workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) -> None:
+    """The scripted demo on the quickstart suite: one real fix accepted, one bad change rejected."""
+    run(suite="quickstart", generations=generations, budget_usd=None, model="scripted",
+        meta_model=None, scripted="demo", acceptance="strict", selector="best", stage_size=3,
+        holdout=0, workers=2, run_id=f"demo-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}",
+        workspace=workspace)

@@ -1,0 +1,167 @@
+"""The loop end to end: real Docker sandboxes, a real git workspace, real HTTP models
+(scripted), the real CLI. A three-task slice of quickstart keeps it quick: two toolz tasks
+(the demo's agent model fences them ```sh, which the seed agent cannot read) and one
+isodate task."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import git
+import pytest
+
+from benchmark import ImageBuilder, Grader, load_suite
+from harness.demo import demo_agent_script
+from harness.gateway import OpenAIUpstream
+from harness.journal import Journal, replay
+from harness.lineage import Lineage
+from harness.loop import Controller, LoopSettings
+from harness.scripted_model import ScriptedModelServer
+
+pytestmark = pytest.mark.docker
+
+RATCHET = str(Path(sys.executable).with_name("ratchet"))
+SLICE = ("toolz__toolz-1.2.0__dissoc-many-keys", "isodate__isodate-0.7.2__december-month-carry",
+         "toolz__toolz-1.2.0__get-in-non-subscriptable")
+
+
+@pytest.fixture
+def suite(tmp_path: Path) -> Path:
+    tasks = {t.instance_id: t for t in load_suite("quickstart").tasks}
+    path = tmp_path / "slice.jsonl"
+    path.write_text("".join(tasks[i].model_dump_json(exclude_none=True) + "\n" for i in SLICE))
+    return path
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    out = subprocess.run([RATCHET, "init", str(tmp_path / "ws")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return tmp_path / "ws"
+
+
+def _ratchet(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    return subprocess.run([RATCHET, *args], capture_output=True, text=True, cwd=cwd,
+                          env={**env, "COLUMNS": "200"})
+
+
+def _state(workspace: Path, run: str):
+    return replay(Journal.read(workspace / "runs" / run / "journal.jsonl"))
+
+
+def _evaluated_twice(workspace: Path, run: str) -> list:
+    events = Journal.read(workspace / "runs" / run / "journal.jsonl")
+    counts = Counter((e["tree_hash"], e["task_id"]) for e in events if e["event"] == "task_evaluated")
+    return [key for key, n in counts.items() if n > 1]
+
+
+def test_demo_accepts_a_real_fix_and_rejects_a_harmful_change(workspace, suite):
+    out = _ratchet("run", "--suite", str(suite), "--generations", "2", "--scripted", "demo",
+                   "--run-id", "t1", cwd=workspace)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "SCRIPTED DEMO" in out.stdout
+    state = _state(workspace, "t1")
+    verdicts = {n: g.verdict for n, g in state.generations.items()}
+    assert verdicts == {0: "accepted", 1: "accepted", 2: "rejected"}
+    assert state.generations[0].score["resolved"] == 1 and state.generations[1].score["resolved"] == 3
+    assert state.best == 1 and state.ended and state.end_reason.startswith("run_finished")
+
+    repo = git.Repo(workspace)
+    lineage = Lineage(workspace, "t1")
+    assert repo.commit("ratchet/t1/best").hexsha == lineage.head(1)
+    gen1 = repo.commit("ratchet/t1/gen-0001")
+    assert gen1.parents[0].hexsha == lineage.head(0)
+    assert "Ratchet-Verdict: accepted" in gen1.message and "Ratchet-Score: 3/3" in gen1.message
+    assert "```sh" in gen1.message  # the diagnosis is the commit message
+    gen2 = repo.commit("ratchet/t1/gen-0002")
+    assert gen2.parents[0] == gen1 and "Ratchet-Verdict: rejected" in gen2.message
+    assert lineage.get_note(gen1.hexsha)["verdict"] == "accepted"
+    assert json.loads((workspace / "runs/t1/gens/0001/metrics.json").read_text())["score"]["resolved"] == 3
+    # plain git reads the lineage; the user's checkout is untouched
+    diff = repo.git.diff("ratchet/t1/gen-0000", "ratchet/t1/gen-0001", "--", "agent_seed/")
+    assert "(?:bash|sh|shell)" in diff
+    assert repo.head.commit.message.startswith("ratchet: seed agent") and not repo.is_dirty()
+
+    log = _ratchet("log", "t1", cwd=workspace)
+    assert log.returncode == 0 and "accepted" in log.stdout and "rejected" in log.stdout
+    status = _ratchet("status", "t1", cwd=workspace)
+    assert "best generation 1" in status.stdout
+    assert "(?:bash|sh|shell)" in _ratchet("diff", "t1", "0", "1", cwd=workspace).stdout
+    assert "t1" in _ratchet("runs", cwd=workspace).stdout
+
+    # a new line of descent from generation 1
+    branched = _ratchet("resume", "t1", "--from", "1", "--generations", "1", cwd=workspace)
+    assert branched.returncode == 0, branched.stdout[-3000:] + branched.stderr[-3000:]
+    assert repo.commit("ratchet/t1.from-0001/gen-0000") == gen1
+    child = _state(workspace, "t1.from-0001")
+    assert child.generations[0].score["resolved"] == 3 and child.generations[1].verdict == "rejected"
+
+
+def test_kill_during_evaluation_then_resume_loses_and_repeats_nothing(workspace, suite):
+    """kill -9 while tasks run; `ratchet resume` finishes with the same lineage as an
+    uninterrupted run, and no (agent, task) pair is evaluated twice."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    proc = subprocess.Popen([RATCHET, "run", "--suite", str(suite), "--generations", "1",
+                             "--scripted", "demo", "--run-id", "k1", "--workers", "1"],
+                            cwd=workspace, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    journal = workspace / "runs" / "k1" / "journal.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if journal.exists() and journal.read_text().count('"task_evaluated"') >= 2:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _state(workspace, "k1")
+    assert 2 <= len(before.evaluations) < 6 and not before.ended
+
+    out = _ratchet("resume", "k1", cwd=workspace)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    after = _state(workspace, "k1")
+    assert {n: g.verdict for n, g in after.generations.items()} == {0: "accepted", 1: "accepted"}
+    assert set(before.evaluations) <= set(after.evaluations)
+    assert _evaluated_twice(workspace, "k1") == []
+    assert git.Repo(workspace).commit("ratchet/k1/best").hexsha == Lineage(workspace, "k1").head(1)
+
+
+def test_invalid_proposal_and_spent_budget(workspace, suite, tmp_path, monkeypatch):
+    """A meta answer that is never an edit is recorded as invalid and the loop goes on; a
+    spent budget stops the run cleanly and a resume with more budget finishes it."""
+    tasks = load_suite(str(suite)).tasks
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"priced": [100.0, 100.0]}))  # $0.11 per scripted agent call
+    monkeypatch.setenv("RATCHET_PRICES", str(prices))
+    grader = Grader(ImageBuilder(), tmp_path / "grades")
+    with ScriptedModelServer(demo_agent_script(tasks)) as agent_model, \
+            ScriptedModelServer({"default": "I would rather not change anything."}) as meta_model:
+        def controller(run: str, budget: float | None, generations: int = 1) -> Controller:
+            settings = LoopSettings(run=run, suite=str(suite), generations=generations,
+                                    agent_model="priced", meta_model="scripted", budget_usd=budget,
+                                    workers=1, max_proposal_attempts=2)
+            return Controller(workspace, settings, tasks, grader,
+                              OpenAIUpstream(agent_model.base_url, "x"),
+                              OpenAIUpstream(meta_model.base_url, "x"))
+
+        state = controller("inv", None).run()
+        assert state.generations[1].proposal_valid is False
+        assert "the answer holds no edit" in state.generations[1].proposal_reason
+        assert state.generations[1].verdict == "rejected" and state.best == 0
+        assert "Ratchet-Verdict: invalid" in git.Repo(workspace).commit("ratchet/inv/gen-0001").message
+
+        spent = controller("money", 0.5).run()  # gen 0 alone needs ~ 3 tasks x 3+ calls x $0.11
+        assert spent.ended and spent.end_reason.startswith("budget_exhausted")
+        assert 0 not in spent.generations or not spent.generations[0].recorded
+        done_before = set(spent.evaluations)
+        finished = controller("money", 100.0).run()
+        assert finished.end_reason.startswith("run_finished")
+        assert done_before <= set(finished.evaluations)
+        assert _evaluated_twice(workspace, "money") == []
