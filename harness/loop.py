@@ -128,6 +128,7 @@ class Controller:
                                  DockerEnvironment(self.grader.builder, timeout_s=s.agent_timeout_s),
                                  self.run_dir / "agent-logs")
         self.executor = self.executor or LocalPool(s.workers)
+        self._live_stage, self._live_best = "seed", 0
         split = len(self.tasks) - s.holdout
         self.study = self.tasks[:split] if s.holdout else self.tasks
         self.accept_on = self.tasks[split:] if s.holdout else self.tasks
@@ -179,7 +180,11 @@ class Controller:
                                 task_id=task.instance_id, attempt=0, result=result,
                                 cost_usd=outcome.cost_usd)
             self.state.evaluations[(agent.tree_hash, task.instance_id, 0)] = result
-            self._say(f"gen {gen}: {task.instance_id}: "
+            done = self._results(agent.tree_hash, tasks)
+            resolved = sum(1 for r in done.values() if r["resolved"])
+            versus = f"; best resolves {self._live_best} on the acceptance tasks" if gen else ""
+            self._say(f"gen {gen} {self._live_stage}: {len(done)}/{len(tasks)} done, {resolved} "
+                      f"resolved{versus} | {task.instance_id}: "
                       f"{'resolved' if outcome.resolved else 'unresolved'}")
         self._check_stop()
         return self._results(agent.tree_hash, tasks)
@@ -363,6 +368,8 @@ class Controller:
         best = self._outcomes(self._results(best_agent.tree_hash, self.accept_on))
         # staged: a few tasks first, the rest only while the candidate can still win
         first = self.accept_on[:s.stage_size]
+        self._live_best = sum(best.values())
+        self._live_stage = f"stage 1 ({len(first)} tasks)"
         results = self.evaluate(gen, candidate, first)
         optimistic = {**{t.instance_id: True for t in self.accept_on}, **self._outcomes(results)}
         early: Decision | None = None
@@ -370,6 +377,7 @@ class Controller:
             early = self.rule.decide(optimistic, best)
             self._say(f"gen {gen}: cannot beat best even if it resolves every remaining task; stopping early")
         else:
+            self._live_stage = f"stage 2 (all {len(self.tasks)} tasks)"
             results = self.evaluate(gen, candidate, self.tasks)
         accept_results = {t.instance_id: results[t.instance_id] for t in self.accept_on
                           if t.instance_id in results}
