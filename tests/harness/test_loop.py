@@ -165,3 +165,27 @@ def test_invalid_proposal_and_spent_budget(workspace, suite, tmp_path, monkeypat
         assert finished.end_reason.startswith("run_finished")
         assert done_before <= set(finished.evaluations)
         assert _evaluated_twice(workspace, "money") == []
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(workspace, suite):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    proc = subprocess.Popen([RATCHET, "run", "--suite", str(suite), "--generations", "1",
+                             "--scripted", "demo", "--run-id", "c1", "--workers", "1"],
+                            cwd=workspace, env={**env, "COLUMNS": "200"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    journal = workspace / "runs" / "c1" / "journal.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if journal.exists() and '"task_evaluated"' in journal.read_text():
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stdout[-2000:] + stderr[-2000:]
+    assert "stopping after the tasks in flight" in stderr
+    assert "ratchet resume c1" in stdout
+    events = Journal.read(journal)
+    assert events[-1]["event"] == "run_stopped"
+    state = replay(events)
+    assert not state.generations[0].recorded and len(state.evaluations) < 3
+    assert _evaluated_twice(workspace, "c1") == []
