@@ -10,6 +10,7 @@ limit; past the run's budget the caller discards it and stops.
 from __future__ import annotations
 
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,8 @@ class TaskRunner:
                                              model=self.gateway.model)
         except InfraError as exc:
             error = str(exc)
+        except Exception as exc:  # a bug of ours costs one task run, not the batch
+            error = f"internal error running the agent: {exc!r}\n{traceback.format_exc()}"
         finally:
             self.gateway.close_channel(channel)
         usage = self.gateway.ledger.task(key)

@@ -133,7 +133,8 @@ class Ledger:
             self.tasks.setdefault(task, Usage()).add(usage)
 
     def refusal(self, task: str, generation: str, budget: Budget) -> str | None:
-        """Why a call must be refused now, or None."""
+        """Why a call must be refused now, or None. Checked before a call and charged after
+        it, so concurrent calls in one scope can overshoot a limit by at most one call each."""
         with self._lock:
             checks = (
                 ("task", self.tasks.get(task, Usage()).cost_usd, budget.per_task),
@@ -208,6 +209,7 @@ class Gateway:
             channel.socket_path.chmod(0o666)
         channel._server = server
         channel._thread = threading.Thread(target=server.serve_forever, daemon=True,
+                                           kwargs={"poll_interval": 0.05},  # close fast
                                            name=f"gateway-{task}")
         channel._thread.start()
         return channel
@@ -287,15 +289,22 @@ class Gateway:
         except Exception as exc:  # any upstream failure becomes an error the agent can read
             record["error"] = f"{type(exc).__name__}: {exc}"
             self._append(channel, record)
-            return 502, _error(f"the upstream model failed: {type(exc).__name__}: {exc}", "upstream_error")
+            status = getattr(exc, "status_code", None)
+            # an auth failure's text can quote part of the key: the sandbox gets none of it
+            shown = (f"the upstream refused the gateway's credentials (HTTP {status}); see the "
+                     "controller's trajectory log" if status in (401, 403)
+                     else f"{type(exc).__name__}: {exc}")
+            return 502, _error(f"the upstream model failed: {shown}", "upstream_error")
         usage_body = response.get("usage") or {}
         prompt = int(usage_body.get("prompt_tokens") or 0)
         completion = int(usage_body.get("completion_tokens") or 0)
         cost = self.prices.cost(self.model, prompt, completion)
         if cost is None:
             cost = 0.0
-            if self.model not in self._warned:
+            with self._write_lock:
+                first = self.model not in self._warned
                 self._warned.add(self.model)
+            if first:
                 log.warning("no price for model %r: its calls are counted as $0 "
                             "(add it with RATCHET_PRICES)", self.model)
         usage = Usage(1, prompt, completion, cost, time.monotonic() - started)
