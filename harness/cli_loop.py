@@ -1,4 +1,4 @@
-"""CLI commands of the loop: init, run, resume, demo, runs, log, diff, status."""
+"""CLI commands of the loop: init, run, resume, demo, runs, log, diff, report, status."""
 
 from __future__ import annotations
 
@@ -268,15 +268,46 @@ def runs(workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) ->
 
 @app.command()
 def diff(run: str, a: int, b: int,
+         html: bool = typer.Option(False, "--html", help="Write the report's diff view, one HTML file."),
+         output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                               help="With --html: where (default runs/RUN/diff-A-B.html)."),
          workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) -> None:
     """The agent's source between two generations (plain `git diff` of their branches)."""
     from harness.lineage import Lineage, LineageError
 
+    if html:
+        from harness.journal import JournalError
+        from harness.report import ReportError, write_diff
+
+        try:
+            path = write_diff(_workspace(workspace), run, a, b, output)
+        except (ReportError, JournalError) as exc:
+            raise _fail(str(exc))
+        console.print(f"wrote {path}")
+        return
+    if output is not None:
+        raise _fail("-o/--output goes with --html (the plain diff goes to stdout)")
     try:
         console.print(Lineage(_workspace(workspace), run).diff(a, b) or "(no difference)",
                       markup=False, highlight=False)
     except LineageError as exc:
         raise _fail(str(exc))
+
+
+@app.command()
+def report(run: str,
+           output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                                 help="Where (default runs/RUN/report.html)."),
+           workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) -> None:
+    """One self-contained HTML page of a run: rates, spend, lineage, task outcomes, accepted diffs."""
+    from harness.journal import JournalError
+    from harness.report import ReportError, write_report
+
+    try:
+        path = write_report(_workspace(workspace), run, output)
+    except (ReportError, JournalError) as exc:
+        raise _fail(str(exc))
+    console.print(f"wrote {path}")
 
 
 @app.command()
@@ -304,3 +335,40 @@ def demo(generations: int = typer.Option(2, "--generations", "-g", min=1),
         meta_model=None, scripted="demo", acceptance="strict", selector="best", stage_size=3,
         holdout=0, workers=2, run_id=f"demo-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}",
         workspace=workspace)
+
+
+@app.command("export")
+def export_command(
+    run: str = typer.Argument(...),
+    what: str = typer.Option(..., "--what", help="predictions | trajectories | preferences | lessons"),
+    gen: Optional[int] = typer.Option(None, "--gen", min=0, help="predictions: this generation "
+                                      "(default: the best); trajectories: only this generation."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSONL file (default: stdout)."),
+    workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP),
+) -> None:
+    """A run as JSONL: SWE-bench predictions, trajectories, DPO pairs, or lessons (schemas:
+    harness/export.py). Records with text aimed at the grader are flagged, never dropped."""
+    import sys
+
+    from rich.markup import escape
+
+    from harness.export import ExportError, export_run, write_jsonl
+    from harness.journal import JournalError
+
+    try:
+        result = export_run(_workspace(workspace), run, what, gen)
+    except (ExportError, JournalError) as exc:
+        raise _fail(str(exc))
+    if output is None:
+        count = write_jsonl(result.records, sys.stdout)
+    else:
+        with output.open("w", encoding="utf-8") as handle:
+            count = write_jsonl(result.records, handle)
+    for problem in result.problems:
+        err.print(f"[yellow]left out:[/] {escape(problem)}", highlight=False)
+    if result.flagged:
+        err.print(f"[bold yellow]warning:[/] {result.flagged} of {count} record(s) flagged for text "
+                  "aimed at the grader or harness; see their 'flags' field")
+    err.print(f"{count} {what} record(s){f' written to {output}' if output else ''}")
+    if result.problems:
+        raise typer.Exit(1)

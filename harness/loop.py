@@ -129,6 +129,7 @@ class Controller:
                                  self.run_dir / "agent-logs")
         self.executor = self.executor or LocalPool(s.workers)
         self._live_stage, self._live_best = "seed", 0
+        self._agents: dict[str, AgentSource] = {}
         split = len(self.tasks) - s.holdout
         self.study = self.tasks[:split] if s.holdout else self.tasks
         self.accept_on = self.tasks[split:] if s.holdout else self.tasks
@@ -268,9 +269,11 @@ class Controller:
     # -- one generation ------------------------------------------------------------------
 
     def _parent_agent(self, parent: int) -> AgentSource:
-        if parent == 0:
-            return resolve_agent(self.lineage.branch(0), repo_dir=self.workspace)
-        return resolve_agent(self.lineage.branch(parent), repo_dir=self.workspace)
+        """A recorded generation's agent; commits are immutable, so one copy per commit."""
+        sha = self.lineage.head(parent)
+        if sha not in self._agents:
+            self._agents[sha] = resolve_agent(sha, repo_dir=self.workspace)
+        return self._agents[sha]
 
     def _evidence(self, parent: int):
         agent = self._parent_agent(parent)
