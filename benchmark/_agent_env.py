@@ -16,23 +16,53 @@ after the agent exits, and read back with the agent's own trajectory file.
 
 from __future__ import annotations
 
+import io
 import json
 import secrets
 import shlex
+import tarfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from benchmark import _docker
-from benchmark._images import AGENT_VENV, SANDBOX_USER, ImageBuilder
+from benchmark._images import AGENT_VENV, SANDBOX_UID, SANDBOX_USER, ImageBuilder
 from benchmark._task import TaskSpec
 
-__all__ = ["AgentRun", "DockerEnvironment", "Environment", "SOCKET_IN_SANDBOX"]
+__all__ = ["REPO_IN_SANDBOX", "SOCKET_IN_SANDBOX", "AgentRun", "DockerEnvironment", "Environment"]
 
 SOCKET_IN_SANDBOX = "/run/ratchet/llm.sock"
+REPO_IN_SANDBOX = "/work/agent-repo"
+"""Where a ``repo_archive`` given to :meth:`DockerEnvironment.run_agent` is unpacked."""
 _PROBLEM = "/run/ratchet/task/problem.md"
 _PATCH_OUT = "/tmp/ratchet-patch.diff"
 _TRAJECTORY_OUT = "/tmp/agent-out/trajectory.json"
+
+
+def _rehome_repo(archive: bytes, target: str) -> bytes:
+    """`archive` (a tar whose top directory is a repo) re-rooted at `target` and owned by the
+    sandbox user, for put_archive at ``/``; only files, directories and symlinks are kept,
+    and a member naming an absolute path or ``..`` is an error."""
+    parts = PurePosixPath(target.strip("/")).parts
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as source, \
+            tarfile.open(fileobj=out, mode="w") as sink:
+        for depth in range(1, len(parts) + 1):  # the parents, root's; the repo dir, the sandbox's
+            info = tarfile.TarInfo("/".join(parts[:depth]))
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            info.uid = info.gid = SANDBOX_UID if depth == len(parts) else 0
+            sink.addfile(info)
+        for member in source.getmembers():
+            name = PurePosixPath(member.name)
+            if name.is_absolute() or ".." in name.parts:
+                raise ValueError(f"repo archive member {member.name!r} leaves its directory")
+            if len(name.parts) < 2 or not (member.isfile() or member.isdir() or member.issym()):
+                continue  # the top directory itself (added above), devices, hard links
+            member.name = "/".join(parts + name.parts[1:])
+            member.uid = member.gid = SANDBOX_UID
+            member.uname = member.gname = ""
+            sink.addfile(member, source.extractfile(member) if member.isfile() else None)
+    return out.getvalue()
 
 
 @dataclass
@@ -72,23 +102,33 @@ class DockerEnvironment:
     """Wall-clock limit for one agent run, model time included."""
 
     def run_agent(self, task: TaskSpec, agent_dir: Path, *, socket_path: Path,
-                  model: str) -> AgentRun:
-        """`agent_dir` holds the agent package (``agent_dir/agent_seed/``)."""
+                  model: str, repo_archive: bytes | None = None) -> AgentRun:
+        """`agent_dir` holds the agent package (``agent_dir/agent_seed/``).
+
+        `repo_archive`, a tar whose top directory is a git repo, gives the agent that repo
+        instead of /testbed: it is unpacked at ``/work/agent-repo``, owned by the sandbox
+        user, and the patch is the ``git diff`` there (the self proposer's "improve this
+        agent" run). None (the default) is the task repo at /testbed.
+        """
         image = self.builder.ensure_task(task)
+        repo = "/testbed" if repo_archive is None else REPO_IN_SANDBOX
+        archives = [("/", _docker.make_tar({_PROBLEM: task.problem_statement}))]
+        if repo_archive is not None:
+            archives.append(("/", _rehome_repo(repo_archive, REPO_IN_SANDBOX)))
         marker = f"RATCHET-AGENT-EXIT-{secrets.token_hex(6)}"
         inner = max(10, int(self.timeout_s) - 30)  # leave time to collect the patch
         script = f"""set -u
 cd /agent
 timeout -k 5 {inner} {AGENT_VENV}/bin/python -m agent_seed run --problem {_PROBLEM} \\
-    --repo /testbed --out {shlex.quote(str(Path(_TRAJECTORY_OUT).parent))}
+    --repo {repo} --out {shlex.quote(str(Path(_TRAJECTORY_OUT).parent))}
 echo "{marker}: $?"
-cd /testbed
+cd {repo}
 git add -A >/dev/null 2>&1
 git -c core.quotepath=off diff --cached --no-color --no-ext-diff --no-textconv --binary HEAD > {_PATCH_OUT}
 """
         run = _docker.run_script(
             image, script,
-            archives=[("/", _docker.make_tar({_PROBLEM: task.problem_statement}))],
+            archives=archives,
             timeout_s=self.timeout_s, limits=self.limits, user=SANDBOX_USER,
             volumes={str(agent_dir.resolve()): {"bind": "/agent", "mode": "ro"},
                      str(socket_path): {"bind": SOCKET_IN_SANDBOX, "mode": "rw"}},

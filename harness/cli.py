@@ -304,4 +304,65 @@ def main() -> None:  # pragma: no cover - console script entry
     app()
 
 
+@app.command("forge")
+def forge_tasks(
+    package: str = typer.Option(..., "--package", "-p", help="A pinned PyPI release, NAME==VERSION."),
+    out: Path = typer.Option(..., "--out", "-o", help="JSONL task file to write (same ids are replaced)."),
+    count: int = typer.Option(10, "--count", "-n", min=1, help="Validated tasks wanted."),
+    strategy: str = typer.Option("ast", help="ast (procedural mutations), lm (model rewrite; a stub), or all."),
+    deps: Optional[str] = typer.Option(None, help="Pinned runtime/test deps, comma-separated "
+                                       "(default: the built-in recipe's, else none)."),
+    test_opts: Optional[str] = typer.Option(None, help="pytest options every run needs, e.g. '-o addopts='."),
+    test_paths: Optional[str] = typer.Option(None, help="Where the suite is, e.g. 'tests'."),
+    seed: int = typer.Option(0, help="Seed of the candidate order."),
+    max_screened: Optional[int] = typer.Option(None, help="Stop after screening this many candidates."),
+    workers: int = typer.Option(2, "--workers", "-w", min=1, help="Sandboxes run in parallel."),
+) -> None:
+    """Forge validated tasks: inject bugs into a package, keep those its tests catch."""
+    from benchmark import InfraError
+    from benchmark.forge import RECIPES, Forge, PackageRecipe, merge_tasks
+
+    if strategy not in ("ast", "lm", "all"):
+        raise _fail(f"--strategy must be ast, lm or all, not {strategy!r}")
+    if "==" not in package:
+        raise _fail(f"--package must pin one release as NAME==VERSION, got {package!r}")
+    known = RECIPES.get(package, PackageRecipe(package))
+    recipe = PackageRecipe(
+        package,
+        deps=tuple(d.strip() for d in deps.split(",") if d.strip()) if deps is not None else known.deps,
+        test_opts=test_opts if test_opts is not None else known.test_opts,
+        test_paths=test_paths if test_paths is not None else known.test_paths,
+    )
+    run_dir = _run_dir("forge", None)
+    started = time.monotonic()
+    with _progress() as progress:
+        grader = _grader(run_dir, progress)
+        say = lambda message: progress.console.print(f"[dim]{message}[/]")  # noqa: E731
+        try:
+            forge = Forge(recipe, grader, workers=workers, on_event=say)
+            tasks, reports = forge.run(count, strategy, seed=seed, max_screened=max_screened)
+        except InfraError as exc:
+            raise _fail(str(exc))
+    total = merge_tasks(out, tasks) if tasks else None
+    table = Table(title=f"forge report: {package}")
+    for column in ("strategy", "sites", "stable tests", "screened", "broke tests", "dupes",
+                   "validated", "kept", "s total", "s per kept", "note"):
+        table.add_column(column, overflow="fold")
+    for r in reports:
+        table.add_row(r.strategy, str(r.sites), f"{r.stable_tests} (-{r.flaky_excluded} flaky)",
+                      str(r.screened), str(r.broke_tests), str(r.duplicates), str(r.validated),
+                      str(r.kept), f"{r.seconds:.1f}",
+                      f"{r.seconds_per_kept:.1f}" if r.kept else "-", "; ".join(r.notes))
+    console.print(table)
+    for r in reports:
+        for line in r.invalid:
+            console.print(f"[yellow]rejected by validation:[/] {line}")
+    (run_dir / "forge_report.json").write_text(json.dumps([r.as_dict() for r in reports], indent=2))
+    console.print(f"{len(tasks)} validated task(s) in {time.monotonic() - started:.1f}s"
+                  + (f"; {out} now holds {total}" if total is not None else "")
+                  + f". Logs and report: {run_dir}")
+    if not tasks:
+        raise typer.Exit(1)
+
+
 from harness import cli_loop  # noqa: E402,F401  (registers init, run, resume, log, ...)

@@ -127,6 +127,8 @@ def run(
     selector: str = typer.Option("best", help="best (the ratchet) | archive (DGM-style)"),
     stage_size: int = typer.Option(3, help="Tasks in the first evaluation stage."),
     holdout: int = typer.Option(0, help="The last N tasks decide acceptance, never studied."),
+    proposer: str = typer.Option("meta", help="meta (a meta model edits the agent) | self (the "
+                                 "parent agent edits its own source in a sandbox, DGM-style)"),
     workers: int = typer.Option(2, "--workers", "-w", min=1),
     run_id: Optional[str] = typer.Option(None, "--run-id", help="Default: a timestamp."),
     workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP),
@@ -143,7 +145,7 @@ def run(
                             meta_model="scripted" if scripted else (meta_model or model),
                             budget_usd=budget_usd, acceptance=acceptance, selector=selector,
                             stage_size=stage_size, holdout=holdout, workers=workers,
-                            scripted=scripted)
+                            scripted=scripted, proposer=proposer)
     _check_settings(settings)
     console.print(f"run [bold]{run}[/] in {root}")
     _drive(root, settings)
@@ -153,6 +155,8 @@ def _check_settings(settings) -> None:
     from harness.acceptance import parse_rule
     from harness.selection import parse_selector
 
+    if settings.proposer not in ("meta", "self"):
+        raise _fail(f"unknown proposer {settings.proposer!r} (known: meta, self)")
     try:
         parse_rule(settings.acceptance)
         parse_selector(settings.selector)
@@ -333,7 +337,7 @@ def demo(generations: int = typer.Option(2, "--generations", "-g", min=1),
     """The scripted demo on the quickstart suite: one real fix accepted, one bad change rejected."""
     run(suite="quickstart", generations=generations, budget_usd=None, model="scripted",
         meta_model=None, scripted="demo", acceptance="strict", selector="best", stage_size=3,
-        holdout=0, workers=2, run_id=f"demo-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}",
+        holdout=0, workers=2, proposer="meta", run_id=f"demo-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}",
         workspace=workspace)
 
 

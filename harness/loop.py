@@ -31,6 +31,7 @@ from harness.journal import Journal, RunState, replay
 from harness.lineage import Lineage
 from harness.proposer import MetaProposer, ModelCallFailed, read_agent_files
 from harness.selection import GenerationRecord, parse_selector
+from harness.self_proposer import SelfProposer
 
 __all__ = ["Executor", "LocalPool", "LoopSettings", "Controller", "StopRequested"]
 
@@ -81,6 +82,8 @@ class LoopSettings:
     scripted: str | None = None
     """None: a real endpoint; "demo": the built-in scripted demo models."""
     max_proposal_attempts: int = 3
+    proposer: str = "meta"
+    """"meta": a meta model edits the agent; "self": the parent agent edits itself (DGM)."""
     evidence_tokens: int = 6000
     agent_timeout_s: float = 900.0
     base: str = "HEAD"
@@ -305,29 +308,48 @@ class Controller:
                 + "\n".join(run.log.strip().splitlines()[-30:])]
 
     def _propose(self, gen: int, parent: int, worktree: Path):
-        channel = self.meta_gateway.open_channel(f"gen-{gen:04d}.meta", f"gen-{gen:04d}", tcp=True)
-        try:
-            import openai
-
-            client = openai.OpenAI(base_url=channel.base_url, api_key="ratchet", max_retries=0)
-            proposer = MetaProposer(client, self.settings.meta_model,
+        """The meta model edits the agent (default), or, with ``proposer="self"``, the parent
+        agent itself does, in a sandbox (the Darwin Gödel Machine's self-referential mode)."""
+        evidence = self._evidence(parent)
+        if self.settings.proposer == "self":
+            key = f"gen-{gen:04d}.self"
+            proposer = SelfProposer(DockerEnvironment(self.grader.builder,
+                                                      timeout_s=self.settings.agent_timeout_s),
+                                    self.agent_gateway, self.tasks[0],
                                     max_attempts=self.settings.max_proposal_attempts,
-                                    extra_check=self._selfcheck)
-            evidence = self._evidence(parent)
+                                    extra_check=self._selfcheck, channel_key=key,
+                                    generation=f"gen-{gen:04d}")
+            result = self._guarded(lambda: proposer.propose(worktree, evidence,
+                                                            read_agent_files(worktree)))
+        else:
+            key = f"gen-{gen:04d}.meta"
+            channel = self.meta_gateway.open_channel(key, f"gen-{gen:04d}", tcp=True)
             try:
-                result = proposer.propose(worktree, evidence, read_agent_files(worktree))
-            except ModelCallFailed as exc:  # not the proposal's fault: stop, resumable
-                self._check_stop()
-                raise StopRequested(f"the meta model call failed: {exc}") from exc
-        finally:
-            self.meta_gateway.close_channel(channel)
-        usage = self.ledger.task(f"gen-{gen:04d}.meta")
+                import openai
+
+                client = openai.OpenAI(base_url=channel.base_url, api_key="ratchet", max_retries=0)
+                proposer = MetaProposer(client, self.settings.meta_model,
+                                        max_attempts=self.settings.max_proposal_attempts,
+                                        extra_check=self._selfcheck)
+                result = self._guarded(lambda: proposer.propose(worktree, evidence,
+                                                                read_agent_files(worktree)))
+            finally:
+                self.meta_gateway.close_channel(channel)
+        usage = self.ledger.task(key)
         out = self.run_dir / "gens" / f"{gen:04d}"
         out.mkdir(parents=True, exist_ok=True)
         (out / "proposal.json").write_text(json.dumps(
-            {"valid": result.valid, "error": result.error, "messages": result.messages,
-             "attempts": [asdict(a) for a in result.attempts]}, indent=2, default=str))
+            {"proposer": self.settings.proposer, "valid": result.valid, "error": result.error,
+             "messages": result.messages, "attempts": [asdict(a) for a in result.attempts]},
+            indent=2, default=str))
         return result, usage.cost_usd
+
+    def _guarded(self, propose):
+        try:
+            return propose()
+        except ModelCallFailed as exc:  # not the proposal's fault: stop, resumable
+            self._check_stop()
+            raise StopRequested(f"the proposer's model call failed: {exc}") from exc
 
     def _generation(self, gen: int) -> None:
         s = self.settings

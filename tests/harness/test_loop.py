@@ -189,3 +189,28 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(workspace, suite):
     state = replay(events)
     assert not state.generations[0].recorded and len(state.evaluations) < 3
     assert _evaluated_twice(workspace, "c1") == []
+
+
+def test_self_proposer_generation(workspace, suite, tmp_path):
+    """`proposer="self"`: the parent agent edits its own source in a sandbox; the change is
+    checked, committed as a generation and judged like any other (a new lesson changes no
+    outcome here, so it is a tie: rejected)."""
+    from harness.scripted_model import Rule, Script
+
+    tasks = load_suite(str(suite)).tasks
+    lesson = "- Read the failing test's assertion before editing code."
+    improve = Rule(any_contains="Improve this coding agent.", replies=[
+        f"Adding a lesson.\n\n```bash\ncat <<'EOF' >> agent_seed/lessons.md\n{lesson}\nEOF\n```",
+        "Saved the lesson.\n\n```bash\necho COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT\n```"])
+    script = demo_agent_script(tasks)
+    grader = Grader(ImageBuilder(), tmp_path / "grades")
+    with ScriptedModelServer(Script(rules=[improve, *script.rules])) as agent_model:
+        settings = LoopSettings(run="self1", suite=str(suite), generations=1, agent_model="scripted",
+                                meta_model="unused", proposer="self", workers=2)
+        upstream = OpenAIUpstream(agent_model.base_url, "x")
+        state = Controller(workspace, settings, tasks, grader, upstream, upstream).run()
+    assert state.generations[1].proposal_valid is True
+    assert state.generations[1].verdict == "rejected"
+    repo = git.Repo(workspace)
+    diff = repo.git.diff("ratchet/self1/gen-0000", "ratchet/self1/gen-0001", "--", "agent_seed/")
+    assert lesson in diff and "agent_seed/lessons.md" in diff

@@ -1,0 +1,25 @@
+"""The task forge: validated tasks made by injecting bugs into real PyPI packages.
+
+See ``docs/forge.md``. ``mutations`` holds the AST operators (pure functions of source
+text), ``statements`` the problem statements (pure functions of a pytest log), ``forge``
+the pipeline that runs sandboxes and validates; ``lm`` the model-rewrite strategy (a stub).
+"""
+
+from benchmark.forge.forge import (
+    PYTEST_DEPS,
+    RECIPES,
+    Forge,
+    ForgeReport,
+    PackageRecipe,
+    merge_tasks,
+    split_of,
+    stable_passes,
+)
+from benchmark.forge.mutations import KINDS, Mutation, apply_mutation, find_mutations, is_library_file
+from benchmark.forge.statements import failure_messages, problem_statement
+
+__all__ = [
+    "PYTEST_DEPS", "RECIPES", "Forge", "ForgeReport", "PackageRecipe", "merge_tasks",
+    "split_of", "stable_passes", "KINDS", "Mutation", "apply_mutation", "find_mutations",
+    "is_library_file", "failure_messages", "problem_statement",
+]

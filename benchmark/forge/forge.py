@@ -1,0 +1,445 @@
+"""The task forge: bugs injected into a real PyPI package, kept only when its own tests
+catch them and the reverse patch fixes them (SWE-smith style).
+
+Pipeline for one ``NAME==VERSION``:
+
+1. **Baseline.** A pristine image of the package (an ImageBuilder task image with no
+   setup patch) runs the package's own suite twice in the grader's hardened sandbox; only
+   tests that pass both times count (`stable_passes`): a flaky test never becomes
+   FAIL_TO_PASS.
+2. **Candidates.** `mutations.find_mutations` over the library files (never tests), in a
+   seeded order that cycles through the mutation kinds and files.
+3. **Screening.** Candidates run in batches inside one sandbox per batch (apply, run the
+   suite, restore): a candidate survives when some stable test fails, pytest finished, and
+   nothing failed to import or collect.
+4. **Tasks.** A survivor becomes a task: FAIL_TO_PASS = the stable tests it breaks (names as
+   swebench's pytest parser prints them), PASS_TO_PASS = the other stable tests of the same
+   test files; ``test_patch`` re-creates those test files; ``setup_patch`` injects the bug
+   *and* deletes them, so the agent never sees the hidden tests; ``patch`` (gold) reverts
+   the bug. Deduplicated: one task per mutated location, one per FAIL_TO_PASS set.
+5. **Validation.** Every task is built and graded with the gold and the empty patch by the
+   same `validate_tasks` that ``ratchet bench validate`` runs; only valid tasks are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shlex
+import subprocess
+import tempfile
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from benchmark import _docker
+from benchmark._errors import InfraError
+from benchmark._grading import _trusted_pytest_block
+from benchmark._images import SANDBOX_USER, ImageBuilder
+from benchmark._runner import Grader
+from benchmark._sources import _sdist_members, download_sdist
+from benchmark._task import PypiSource, TaskEnvironment, TaskSpec
+from benchmark._validate import validate_tasks
+from benchmark.forge.mutations import KINDS, Mutation, apply_mutation, find_mutations, is_library_file
+from benchmark.forge.statements import problem_statement
+
+__all__ = ["PYTEST_DEPS", "RECIPES", "PackageRecipe", "ForgeReport", "Forge", "stable_passes",
+           "split_of", "merge_tasks"]
+
+# The test runner, pinned as the quickstart suite pins it (one shared environment layer).
+PYTEST_DEPS = ("pytest==9.2.0", "iniconfig==2.3.1", "packaging==26.3", "pluggy==1.7.0",
+               "Pygments==2.21.0")
+
+
+@dataclass(frozen=True)
+class PackageRecipe:
+    """How a package's own suite is run (from /work/shared/PACKAGES.md, measured)."""
+
+    requirement: str
+    deps: tuple[str, ...] = ()
+    """Runtime and test dependencies, pinned (installed offline from the wheelhouse)."""
+    test_opts: str = ""
+    """pytest options that every run needs, e.g. ``-o addopts=``; part of the task's test_cmd."""
+    test_paths: str = ""
+    """Where the suite is, for the baseline and screening runs (graded runs name files)."""
+
+    @property
+    def name(self) -> str:
+        return self.requirement.split("==")[0]
+
+    @property
+    def version(self) -> str:
+        return self.requirement.split("==")[1]
+
+
+RECIPES = {r.requirement: r for r in (
+    PackageRecipe("cachetools==8.0.1"),
+    PackageRecipe("semver==3.1.1", test_opts="-o addopts=", test_paths="tests"),
+    PackageRecipe("parse==1.22.4", test_opts="-o addopts=", test_paths="tests"),
+    PackageRecipe("voluptuous==0.16.0"),
+    PackageRecipe("xmltodict==1.0.4", test_paths="tests"),
+    PackageRecipe("python-slugify==9.2.0", deps=("text-unidecode==1.3",)),
+    PackageRecipe("schema==0.7.8", deps=("mock==5.2.0",), test_paths="test_schema.py"),
+    PackageRecipe("pytz==2026.6", test_paths="pytz/tests"),
+    PackageRecipe("tabulate==0.10.0", test_paths="test"),
+)}
+
+_PYTEST = "python -m pytest -rA -p no:cacheprovider"
+_START, _EXIT, _END = ">>>>> FORGE START", ">>>>> FORGE EXIT", ">>>>> FORGE END"
+
+
+def stable_passes(runs: Iterable[dict[str, str]]) -> set[str]:
+    """Tests that PASSED in every run: one failure (a flaky test) excludes it for good."""
+    runs = list(runs)
+    if not runs:
+        return set()
+    passing = [{t for t, s in run.items() if s == "PASSED"} for run in runs]
+    return set.intersection(*passing)
+
+
+def split_of(instance_id: str, heldout_percent: int = 20) -> str:
+    """A fixed split: ``heldout`` for ~`heldout_percent`% of ids, by a hash of the id."""
+    bucket = int(hashlib.sha256(instance_id.encode()).hexdigest(), 16) % 100
+    return "heldout" if bucket < heldout_percent else "train"
+
+
+def parse_pytest(output: str) -> tuple[dict[str, str] | None, list[str]]:
+    """(status map, names seen more than once) of one pytest run, or (None, why)."""
+    from swebench.harness.log_parsers import PARSER_REGISTRY
+
+    block, why = _trusted_pytest_block(output)
+    if block is None:
+        return None, [why or "no summary"]
+    statuses = PARSER_REGISTRY["parse_log_pytest"](block, None)
+    names = Counter(line.split()[1] for line in block.splitlines()
+                    if re.match(r"^(PASSED|FAILED|ERROR|XFAIL|XPASS|SKIPPED) \S", line))
+    return statuses, [n for n, c in names.items() if c > 1]
+
+
+def _git_diff(before: dict[str, bytes | None], after: dict[str, bytes | None]) -> str:
+    """A git diff from one set of files to another (None: the file is absent)."""
+    env = {**os.environ, "GIT_AUTHOR_NAME": "forge", "GIT_AUTHOR_EMAIL": "forge@localhost",
+           "GIT_COMMITTER_NAME": "forge", "GIT_COMMITTER_EMAIL": "forge@localhost"}
+    with tempfile.TemporaryDirectory() as tmp:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-c", "core.autocrlf=false", *args], cwd=tmp, env=env,
+                                  check=True, capture_output=True).stdout.decode("utf-8")
+
+        def write(files: dict[str, bytes | None]) -> None:
+            for path, data in files.items():
+                target = Path(tmp) / path
+                if data is None:
+                    target.unlink(missing_ok=True)
+                else:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(data)
+
+        git("init", "-q")
+        write(before)
+        git("add", "-A")
+        git("commit", "-q", "--allow-empty", "-m", "before")
+        write(after)
+        git("add", "-A")
+        return git("diff", "--cached", "--no-color", "--no-ext-diff", "--no-renames")
+
+
+@dataclass
+class Candidate:
+    """A mutation that passed screening, with what its run showed."""
+
+    mutation: Mutation
+    fail_to_pass: list[str]
+    pass_to_pass: list[str]
+    output: str
+
+
+@dataclass
+class ForgeReport:
+    """Counts and timings of one forge, per strategy."""
+
+    package: str
+    strategy: str
+    sites: int = 0
+    stable_tests: int = 0
+    flaky_excluded: int = 0
+    screened: int = 0
+    broke_tests: int = 0
+    duplicates: int = 0
+    validated: int = 0
+    kept: int = 0
+    invalid: list[str] = field(default_factory=list)
+    kinds_tried: dict[str, int] = field(default_factory=dict)
+    kinds_kept: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def seconds_per_kept(self) -> float | None:
+        return self.seconds / self.kept if self.kept else None
+
+    def as_dict(self) -> dict:
+        data = dict(self.__dict__)
+        data["seconds"] = round(self.seconds, 1)
+        data["seconds_per_kept"] = round(self.seconds_per_kept, 1) if self.kept else None
+        return data
+
+
+class Forge:
+    """Forges validated tasks from one pinned package."""
+
+    def __init__(self, recipe: PackageRecipe, grader: Grader, *, workers: int = 2,
+                 on_event: Callable[[str], None] = lambda message: None,
+                 candidate_timeout_s: int = 120, batch_size: int = 8):
+        self.recipe = recipe
+        self.grader = grader
+        self.builder: ImageBuilder = grader.builder
+        self.workers = max(1, workers)
+        self.say = on_event
+        self.candidate_timeout_s = candidate_timeout_s
+        self.batch_size = batch_size
+        self.files = self._read_sdist()
+
+    # inputs -----------------------------------------------------------------------------
+
+    def _read_sdist(self) -> dict[str, bytes]:
+        return {name: data for name, data, _mode, link in _sdist_members(download_sdist(self.recipe.requirement))
+                if data is not None and not link}
+
+    def environment(self) -> TaskEnvironment:
+        deps = tuple(dict.fromkeys(PYTEST_DEPS + self.recipe.deps))
+        test_cmd = f"{_PYTEST} {self.recipe.test_opts}".strip()
+        return TaskEnvironment(python_deps=deps, test_cmd=test_cmd, timeout_s=600)
+
+    def pristine_task(self) -> TaskSpec:
+        """The package as released, as a task-like image spec (no bug, no hidden tests)."""
+        name, version = self.recipe.name, self.recipe.version
+        return TaskSpec.model_construct(
+            instance_id=f"{name}__{name}-{version}__pristine", repo=name, base_commit="",
+            problem_statement="", patch="", test_patch="", FAIL_TO_PASS=(), PASS_TO_PASS=(),
+            version=version, environment_setup_commit="", hints_text="", created_at="",
+            source=PypiSource(requirement=self.recipe.requirement), environment=self.environment(),
+            image=None)
+
+    # sandbox runs -----------------------------------------------------------------------
+
+    def _suite_cmd(self) -> str:
+        return f"{_PYTEST} --tb=short {self.recipe.test_opts} {self.recipe.test_paths}".strip()
+
+    def _run_batch(self, image: str, patches: list[str]) -> list[str]:
+        """Run the suite once per patch ('' = unchanged) in one hardened sandbox; one pytest
+        output per patch ('' where the patch did not apply)."""
+        script = ["cd /testbed", "export PYTHONDONTWRITEBYTECODE=1"]
+        for index, patch in enumerate(patches):
+            apply = f"git apply /forge/{index}.patch" if patch else "true"
+            script.append(
+                f"echo '{_START} {index}'; if {apply}; then "
+                f"timeout -k 5 {self.candidate_timeout_s} {self._suite_cmd()} 2>&1; "
+                f"echo \"{_EXIT} {index} $?\"; git checkout -q -- . ; fi; echo '{_END} {index}'")
+        files = {f"forge/{i}.patch": p for i, p in enumerate(patches) if p}
+        run = _docker.run_script(image, "\n".join(script) + "\n",
+                                 archives=[("/", _docker.make_tar(files or {"forge/.keep": ""}))],
+                                 timeout_s=60 + len(patches) * (self.candidate_timeout_s + 10),
+                                 limits=self.grader.limits, user=SANDBOX_USER)
+        outputs = []
+        for index in range(len(patches)):
+            _, _, rest = run.log.partition(f"{_START} {index}\n")
+            body, _, _ = rest.partition(f"{_END} {index}")
+            body, exit_mark, _ = body.partition(f"{_EXIT} {index}")
+            outputs.append(body if exit_mark else "")
+        return outputs
+
+    def baseline(self, image: str, runs: int = 2) -> tuple[set[str], int]:
+        """(tests passing in every one of `runs` runs, how many passed only sometimes)."""
+        maps = []
+        for output in self._run_batch(image, [""] * runs):
+            statuses, dupes = parse_pytest(output)
+            if statuses is None:
+                raise InfraError(f"the pristine suite of {self.recipe.requirement} did not run "
+                                 f"to the end ({dupes[0]}); check the recipe's test options")
+            maps.append({t: s for t, s in statuses.items() if t not in dupes})
+        stable = stable_passes(maps)
+        ever = set().union(*({t for t, s in m.items() if s == "PASSED"} for m in maps))
+        return stable, len(ever - stable)
+
+    # candidates -------------------------------------------------------------------------
+
+    def library_files(self) -> dict[str, str]:
+        out = {}
+        for path, data in sorted(self.files.items()):
+            if is_library_file(path):
+                try:
+                    out[path] = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    continue
+        return out
+
+    def candidates(self, seed: int = 0) -> list[Mutation]:
+        """Every mutation site, in a seeded order that alternates kinds (and files)."""
+        by_kind: dict[str, list[Mutation]] = defaultdict(list)
+        for path, source in self.library_files().items():
+            for mutation in find_mutations(path, source):
+                by_kind[mutation.kind].append(mutation)
+        rng = random.Random(f"{self.recipe.requirement}:{seed}")
+        for kind in by_kind:
+            rng.shuffle(by_kind[kind])
+        order: list[Mutation] = []
+        kinds = [k for k in KINDS if by_kind.get(k)]
+        while any(by_kind[k] for k in kinds):
+            for kind in kinds:
+                if by_kind[kind]:
+                    order.append(by_kind[kind].pop())
+        return order
+
+    def mutation_patch(self, mutation: Mutation) -> str:
+        original = self.files[mutation.path]
+        mutated = apply_mutation(original.decode("utf-8"), mutation).encode("utf-8")
+        return _git_diff({mutation.path: original}, {mutation.path: mutated})
+
+    def screen(self, image: str, stable: set[str], mutations: list[Mutation]) -> list[Candidate | None]:
+        """Run the suite under each mutation; a Candidate where stable tests broke cleanly."""
+        patches = [self.mutation_patch(m) for m in mutations]
+        batches = [list(range(i, min(i + self.batch_size, len(mutations))))
+                   for i in range(0, len(mutations), self.batch_size)]
+        outputs: dict[int, str] = {}
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            for batch, result in zip(batches, pool.map(
+                    lambda b: self._run_batch(image, [patches[i] for i in b]), batches)):
+                outputs.update(zip(batch, result))
+        return [self._judge(mutations[i], stable, outputs[i]) for i in range(len(mutations))]
+
+    @staticmethod
+    def _judge(mutation: Mutation, stable: set[str], output: str) -> Candidate | None:
+        statuses, dupes = parse_pytest(output) if output else (None, [])
+        if statuses is None:
+            return None  # did not apply, timed out, or crashed pytest
+        if any("::" not in t and s == "ERROR" for t, s in statuses.items()):
+            return None  # a module failed to import or collect: a broken package, not a bug
+        broken = sorted(t for t in stable if statuses.get(t) in ("FAILED", "ERROR") and t not in dupes)
+        if not broken:
+            return None
+        files = {t.split("::")[0] for t in broken}
+        kept = sorted(t for t in stable if t.split("::")[0] in files and statuses.get(t) == "PASSED"
+                      and t not in dupes)
+        return Candidate(mutation, broken, kept, output)
+
+    # tasks ------------------------------------------------------------------------------
+
+    def task_for(self, candidate: Candidate, strategy: str = "ast") -> TaskSpec:
+        m = candidate.mutation
+        name, version = self.recipe.name, self.recipe.version
+        original = self.files[m.path]
+        mutated = apply_mutation(original.decode("utf-8"), m).encode("utf-8")
+        test_files = sorted({t.split("::")[0] for t in candidate.fail_to_pass})
+        tests = {p: self.files[p] for p in test_files}
+        setup_patch = _git_diff({m.path: original, **tests},
+                                {m.path: mutated, **{p: None for p in test_files}})
+        gold = _git_diff({m.path: mutated}, {m.path: original})
+        test_patch = _git_diff({p: None for p in test_files}, tests)
+        instance_id = f"{name}__{name}-{version}__{strategy}-{m.kind.replace('_', '-')}-{m.key}"
+        record = {
+            "instance_id": instance_id, "repo": name, "base_commit": "", "version": version,
+            "problem_statement": problem_statement(name, candidate.fail_to_pass, candidate.output),
+            "patch": gold, "test_patch": test_patch,
+            "FAIL_TO_PASS": candidate.fail_to_pass, "PASS_TO_PASS": candidate.pass_to_pass,
+            "environment_setup_commit": "", "hints_text": "", "created_at": "",
+            "source": {"kind": "pypi", "requirement": self.recipe.requirement,
+                       "setup_patch": setup_patch},
+            "environment": self.environment().model_dump(mode="json"),
+            "split": split_of(instance_id),
+            "forge": {"strategy": strategy, "kind": m.kind, "file": m.path, "line": m.line,
+                      "function": m.function},
+        }
+        return TaskSpec.model_validate(record)
+
+    # the whole pipeline -----------------------------------------------------------------
+
+    def run(self, count: int, strategy: str = "ast", *, seed: int = 0,
+            max_screened: int | None = None) -> tuple[list[TaskSpec], list[ForgeReport]]:
+        reports = []
+        tasks: list[TaskSpec] = []
+        if strategy in ("ast", "all"):
+            found, report = self._run_ast(count, seed=seed, max_screened=max_screened)
+            tasks += found
+            reports.append(report)
+        if strategy in ("lm", "all"):
+            from benchmark.forge.lm import lm_report
+
+            reports.append(lm_report(self.recipe.requirement))
+        return tasks, reports
+
+    def _run_ast(self, count: int, *, seed: int, max_screened: int | None
+                 ) -> tuple[list[TaskSpec], ForgeReport]:
+        started = time.monotonic()
+        report = ForgeReport(self.recipe.requirement, "ast")
+        image = self.builder.ensure_task(self.pristine_task())
+        stable, flaky = self.baseline(image)
+        report.stable_tests, report.flaky_excluded = len(stable), flaky
+        self.say(f"{self.recipe.requirement}: {len(stable)} tests pass in both baseline runs"
+                 f" ({flaky} flaky excluded)")
+        pool = self.candidates(seed)
+        report.sites = len(pool)
+        limit = max_screened if max_screened is not None else max(8 * count, 40)
+        kept: list[TaskSpec] = []
+        seen_sites: set[tuple[str, int, int]] = set()
+        seen_f2p: set[tuple[str, ...]] = set()
+        cursor = 0
+        while len(kept) < count and cursor < min(len(pool), limit):
+            want = count - len(kept)
+            step = min(max(want + 6, 2 * self.batch_size), min(len(pool), limit) - cursor)
+            chunk = pool[cursor:cursor + step]
+            cursor += step
+            self.say(f"screening {len(chunk)} mutations ({cursor}/{min(len(pool), limit)})")
+            for mutation in chunk:
+                report.kinds_tried[mutation.kind] = report.kinds_tried.get(mutation.kind, 0) + 1
+            report.screened += len(chunk)
+            fresh: list[TaskSpec] = []
+            for candidate in self.screen(image, stable, chunk):
+                if candidate is None:
+                    continue
+                report.broke_tests += 1
+                f2p = tuple(candidate.fail_to_pass)
+                if candidate.mutation.site in seen_sites or f2p in seen_f2p:
+                    report.duplicates += 1
+                    continue
+                seen_sites.add(candidate.mutation.site)
+                seen_f2p.add(f2p)
+                fresh.append(self.task_for(candidate))
+            fresh = fresh[:max(want + 2, 0)] if len(fresh) > want + 2 else fresh
+            if not fresh:
+                continue
+            self.say(f"validating {len(fresh)} tasks (gold and empty patches)")
+            verdicts = validate_tasks(self.grader, fresh, workers=self.workers)
+            report.validated += len(verdicts)
+            by_id = {t.instance_id: t for t in fresh}
+            for verdict in verdicts:
+                if verdict.valid and len(kept) < count:
+                    task = by_id[verdict.instance_id]
+                    kept.append(task)
+                    kind = task.model_extra["forge"]["kind"]
+                    report.kinds_kept[kind] = report.kinds_kept.get(kind, 0) + 1
+                elif not verdict.valid:
+                    report.invalid.append(f"{verdict.instance_id}: {'; '.join(verdict.reasons)}")
+        report.kept = len(kept)
+        report.seconds = time.monotonic() - started
+        return kept, report
+
+
+def merge_tasks(path: Path, tasks: list[TaskSpec]) -> int:
+    """Write `tasks` into the JSONL file at `path`, replacing same-id lines; returns the
+    number of tasks in the file."""
+    rows: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rows[json.loads(line)["instance_id"]] = line
+    for task in tasks:
+        rows[task.instance_id] = json.dumps(task.model_dump(mode="json", exclude_none=True))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in rows.values()), encoding="utf-8")
+    return len(rows)

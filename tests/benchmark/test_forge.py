@@ -1,0 +1,197 @@
+"""The task forge: mutation operators on small snippets, the flaky-test rule, statements
+from pytest logs, and one end-to-end forge of a real package in Docker."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmark import load_tasks
+from benchmark.forge import (
+    KINDS,
+    apply_mutation,
+    failure_messages,
+    find_mutations,
+    is_library_file,
+    problem_statement,
+    split_of,
+    stable_passes,
+)
+from benchmark.forge.forge import parse_pytest
+
+SNIPPET = '''\
+import os
+
+
+def clamp(items, n, strict=True):
+    """Docstring stays untouched."""
+    if n < 0:
+        return None
+    total = 0
+    for i in range(len(items)):
+        total += items[i] * 2
+    if not strict and n == 3:
+        raise ValueError("bad")
+    head = items[1:n]
+    print(head, sep=",", end="")
+    return os.path.join(str(n), "x") if total > 1 else total - 1
+
+
+LIMIT = 3 + 4  # module level: never mutated
+'''
+
+
+def _changed_lines(before: str, after: str) -> list[str]:
+    return [line for line in difflib.unified_diff(before.splitlines(), after.splitlines(),
+                                                  lineterm="", n=0)
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+
+
+def test_every_kind_is_found_in_a_small_function():
+    """Each of the six mutation kinds has at least one site in an ordinary function."""
+    kinds = {m.kind for m in find_mutations("pkg/mod.py", SNIPPET)}
+    assert kinds == set(KINDS)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_kind_makes_a_minimal_compiling_diff(kind):
+    """A mutation compiles, changes the file, and touches one line (drop_stmt: the dropped
+    statement's line, replaced by at most a `pass`); every other line keeps its bytes."""
+    mutations = [m for m in find_mutations("pkg/mod.py", SNIPPET) if m.kind == kind]
+    assert mutations
+    for mutation in mutations:
+        mutated = apply_mutation(SNIPPET, mutation)
+        compile(mutated, "mod.py", "exec")
+        assert mutated != SNIPPET
+        changed = _changed_lines(SNIPPET, mutated)
+        removed = [line for line in changed if line.startswith("-")]
+        added = [line for line in changed if line.startswith("+")]
+        assert len(removed) == 1, (mutation.describe(), changed)
+        assert len(added) <= 1
+        if kind == "drop_stmt":
+            assert not added or added[0][1:].strip() == "pass"
+
+
+def test_examples_of_each_operator():
+    """The operators do what their names say, on the exact token."""
+    found = {(m.kind, m.original.strip(), m.replacement.strip()) for m in
+             find_mutations("pkg/mod.py", SNIPPET)}
+    assert ("flip_compare", "<", "<=") in found
+    assert ("flip_compare", "==", "!=") in found
+    assert ("off_by_one", "len(items)", "len(items) - 1") in found  # range() stop
+    assert ("off_by_one", "1", "0") in found  # slice bound
+    assert ("invert_if", "n < 0", "not (n < 0)") in found
+    assert ("change_op", "and", "or") in found
+    assert ("change_op", "*", "//") in found
+    assert ("swap_args", 'str(n), "x"', '"x", str(n)') in found
+    assert any(kind == "drop_stmt" and "raise" in old for kind, old, _ in found)
+
+
+def test_module_level_and_docstrings_are_never_mutated():
+    """Only code inside functions changes: module-level code runs at import time."""
+    for mutation in find_mutations("pkg/mod.py", SNIPPET):
+        assert mutation.line < SNIPPET.splitlines().index("LIMIT = 3 + 4  # module level: never mutated") + 1
+        assert "Docstring" not in mutation.original
+
+
+def test_formatting_elsewhere_is_kept():
+    """Odd spacing and comments outside the mutated token survive byte for byte."""
+    source = "def f(a,   b):\n    x = a<b    # keep me\n    return   x\n"
+    mutation = next(m for m in find_mutations("m.py", source) if m.kind == "flip_compare")
+    assert apply_mutation(source, mutation) == "def f(a,   b):\n    x = a<=b    # keep me\n    return   x\n"
+
+
+def test_no_mutation_in_test_files():
+    """Tests and tooling are not library code; the package's modules are."""
+    for path in ("tests/test_x.py", "test/helpers.py", "pytz/tests/test_tz.py", "conftest.py",
+                 "src/pkg/conftest.py", "setup.py", "docs/conf.py", "pkg/test_utils.py",
+                 "pkg/utils_test.py", "README.rst"):
+        assert not is_library_file(path), path
+    for path in ("src/pkg/__init__.py", "pkg/core.py", "parse.py", "xmltodict.py"):
+        assert is_library_file(path), path
+
+
+def test_a_test_that_passes_then_fails_is_never_stable():
+    """The flaky-test rule: only tests that pass in every baseline run count."""
+    first = {"t::a": "PASSED", "t::flaky": "PASSED", "t::b": "PASSED", "t::gone": "PASSED"}
+    second = {"t::a": "PASSED", "t::flaky": "FAILED", "t::b": "PASSED"}
+    assert stable_passes([first, second]) == {"t::a", "t::b"}
+    assert stable_passes([]) == set()
+
+
+PYTEST_LOG = """\
+============================= test session starts ==============================
+collected 3 items
+
+tests/test_m.py .F.                                                      [100%]
+
+=================================== FAILURES ===================================
+______________________________ TestM.test_ordinal ______________________________
+tests/test_m.py:9: in test_ordinal
+    assert ordinal(1) == "st"
+E   AssertionError: assert 'th' == 'st'
+E     - st
+E     + th
+=========================== short test summary info ============================
+PASSED tests/test_m.py::TestM::test_a
+PASSED tests/test_m.py::TestM::test_b[a b]
+FAILED tests/test_m.py::TestM::test_ordinal - AssertionError: assert 'th' == 'st'
+========================= 1 failed, 2 passed in 0.05s ==========================
+"""
+
+
+def test_statuses_use_the_parser_names_and_statements_quote_the_error():
+    """Names are cut at the first space as swebench's parser cuts them; the statement
+    carries the test's name and its E lines, nothing else."""
+    statuses, dupes = parse_pytest(PYTEST_LOG)
+    assert statuses == {"tests/test_m.py::TestM::test_a": "PASSED",
+                        "tests/test_m.py::TestM::test_b[a": "PASSED",
+                        "tests/test_m.py::TestM::test_ordinal": "FAILED"}
+    assert dupes == []
+    assert failure_messages(PYTEST_LOG)["TestM.test_ordinal"][0] == "AssertionError: assert 'th' == 'st'"
+    text = problem_statement("pkg", ["tests/test_m.py::TestM::test_ordinal"], PYTEST_LOG)
+    assert "tests/test_m.py::TestM::test_ordinal" in text
+    assert "AssertionError: assert 'th' == 'st'" in text
+    assert "ordinal(1)" not in text  # traceback source lines are not quoted
+
+
+def test_split_is_deterministic_and_mostly_train():
+    ids = [f"pkg__pkg-1.0__ast-x-{i:04d}" for i in range(1000)]
+    splits = [split_of(i) for i in ids]
+    assert splits == [split_of(i) for i in ids]
+    assert 150 < splits.count("heldout") < 250
+
+
+@pytest.mark.docker
+def test_forge_end_to_end_yields_validated_tasks(tmp_path):
+    """`ratchet forge --count 2` on a small real package writes tasks that validated: the
+    gold patch resolves them, the empty patch does not, the hidden tests are not in the base."""
+    out = tmp_path / "forged.jsonl"
+    env = {**os.environ, "RATCHET_RUNS": str(tmp_path / "runs")}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "ratchet"), "forge", "--package", "inflection==0.5.1",
+         "--count", "2", "--max-screened", "16", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=600,
+        cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stdout + result.stderr
+    loaded = load_tasks(out)
+    assert not loaded.problems
+    assert len(loaded.tasks) == 2
+    for task in loaded.tasks:
+        extra = task.model_extra
+        assert extra["split"] in ("train", "heldout")
+        assert task.FAIL_TO_PASS
+        for path in task.test_files:
+            assert f"deleted file mode" in task.source.setup_patch
+            assert f"--- a/{path}\n+++ /dev/null" in task.source.setup_patch
+            assert f"--- /dev/null\n+++ b/{path}" in task.test_patch
+        assert all(not p.startswith("test") for p in [extra["forge"]["file"]])
+    assert "forge report" in result.stdout
+    reports = list((tmp_path / "runs" / "bench").glob("forge-*/forge_report.json"))
+    assert json.loads(reports[0].read_text())[0]["kept"] == 2
