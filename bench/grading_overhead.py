@@ -53,6 +53,7 @@ import docker  # noqa: E402
 import docker.models.containers as _containers  # noqa: E402
 import docker.models.images as _images  # noqa: E402
 
+from _common import LoadSampler, time_calls  # noqa: E402  (bench/ is sys.path[0])
 from benchmark import _docker, _guard  # noqa: E402
 from benchmark._grading import swebench_instance  # noqa: E402
 from benchmark._images import SANDBOX_USER, ImageBuilder  # noqa: E402
@@ -75,18 +76,7 @@ _phase = threading.local()
 
 
 def _timed(cls, name: str, label: str) -> None:
-    original = getattr(cls, name)
-
-    def wrapper(*args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            sink = getattr(_phase, "sink", None)
-            if sink is not None:
-                sink[label] += time.perf_counter() - started
-
-    setattr(cls, name, wrapper)
+    time_calls(_phase, cls, name, label)
 
 
 for _cls, _name, _label in (
@@ -262,26 +252,6 @@ def _startup(code: str) -> float:
     return time.perf_counter() - started
 
 
-class _LoadSampler:
-    """The 1-minute load average every 5 s while the script runs: a busy machine (other
-    work than this script's) inflates every absolute time, so the report says so."""
-
-    def __init__(self) -> None:
-        self.samples = [os.getloadavg()[0]]
-        threading.Thread(target=self._sample, daemon=True).start()
-
-    def _sample(self) -> None:
-        while True:
-            time.sleep(5)
-            self.samples.append(os.getloadavg()[0])
-
-    def report(self) -> str:
-        cpus = os.cpu_count() or 1
-        busy = statistics.median(self.samples) > cpus  # more than this script's own work
-        return (f"load average (1 min) during the run: median {statistics.median(self.samples):.2f}, "
-                f"max {max(self.samples):.2f} on {cpus} CPUs"
-                + ("  -- WARNING: other work shared the machine; absolute times are inflated"
-                   if busy else ""))
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -317,7 +287,7 @@ def main() -> int:
     source, tasks = _tasks(args.suite)
     print(f"suite: {source} ({len(tasks)} tasks), repeat {args.repeat}, "
           f"{os.cpu_count()} CPUs, Docker {docker.from_env().version()['Version']}")
-    load = _LoadSampler()
+    load = LoadSampler()
     print(f"load average (1 min) at start: {os.getloadavg()[0]:.2f}")
     builder = ImageBuilder(on_event=lambda m: print("  " + m))
     images = {t.instance_id: builder.ensure_task(t) for t in tasks}

@@ -23,6 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
+from harness._http import send_json
+
 __all__ = [
     "Budget",
     "Channel",
@@ -239,12 +241,7 @@ class Gateway:
                 log.debug("gateway %s: " + format, channel.task, *args)
 
             def _reply(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, body)
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):

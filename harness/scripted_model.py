@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from harness._http import send_json
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = ["NoRuleMatched", "Recording", "Rule", "Script", "ScriptError", "ScriptedModelServer",
@@ -295,12 +296,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, raw: bytes) -> None:
         status, body = self.server.owner.handle(self.command, self.path, raw)
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, body)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read bodies instead
         pass

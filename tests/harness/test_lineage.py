@@ -20,14 +20,7 @@ from harness.lineage import (
 from harness.workspace import init_workspace
 
 
-@pytest.fixture(autouse=True)
-def _no_git_identity(tmp_path, monkeypatch):
-    """No git identity or user config: ratchet commits must not need one."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for name in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_git_identity")
 
 
 @pytest.fixture

@@ -18,14 +18,7 @@ from harness.workspace import (
 from tests.conftest import ROOT
 
 
-@pytest.fixture(autouse=True)
-def _no_git_identity(tmp_path, monkeypatch):
-    """A machine with no git identity or user config: ratchet must not depend on one."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for name in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_git_identity")
 
 
 def _git(cwd: Path, *args: str) -> str:
