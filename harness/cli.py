@@ -309,7 +309,7 @@ def forge_tasks(
     package: str = typer.Option(..., "--package", "-p", help="A pinned PyPI release, NAME==VERSION."),
     out: Path = typer.Option(..., "--out", "-o", help="JSONL task file to write (same ids are replaced)."),
     count: int = typer.Option(10, "--count", "-n", min=1, help="Validated tasks wanted."),
-    strategy: str = typer.Option("ast", help="ast (procedural mutations), lm (model rewrite; a stub), or all."),
+    strategy: str = typer.Option("ast", help="ast (procedural mutations), lm (a model rewrites one function; needs OPENAI_BASE_URL), or all."),
     deps: Optional[str] = typer.Option(None, help="Pinned runtime/test deps, comma-separated "
                                        "(default: the built-in recipe's, else none)."),
     test_opts: Optional[str] = typer.Option(None, help="pytest options every run needs, e.g. '-o addopts='."),
@@ -337,7 +337,7 @@ def forge_tasks(
     started = time.monotonic()
     with _progress() as progress:
         grader = _grader(run_dir, progress)
-        say = lambda message: progress.console.print(f"[dim]{message}[/]")  # noqa: E731
+        say = lambda message: progress.console.print(f"[dim]{message}[/]")
         try:
             forge = Forge(recipe, grader, workers=workers, on_event=say)
             tasks, reports = forge.run(count, strategy, seed=seed, max_screened=max_screened)
@@ -352,7 +352,9 @@ def forge_tasks(
         table.add_row(r.strategy, str(r.sites), f"{r.stable_tests} (-{r.flaky_excluded} flaky)",
                       str(r.screened), str(r.broke_tests), str(r.duplicates), str(r.validated),
                       str(r.kept), f"{r.seconds:.1f}",
-                      f"{r.seconds_per_kept:.1f}" if r.kept else "-", "; ".join(r.notes))
+                      f"{r.seconds_per_kept:.1f}" if r.kept else "-",
+                      "; ".join(r.notes + ([f"{r.too_big} skipped: test patch too big to grade"]
+                                           if r.too_big else [])))
     console.print(table)
     for r in reports:
         for line in r.invalid:

@@ -2,7 +2,8 @@
 
 See ``docs/forge.md``. ``mutations`` holds the AST operators (pure functions of source
 text), ``statements`` the problem statements (pure functions of a pytest log), ``forge``
-the pipeline that runs sandboxes and validates; ``lm`` the model-rewrite strategy (a stub).
+the pipeline that runs sandboxes and validates; ``lm`` the model-rewrite strategy (tested with a
+scripted server and a stand-in model only).
 """
 
 from benchmark.forge.forge import (
@@ -15,11 +16,29 @@ from benchmark.forge.forge import (
     split_of,
     stable_passes,
 )
-from benchmark.forge.mutations import KINDS, Mutation, apply_mutation, find_mutations, is_library_file
+from benchmark.forge.mutations import (
+    KINDS,
+    Mutation,
+    apply_mutation,
+    find_mutations,
+    is_library_file,
+)
 from benchmark.forge.statements import failure_messages, problem_statement
 
 __all__ = [
-    "PYTEST_DEPS", "RECIPES", "Forge", "ForgeReport", "PackageRecipe", "merge_tasks",
-    "split_of", "stable_passes", "KINDS", "Mutation", "apply_mutation", "find_mutations",
-    "is_library_file", "failure_messages", "problem_statement",
+    "KINDS",
+    "PYTEST_DEPS",
+    "RECIPES",
+    "Forge",
+    "ForgeReport",
+    "Mutation",
+    "PackageRecipe",
+    "apply_mutation",
+    "failure_messages",
+    "find_mutations",
+    "is_library_file",
+    "merge_tasks",
+    "problem_statement",
+    "split_of",
+    "stable_passes",
 ]

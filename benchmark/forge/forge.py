@@ -28,15 +28,14 @@ import json
 import os
 import random
 import re
-import shlex
 import subprocess
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 from benchmark import _docker
 from benchmark._errors import InfraError
@@ -46,11 +45,25 @@ from benchmark._runner import Grader
 from benchmark._sources import _sdist_members, download_sdist
 from benchmark._task import PypiSource, TaskEnvironment, TaskSpec
 from benchmark._validate import validate_tasks
-from benchmark.forge.mutations import KINDS, Mutation, apply_mutation, find_mutations, is_library_file
+from benchmark.forge.mutations import (
+    KINDS,
+    Mutation,
+    apply_mutation,
+    find_mutations,
+    is_library_file,
+)
 from benchmark.forge.statements import problem_statement
 
-__all__ = ["PYTEST_DEPS", "RECIPES", "PackageRecipe", "ForgeReport", "Forge", "stable_passes",
-           "split_of", "merge_tasks"]
+__all__ = [
+    "PYTEST_DEPS",
+    "RECIPES",
+    "Forge",
+    "ForgeReport",
+    "PackageRecipe",
+    "merge_tasks",
+    "split_of",
+    "stable_passes",
+]
 
 # The test runner, pinned as the quickstart suite pins it (one shared environment layer).
 PYTEST_DEPS = ("pytest==9.2.0", "iniconfig==2.3.1", "packaging==26.3", "pluggy==1.7.0",
@@ -84,13 +97,18 @@ RECIPES = {r.requirement: r for r in (
     PackageRecipe("parse==1.22.4", test_opts="-o addopts=", test_paths="tests"),
     PackageRecipe("voluptuous==0.16.0"),
     PackageRecipe("xmltodict==1.0.4", test_paths="tests"),
-    PackageRecipe("python-slugify==9.2.0", deps=("text-unidecode==1.3",)),
+    PackageRecipe("python-slugify==9.2.0", deps=("text-unidecode==1.3",), test_opts="--color=no"),
     PackageRecipe("schema==0.7.8", deps=("mock==5.2.0",), test_paths="test_schema.py"),
     PackageRecipe("pytz==2026.6", test_paths="pytz/tests"),
     PackageRecipe("tabulate==0.10.0", test_paths="test"),
 )}
 
 _PYTEST = "python -m pytest -rA -p no:cacheprovider"
+# The grader hands its eval script (test patch inlined) to `bash -c`: one argument may not
+# exceed Linux's MAX_ARG_STRLEN (128 KiB), or the container fails to start ("argument list
+# too long") and the task cannot be graded. Candidates whose hidden test files are bigger
+# are skipped, with room left for the rest of the script.
+MAX_TEST_PATCH_BYTES = 120_000
 _START, _EXIT, _END = ">>>>> FORGE START", ">>>>> FORGE EXIT", ">>>>> FORGE END"
 
 
@@ -171,6 +189,8 @@ class ForgeReport:
     screened: int = 0
     broke_tests: int = 0
     duplicates: int = 0
+    too_big: int = 0
+    """Candidates whose hidden test files exceed MAX_TEST_PATCH_BYTES (not gradable)."""
     validated: int = 0
     kept: int = 0
     invalid: list[str] = field(default_factory=list)
@@ -195,8 +215,12 @@ class Forge:
 
     def __init__(self, recipe: PackageRecipe, grader: Grader, *, workers: int = 2,
                  on_event: Callable[[str], None] = lambda message: None,
-                 candidate_timeout_s: int = 120, batch_size: int = 8):
+                 candidate_timeout_s: int = 120, batch_size: int = 8,
+                 complete: Callable[[list[dict]], str] | None = None):
         self.recipe = recipe
+        self.complete = complete
+        """The model for the LM strategy (messages → text); default: the OpenAI endpoint."""
+        self._stable: tuple[set[str], int] | None = None
         self.grader = grader
         self.builder: ImageBuilder = grader.builder
         self.workers = max(1, workers)
@@ -286,8 +310,8 @@ class Forge:
             for mutation in find_mutations(path, source):
                 by_kind[mutation.kind].append(mutation)
         rng = random.Random(f"{self.recipe.requirement}:{seed}")
-        for kind in by_kind:
-            rng.shuffle(by_kind[kind])
+        for mutations in by_kind.values():
+            rng.shuffle(mutations)
         order: list[Mutation] = []
         kinds = [k for k in KINDS if by_kind.get(k)]
         while any(by_kind[k] for k in kinds):
@@ -341,7 +365,9 @@ class Forge:
                                 {m.path: mutated, **{p: None for p in test_files}})
         gold = _git_diff({m.path: mutated}, {m.path: original})
         test_patch = _git_diff({p: None for p in test_files}, tests)
-        instance_id = f"{name}__{name}-{version}__{strategy}-{m.kind.replace('_', '-')}-{m.key}"
+        kind = m.kind.replace("_", "-")
+        tag = kind if kind.startswith(f"{strategy}-") else f"{strategy}-{kind}"
+        instance_id = f"{name}__{name}-{version}__{tag}-{m.key}"
         record = {
             "instance_id": instance_id, "repo": name, "base_commit": "", "version": version,
             "problem_statement": problem_statement(name, candidate.fail_to_pass, candidate.output),
@@ -361,30 +387,52 @@ class Forge:
 
     def run(self, count: int, strategy: str = "ast", *, seed: int = 0,
             max_screened: int | None = None) -> tuple[list[TaskSpec], list[ForgeReport]]:
+        """Forge up to `count` validated tasks per strategy (``ast``, ``lm`` or ``all``)."""
         reports = []
         tasks: list[TaskSpec] = []
-        if strategy in ("ast", "all"):
-            found, report = self._run_ast(count, seed=seed, max_screened=max_screened)
+        for name in (("ast", "lm") if strategy == "all" else (strategy,)):
+            found, report = self._run_strategy(name, count, seed=seed, max_screened=max_screened)
             tasks += found
             reports.append(report)
-        if strategy in ("lm", "all"):
-            from benchmark.forge.lm import lm_report
-
-            reports.append(lm_report(self.recipe.requirement))
         return tasks, reports
 
-    def _run_ast(self, count: int, *, seed: int, max_screened: int | None
-                 ) -> tuple[list[TaskSpec], ForgeReport]:
+    def _pool(self, strategy: str, count: int, seed: int, limit: int,
+              report: ForgeReport) -> list[Mutation]:
+        if strategy == "ast":
+            return self.candidates(seed)
+        from benchmark.forge.lm import lm_mutations, openai_complete
+
+        complete = self.complete
+        if complete is None:
+            if not os.environ.get("OPENAI_BASE_URL") and not os.environ.get("OPENAI_API_KEY"):
+                report.notes.append("the LM strategy needs a model: set OPENAI_BASE_URL and "
+                                    "OPENAI_API_KEY (and RATCHET_FORGE_MODEL); nothing tried")
+                return []
+            complete = openai_complete()
+        self.say(f"asking the model for up to {limit} function rewrites")
+        pool, calls = lm_mutations(self.recipe.name, self.library_files(), complete,
+                                   limit=limit, seed=seed, on_event=self.say)
+        report.notes.append(f"{calls} model calls, {len(pool)} usable rewrites")
+        return pool
+
+    def _run_strategy(self, strategy: str, count: int, *, seed: int, max_screened: int | None
+                      ) -> tuple[list[TaskSpec], ForgeReport]:
         started = time.monotonic()
-        report = ForgeReport(self.recipe.requirement, "ast")
+        report = ForgeReport(self.recipe.requirement, strategy)
+        limit = max_screened if max_screened is not None else (
+            max(8 * count, 40) if strategy == "ast" else 2 * count + 4)
+        pool = self._pool(strategy, count, seed, limit, report)
+        report.sites = len(pool)
+        if not pool:
+            report.seconds = time.monotonic() - started
+            return [], report
         image = self.builder.ensure_task(self.pristine_task())
-        stable, flaky = self.baseline(image)
+        if self._stable is None:
+            self._stable = self.baseline(image)
+        stable, flaky = self._stable
         report.stable_tests, report.flaky_excluded = len(stable), flaky
         self.say(f"{self.recipe.requirement}: {len(stable)} tests pass in both baseline runs"
                  f" ({flaky} flaky excluded)")
-        pool = self.candidates(seed)
-        report.sites = len(pool)
-        limit = max_screened if max_screened is not None else max(8 * count, 40)
         kept: list[TaskSpec] = []
         seen_sites: set[tuple[str, int, int]] = set()
         seen_f2p: set[tuple[str, ...]] = set()
@@ -409,7 +457,11 @@ class Forge:
                     continue
                 seen_sites.add(candidate.mutation.site)
                 seen_f2p.add(f2p)
-                fresh.append(self.task_for(candidate))
+                task = self.task_for(candidate, strategy)
+                if len(task.test_patch.encode("utf-8")) > MAX_TEST_PATCH_BYTES:
+                    report.too_big += 1
+                    continue
+                fresh.append(task)
             fresh = fresh[:max(want + 2, 0)] if len(fresh) > want + 2 else fresh
             if not fresh:
                 continue

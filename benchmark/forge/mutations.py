@@ -26,14 +26,14 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-__all__ = ["KINDS", "Mutation", "is_library_file", "find_mutations", "apply_mutation"]
+__all__ = ["KINDS", "Mutation", "apply_mutation", "find_mutations", "is_library_file"]
 
 KINDS = ("flip_compare", "off_by_one", "invert_if", "drop_stmt", "swap_args", "change_op")
 
 _NON_LIBRARY_DIRS = {"tests", "test", "testing", "docs", "doc", "examples", "example",
                      "benchmarks", "benchmark", "scripts", "tools", "build", "dist", ".github"}
 _NON_LIBRARY_FILES = {"setup.py", "conftest.py", "noxfile.py", "tasks.py", "fabfile.py",
-                      "_version.py", "version.py", "__main__.py", "__about__.py"}
+                      "_version.py", "__main__.py", "__about__.py"}
 
 
 def is_library_file(path: str) -> bool:
@@ -300,7 +300,7 @@ class _Finder(ast.NodeVisitor):
                 and (node.args or len(node.keywords) >= 1):
             last = node.keywords[-1]
             prev = node.keywords[-2] if len(node.keywords) > 1 else (node.args[-1] if node.args else None)
-            k_start, k_end = self.off.span(last)
+            k_end = self.off.span(last)[1]
             if prev is not None:
                 start = self.off.span(prev)[1]
                 if "\n" not in self.source[start:k_end]:

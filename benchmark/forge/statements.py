@@ -30,7 +30,8 @@ def failure_messages(output: str) -> dict[str, list[str]]:
         stop = sections[index + 1].start() if index + 1 < len(sections) else len(body)
         lines = [line[1:].strip() for line in body[section.end():stop].splitlines()
                  if line.startswith("E ")]
-        messages.setdefault(section.group("title"), [l for l in lines if l][:8])
+        # a chained exception repeats its E lines; each distinct line is said once
+        messages.setdefault(section.group("title"), list(dict.fromkeys(l for l in lines if l))[:8])
     return messages
 
 
@@ -53,9 +54,9 @@ def problem_statement(package: str, failing: list[str], output: str, *, shown: i
     lines = [
         f"{package}: {_readable(first)} is broken",
         "",
-        f"Something in {package} regressed: {len(failing)} test{'s' if len(failing) != 1 else ''} "
-        f"that used to pass now fail{'s' if len(failing) == 1 else ''} "
-        f"(in {', '.join(files)}).",
+        (f"Something in {package} regressed: {len(failing)} test{'s' if len(failing) != 1 else ''} "
+         f"that used to pass now fail{'s' if len(failing) == 1 else ''} "
+         f"(in {', '.join(files)})."),
         "",
     ]
     for test_id in failing[:shown]:

@@ -177,7 +177,7 @@ def test_forge_end_to_end_yields_validated_tasks(tmp_path):
     result = subprocess.run(
         [str(Path(sys.executable).parent / "ratchet"), "forge", "--package", "inflection==0.5.1",
          "--count", "2", "--max-screened", "16", "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True, text=True, env=env, timeout=600, check=False,
         cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0, result.stdout + result.stderr
     loaded = load_tasks(out)
@@ -188,10 +188,99 @@ def test_forge_end_to_end_yields_validated_tasks(tmp_path):
         assert extra["split"] in ("train", "heldout")
         assert task.FAIL_TO_PASS
         for path in task.test_files:
-            assert f"deleted file mode" in task.source.setup_patch
+            assert "deleted file mode" in task.source.setup_patch
             assert f"--- a/{path}\n+++ /dev/null" in task.source.setup_patch
             assert f"--- /dev/null\n+++ b/{path}" in task.test_patch
         assert all(not p.startswith("test") for p in [extra["forge"]["file"]])
     assert "forge report" in result.stdout
     reports = list((tmp_path / "runs" / "bench").glob("forge-*/forge_report.json"))
     assert json.loads(reports[0].read_text())[0]["kept"] == 2
+
+
+LIBRARY = '''\
+import functools
+
+
+@functools.lru_cache()
+def clamp(value, low, high):
+    """Keep value within [low, high]."""
+    if value < low:
+        return low
+    if value > high:
+        return high
+    return value
+'''
+
+BUGGY_ANSWER = '''Here it is:
+```python
+def clamp(value, low, high):
+    """Keep value within [low, high]."""
+    if value <= low:
+        return high
+    if value > high:
+        return high
+    return value
+```
+'''
+
+
+def test_lm_rewrite_replaces_only_the_function_lines():
+    """A model's rewrite replaces the function's own lines; the decorator, imports and
+    the rest of the file keep their bytes; an answer that is not that function is refused."""
+    import ast
+
+    from benchmark.forge.lm import function_sites, splice_rewrite
+
+    node = function_sites("pkg/m.py", LIBRARY)[0]
+    mutation = splice_rewrite("pkg/m.py", LIBRARY, node, BUGGY_ANSWER)
+    assert mutation is not None and mutation.kind == "lm_rewrite"
+    mutated = apply_mutation(LIBRARY, mutation)
+    assert mutated.startswith("import functools\n\n\n@functools.lru_cache()\ndef clamp(")
+    assert "if value <= low:\n        return high\n" in mutated
+    ast.parse(mutated)
+    assert splice_rewrite("pkg/m.py", LIBRARY, node, "```python\ndef other(x):\n    return x\n```") is None
+    assert splice_rewrite("pkg/m.py", LIBRARY, node, "no code at all (") is None
+    same = "```python\n" + LIBRARY.split("@functools.lru_cache()\n")[1] + "```"
+    assert splice_rewrite("pkg/m.py", LIBRARY, node, same) is None
+
+
+def test_lm_mutations_through_an_openai_protocol_server(monkeypatch):
+    """The LM strategy reaches a model over the OpenAI protocol (ratchet's scripted server
+    here) and turns its answers into mutations."""
+    from benchmark.forge.lm import lm_mutations, openai_complete
+    from harness.scripted_model import ScriptedModelServer
+
+    server = ScriptedModelServer({"default": BUGGY_ANSWER}).start()
+    try:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "scripted")
+        mutations, calls = lm_mutations("pkg", {"pkg/m.py": LIBRARY}, openai_complete("scripted"),
+                                        limit=3)
+    finally:
+        server.stop()
+    assert calls == 1 and len(mutations) == 1
+    assert mutations[0].function == "clamp"
+
+
+def _flip_first_comparison(messages: list[dict]) -> str:
+    """A stand-in model for the LM strategy: returns the function with one comparison
+    flipped (deterministic, offline)."""
+    code = messages[-1]["content"].split("```python\n", 1)[1].split("\n```", 1)[0]
+    flips = [m for m in find_mutations("f.py", code) if m.kind == "flip_compare"]
+    return f"```python\n{apply_mutation(code, flips[0]) if flips else code}\n```"
+
+
+@pytest.mark.docker
+def test_lm_strategy_end_to_end_with_a_stand_in_model(tmp_path):
+    """Rewrites from a model go through the same screening and validation as AST
+    mutations and come out as valid `lm` tasks."""
+    from benchmark import Grader, ImageBuilder
+    from benchmark.forge import RECIPES, Forge, PackageRecipe
+
+    grader = Grader(ImageBuilder(), tmp_path)
+    forge = Forge(RECIPES.get("inflection==0.5.1", PackageRecipe("inflection==0.5.1")), grader,
+                  complete=_flip_first_comparison)
+    tasks, reports = forge.run(1, "lm", max_screened=12)
+    assert reports[0].strategy == "lm" and reports[0].kept == len(tasks) == 1
+    assert tasks[0].instance_id.startswith("inflection__inflection-0.5.1__lm-rewrite-")
+    assert tasks[0].model_extra["forge"]["strategy"] == "lm"

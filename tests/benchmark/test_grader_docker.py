@@ -168,3 +168,13 @@ def test_dead_daemon_is_named_with_the_fix(tmp_path):
                          capture_output=True, text=True, env=env)
     assert out.returncode == 2
     assert "no Docker daemon answers" in out.stderr and "dockerd" in out.stderr
+
+
+def test_hidden_test_patch_larger_than_an_argument_still_grades(grader, task):
+    """The eval script carries the whole test patch; the kernel caps one argument at
+    128 KiB, so the script travels as a file: a 200 KB test patch grades like a small one."""
+    blob = "\n".join(f"# padding line {n:06d} " + "x" * 60 for n in range(2800))
+    big = task.model_copy(update={"test_patch": task.test_patch + _new_file("test_zz_big.py", blob + "\n")})
+    assert len(big.test_patch) > 200_000
+    gold = grader.grade(big, big.patch, label="gold-big")
+    assert gold.error is None and gold.resolved, gold.problems
