@@ -14,7 +14,7 @@ import secrets
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -233,6 +233,3 @@ def run_report(tasks: list[TaskSpec], predictions: dict[str, str | None],
         "ratchet": {r.instance_id: r.swebench_report()[r.instance_id]["ratchet"] for r in results},
     }
 
-
-def result_dict(result: GradeResult) -> dict:
-    return asdict(result)
