@@ -24,7 +24,7 @@ import pytest
 from harness.gateway import Budget, Channel, Gateway, OpenAIUpstream, PriceTable
 from harness.scripted_model import ScriptedModelServer
 
-UPSTREAM_KEY = "sk-upstream-7f3a9c0e41d2"
+UPSTREAM_KEY = "fake-upstream-key-7f3a9c0e41d2"
 """The controller's real credential: it must never leave the host side of the gateway."""
 SANDBOX_KEY = "sandbox-token-5b8e"
 """Whatever the sandbox puts in its Authorization header: it must never reach upstream."""
