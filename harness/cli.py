@@ -196,7 +196,6 @@ def grade(
 
 def _upstream(model: Optional[str], scripted: Optional[str], tasks):
     """(upstream, model name, label, server to stop): a real endpoint or a scripted one."""
-    import os
 
     from harness.gateway import OpenAIUpstream
 
@@ -217,11 +216,11 @@ def _upstream(model: Optional[str], scripted: Optional[str], tasks):
         raise _fail("no model given. Point ratchet at an OpenAI-compatible endpoint with "
                     "OPENAI_BASE_URL and OPENAI_API_KEY and pass --model NAME, or run the "
                     "built-in scripted demo model with --scripted oracle.")
-    if not os.environ.get("OPENAI_API_KEY") and not os.environ.get("OPENAI_BASE_URL"):
+    upstream = OpenAIUpstream.from_environment()
+    if upstream is None:
         raise _fail(f"--model {model} needs an endpoint: set OPENAI_API_KEY (and OPENAI_BASE_URL "
                     "for anything but OpenAI itself).")
-    return (OpenAIUpstream(os.environ.get("OPENAI_BASE_URL"), os.environ.get("OPENAI_API_KEY")),
-            model, model, None)
+    return upstream, model, model, None
 
 
 @bench.command("run")

@@ -44,7 +44,6 @@ def init(directory: Path = typer.Argument(Path("."), help="Where to make the wor
 
 def _models(settings, tasks):
     """(agent upstream, meta upstream, servers to stop)."""
-    import os
 
     from harness.gateway import OpenAIUpstream
 
@@ -60,10 +59,10 @@ def _models(settings, tasks):
                 [agent, meta])
     if settings.scripted:
         raise _fail(f"unknown scripted mode {settings.scripted!r} (known: demo)")
-    if not os.environ.get("OPENAI_API_KEY") and not os.environ.get("OPENAI_BASE_URL"):
+    upstream = OpenAIUpstream.from_environment()
+    if upstream is None:
         raise _fail("no model endpoint: set OPENAI_BASE_URL and OPENAI_API_KEY (and --model / "
                     "--meta-model), or run the scripted demo with --scripted demo.")
-    upstream = OpenAIUpstream(os.environ.get("OPENAI_BASE_URL"), os.environ.get("OPENAI_API_KEY"))
     return upstream, upstream, []
 
 

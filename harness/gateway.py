@@ -53,6 +53,14 @@ class OpenAIUpstream:
 
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=2)
 
+    @classmethod
+    def from_environment(cls) -> "OpenAIUpstream | None":
+        """The endpoint a user configured the usual way, or None when nothing is set."""
+        base_url, api_key = os.environ.get("OPENAI_BASE_URL"), os.environ.get("OPENAI_API_KEY")
+        if not base_url and not api_key:
+            return None
+        return cls(base_url, api_key)
+
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         allowed = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         return self._client.chat.completions.create(**allowed).model_dump(exclude_none=True)

@@ -151,9 +151,6 @@ class Controller:
         if self.stop_flag.is_set():
             raise StopRequested("interrupted")
 
-    def _agent(self, gen: int) -> AgentSource:
-        return resolve_agent(str(self.lineage.worktree_path(gen)))
-
     def _results(self, tree: str, tasks: list[TaskSpec]) -> dict[str, dict]:
         return {t.instance_id: self.state.evaluations[(tree, t.instance_id, 0)]
                 for t in tasks if (tree, t.instance_id, 0) in self.state.evaluations}
@@ -239,7 +236,7 @@ class Controller:
         gen0 = self.lineage.head(0)
         if 0 not in self.state.generations:
             self.journal.append("generation_started", generation=0, parent=None)
-        agent = resolve_agent(self.lineage.branch(0), repo_dir=self.workspace)
+        agent = self._parent_agent(0)
         results = self.evaluate(0, agent, self.tasks)
         score = self._score(results, self.accept_on)
         self.journal.append("proposal", generation=0, valid=True, reason="the seed agent")
