@@ -134,7 +134,7 @@ def _measure(task: TaskSpec, agent: AgentSource, builder: ImageBuilder,
     environment = _RecordingEnvironment(DockerEnvironment(builder))
     bench = BenchRun(agent=agent, gateway=gateway, grader=Grader(builder, out / "grades"),
                      out_dir=out, environment=environment, model_label="scripted:oracle")
-    outcome: TaskOutcome = bench.run_task(task)
+    outcome: TaskOutcome = bench.runner.run_task(task, agent, generation="bench")
     if outcome.error:
         raise RuntimeError(f"{task.instance_id}: {outcome.error}")
     run, api = environment.runs[task.instance_id]

@@ -14,7 +14,9 @@ second build of the same suite builds nothing. Build logs go to the cache's ``lo
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -23,9 +25,11 @@ import shutil
 import subprocess
 import sys
 import threading
+import tarfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Protocol
 
 from benchmark import _docker
 from benchmark._errors import ImageBuildError, ImageMissing, InfraError
@@ -33,7 +37,8 @@ from benchmark._settings import cache_dir
 from benchmark._sources import build_requires, source_tree_tar
 from benchmark._task import TaskEnvironment, TaskSpec
 
-__all__ = ["ImageBuilder", "base_image_tag", "env_image_tag", "task_image_tag"]
+__all__ = ["FetchedInputs", "ImageBuilder", "ImageInputs", "base_image_tag", "env_image_tag",
+           "task_image_tag", "wheel_key"]
 
 # Bump a layer's version when its recipe below changes: its tag (and those above) change.
 BASE_RECIPE, ENV_RECIPE, TASK_RECIPE = "1", "3", "3"
@@ -85,15 +90,78 @@ def task_image_tag(task: TaskSpec) -> str:
     return f"{_namespace()}/task:{name}-{key}"
 
 
-def _wheel_key(requirements: list[str]) -> str:
+def wheel_key(requirements: list[str]) -> str:
     return _key(sorted(requirements), BASE_PYTHON)
+
+
+class ImageInputs(Protocol):
+    """Where a build gets what comes from the network: a task's source tree (with the
+    requirements to build it) and wheelhouses. The default fetches them on this machine; a
+    cluster node gets them from the controller instead (`harness.ray_executor`), so every
+    node builds the same recipe from the same bytes and arrives at the same tag."""
+
+    def source(self, task: TaskSpec) -> tuple[bytes, list[str]]: ...
+
+    def wheels(self, requirements: list[str], target: Path) -> None:
+        """Fill `target` with the wheels for `requirements`."""
+
+
+class FetchedInputs:
+    """Sources from PyPI, git or a local path and wheels from PyPI, fetched here."""
+
+    def __init__(self, on_event: Callable[[str], None] = lambda message: None):
+        self._on_event = on_event
+
+    def source(self, task: TaskSpec) -> tuple[bytes, list[str]]:
+        tree, meta = source_tree_tar(task)
+        return tree, build_requires(meta)
+
+    def wheels(self, requirements: list[str], target: Path) -> None:
+        command = [sys.executable, "-m", "pip", "download", "-q",
+                   "--disable-pip-version-check", "-d", str(target), *requirements]
+        if f"{sys.version_info.major}.{sys.version_info.minor}" != BASE_PYTHON:
+            command[4:4] = ["--python-version", BASE_PYTHON, "--only-binary", ":all:"]
+        self._on_event(f"downloading wheels: {' '.join(requirements)}")
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            log = cache_dir() / "logs" / "wheelhouse" / f"{target.name}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(result.stdout + result.stderr)
+            raise ImageBuildError(f"the wheelhouse for {requirements}", log,
+                                  "pip download failed; check the requirement pins")
+
+
+def pack_directory(directory: Path) -> bytes:
+    """A directory's files as a tar (names relative to it), to ship a wheelhouse."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        for path in sorted(directory.iterdir()):
+            if path.is_file() and not path.name.startswith("."):
+                archive.add(path, arcname=path.name)
+    return out.getvalue()
+
+
+@contextmanager
+def _machine_lock(name: str) -> Iterator[None]:
+    """Held across processes on this machine: two cluster workers on one node that need
+    the same image build it once."""
+    path = cache_dir() / "locks" / (re.sub(r"[^A-Za-z0-9_.-]", "_", name)[-150:] + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class ImageBuilder:
     """Builds what is missing, once, even when many workers ask for the same image."""
 
-    def __init__(self, on_event: Callable[[str], None] = lambda message: None):
+    def __init__(self, on_event: Callable[[str], None] = lambda message: None,
+                 inputs: ImageInputs | None = None):
         self._on_event = on_event
+        self.inputs = inputs or FetchedInputs(on_event)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._failed: dict[str, ImageBuildError] = {}
@@ -107,7 +175,7 @@ class ImageBuilder:
         return cache_dir() / "logs" / "build" / (re.sub(r"[/:]", "_", tag) + ".log")
 
     def _ensure(self, tag: str, build: Callable[[], None]) -> str:
-        with self._lock(tag):
+        with self._lock(tag), _machine_lock(tag):
             if tag in self._failed:  # one failed build is reported, not retried per task
                 raise self._failed[tag]
             if _docker.image_exists(tag):
@@ -163,26 +231,15 @@ class ImageBuilder:
     # wheelhouse -----------------------------------------------------------------------
 
     def wheelhouse(self, requirements: list[str]) -> Path:
-        """Wheels for `requirements` and their dependencies, downloaded once on the host."""
-        target = cache_dir() / "wheelhouse" / _wheel_key(requirements)
+        """Wheels for `requirements` and their dependencies, gathered once per machine."""
+        target = cache_dir() / "wheelhouse" / wheel_key(requirements)
         done = target / ".complete"
-        with self._lock(str(target)):
+        with self._lock(str(target)), _machine_lock(str(target)):
             if done.exists():
                 return target
             target.mkdir(parents=True, exist_ok=True)
             if requirements:
-                command = [sys.executable, "-m", "pip", "download", "-q",
-                           "--disable-pip-version-check", "-d", str(target), *requirements]
-                if f"{sys.version_info.major}.{sys.version_info.minor}" != BASE_PYTHON:
-                    command[4:4] = ["--python-version", BASE_PYTHON, "--only-binary", ":all:"]
-                self._on_event(f"downloading wheels: {' '.join(requirements)}")
-                result = subprocess.run(command, capture_output=True, text=True)
-                if result.returncode != 0:
-                    log = cache_dir() / "logs" / "wheelhouse" / f"{target.name}.log"
-                    log.parent.mkdir(parents=True, exist_ok=True)
-                    log.write_text(result.stdout + result.stderr)
-                    raise ImageBuildError(f"the wheelhouse for {requirements}", log,
-                                          "pip download failed; check the requirement pins")
+                self.inputs.wheels(list(requirements), target)
             done.touch()
         return target
 
@@ -231,8 +288,8 @@ git config --system --add safe.directory '*'
         return self._ensure(tag, lambda: self._build_task(task, env_tag, tag))
 
     def _build_task(self, task: TaskSpec, env_tag: str, tag: str) -> None:
-        tree, meta = source_tree_tar(task)
-        wheels = self.wheelhouse(build_requires(meta))
+        tree, requires = self.inputs.source(task)
+        wheels = self.wheelhouse(requires)
         created = [p for p in task.test_files if f"--- a/{p}\n" not in task.test_patch]
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in _GIT_ENV.items())
         script = f"""set -euo pipefail

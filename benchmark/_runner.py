@@ -16,7 +16,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 from benchmark import _docker, _guard
 from benchmark._errors import InfraError
@@ -29,7 +29,7 @@ from benchmark._grading import (
 from benchmark._images import SANDBOX_USER, ImageBuilder
 from benchmark._task import TaskSpec
 
-__all__ = ["GradeResult", "Grader", "Job", "run_jobs", "run_report"]
+__all__ = ["GradeResult", "Grader", "GradingExecutor", "Job", "grade_locally", "run_jobs", "run_report"]
 
 _GUARD_SOURCE = Path(_guard.__file__).read_text(encoding="utf-8")
 _APPLY_CMDS = (  # the official harness's chain (swebench.harness.run_evaluation.GIT_APPLY_CMDS)
@@ -137,6 +137,17 @@ class Grader:
         (where / "report.json").write_text(json.dumps(result.swebench_report(), indent=2))
         return result
 
+    def adopt(self, result: GradeResult, patch: str | None, log: str) -> GradeResult:
+        """Keep a grading done elsewhere (a cluster node) as if done here: its patch, log
+        and report.json under this grader's `out_dir`."""
+        where = self.out_dir / result.instance_id / result.label
+        where.mkdir(parents=True, exist_ok=True)
+        (where / "patch.diff").write_text(patch or "", encoding="utf-8")
+        (where / "eval.log").write_text(log, encoding="utf-8")
+        result.log_path = str(where / "eval.log")
+        (where / "report.json").write_text(json.dumps(result.swebench_report(), indent=2))
+        return result
+
     def _run(self, task: TaskSpec, patch: str, result: GradeResult, log_path: Path) -> None:
         image = self.builder.ensure_task(task)
         marker_tag = f" [{secrets.token_hex(8)}]"
@@ -191,16 +202,34 @@ class Job:
     label: str
 
 
-def run_jobs(grader: Grader, jobs: Iterable[Job], *, workers: int = 2,
-             on_done: Callable[[GradeResult], None] = lambda result: None) -> list[GradeResult]:
-    """Grade every job on a pool of `workers`; results in completion order."""
-    results = []
+class GradingExecutor(Protocol):
+    """Where gradings run: a local thread pool by default, a cluster in `harness.executors`."""
+
+    def grade(self, grader: Grader, jobs: Sequence[Job]) -> Iterator[GradeResult]: ...
+
+
+def grade_locally(grader: Grader, jobs: Sequence[Job], *, workers: int = 2) -> Iterator[GradeResult]:
+    """Grade every job on a pool of `workers` threads; results in completion order."""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = [pool.submit(grader.grade, job.task, job.patch, label=job.label) for job in jobs]
-        for future in as_completed(futures):
-            result = future.result()
-            results.append(result)
-            on_done(result)
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def run_jobs(grader: Grader, jobs: Iterable[Job], *, workers: int = 2,
+             on_done: Callable[[GradeResult], None] = lambda result: None,
+             executor: GradingExecutor | None = None) -> list[GradeResult]:
+    """Grade every job (on `executor`, or a local pool of `workers`); completion order."""
+    jobs = list(jobs)
+    stream = executor.grade(grader, jobs) if executor else grade_locally(grader, jobs, workers=workers)
+    results = []
+    for result in stream:
+        results.append(result)
+        on_done(result)
     return results
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from benchmark._runner import GradeResult, Grader, Job, run_jobs
+from benchmark._runner import GradeResult, Grader, GradingExecutor, Job, run_jobs
 from benchmark._task import TaskSpec
 
 __all__ = ["Validity", "validate_tasks"]
@@ -39,10 +39,11 @@ def _judge(task: TaskSpec, gold: GradeResult, empty: GradeResult) -> Validity:
 
 
 def validate_tasks(grader: Grader, tasks: list[TaskSpec], *, workers: int = 2,
-                   on_done: Callable[[GradeResult], None] = lambda r: None) -> list[Validity]:
+                   on_done: Callable[[GradeResult], None] = lambda r: None,
+                   executor: GradingExecutor | None = None) -> list[Validity]:
     """Grade gold and empty patches for every task, in parallel; one Validity per task."""
     jobs = [Job(t, t.patch, "gold") for t in tasks] + [Job(t, "", "empty") for t in tasks]
-    results = run_jobs(grader, jobs, workers=workers, on_done=on_done)
+    results = run_jobs(grader, jobs, workers=workers, on_done=on_done, executor=executor)
     by_key = {(r.instance_id, r.label): r for r in results}
     return [_judge(t, by_key[(t.instance_id, "gold")], by_key[(t.instance_id, "empty")])
             for t in tasks]

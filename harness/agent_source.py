@@ -4,14 +4,16 @@ of its tree (the key under which task results are cached, so a rerun redoes noth
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
+import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import git
 
-__all__ = ["AGENT_PACKAGE", "AgentSource", "resolve_agent"]
+__all__ = ["AGENT_PACKAGE", "AgentSource", "pack_agent", "resolve_agent", "unpack_agent"]
 
 AGENT_PACKAGE = "agent_seed"
 
@@ -79,3 +81,38 @@ def resolve_agent(spec: str, *, repo_dir: Path = Path(".")) -> AgentSource:
     for item in into.rglob("*"):  # readable by the sandbox user through the bind mount
         item.chmod(0o755 if item.is_dir() else 0o644)
     return AgentSource(spec, into, tree_hash)
+
+
+def pack_agent(agent: AgentSource) -> bytes:
+    """The agent's files as a tar, to send to a cluster node (see `unpack_agent`)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        archive.add(agent.directory / AGENT_PACKAGE, arcname=AGENT_PACKAGE,
+                    filter=lambda info: None if _ignored(Path(info.name).name) else info)
+    return out.getvalue()
+
+
+def unpack_agent(data: bytes, tree_hash: str, into: Path) -> Path:
+    """The directory holding the agent `data` packs, unpacked once under `into`; its content
+    hash must be `tree_hash`, so a node runs exactly the controller's agent."""
+    target = into / tree_hash
+    if (target / AGENT_PACKAGE / "__main__.py").exists():
+        return target
+    into.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=into))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+            archive.extractall(staging, filter="data")
+        got = _content_hash(staging / AGENT_PACKAGE)
+        if got != tree_hash:
+            raise AgentSourceError(f"the agent received is {got}, not {tree_hash}")
+        for item in [staging, *staging.rglob("*")]:  # readable by the sandbox user
+            item.chmod(0o755 if item.is_dir() else 0o644)
+        try:
+            staging.rename(target)
+        except OSError:  # another worker on this node got there first: same content
+            pass
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target

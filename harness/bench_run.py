@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -20,6 +19,7 @@ from benchmark import Grader, TaskSpec
 from benchmark._agent_env import DockerEnvironment, Environment
 from harness.agent_source import AgentSource
 from harness.evaluate import TaskOutcome, TaskRunner
+from harness.executors import Executor, LocalPool
 from harness.gateway import Gateway
 
 __all__ = ["BenchRun"]
@@ -57,13 +57,10 @@ class BenchRun:
             return None
         return TaskOutcome(**data)
 
-    def run_task(self, task: TaskSpec) -> TaskOutcome:
-        outcome = self.runner.run_task(task, self.agent, generation="bench")
-        _write_atomically(self._result_path(task), json.dumps(asdict(outcome), indent=2))
-        return outcome
-
-    def run(self, tasks: list[TaskSpec], *, workers: int = 2,
+    def run(self, tasks: list[TaskSpec], *, workers: int = 2, executor: Executor | None = None,
             on_done: Callable[[TaskOutcome, bool], None] = lambda o, cached: None) -> list[TaskOutcome]:
+        """Every task not finished earlier, on `executor` (default: a local pool of
+        `workers`); each result is written as it arrives."""
         outcomes: dict[str, TaskOutcome] = {}
         todo = []
         for task in tasks:
@@ -73,12 +70,14 @@ class BenchRun:
                 on_done(hit, True)
             else:
                 todo.append(task)
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures = [pool.submit(self.run_task, task) for task in todo]
-            for future in as_completed(futures):
-                outcome = future.result()
+        executor = executor or LocalPool(workers)
+        try:
+            for task, outcome in executor.run_tasks(self.runner, self.agent, todo, generation="bench"):
+                _write_atomically(self._result_path(task), json.dumps(asdict(outcome), indent=2))
                 outcomes[outcome.instance_id] = outcome
                 on_done(outcome, False)
+        finally:
+            self.runner.gateway.stop_relay()
         ordered = [outcomes[t.instance_id] for t in tasks]
         self._write_outputs(ordered)
         return ordered

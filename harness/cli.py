@@ -26,6 +26,9 @@ console = Console()
 err = Console(stderr=True)
 
 SUITE_HELP = "A shipped suite name (e.g. quickstart) or a path to a task file (.json/.jsonl)."
+EXECUTOR_HELP = ("Where sandboxes run: local (this machine), ray (a Ray instance started here), "
+                 "ray:auto (this machine's Ray cluster) or ray:HOST:PORT (a Ray head). Ray "
+                 "needs `pip install 'ratchet[ray]'`; see docs/scaling.md.")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -73,9 +76,24 @@ def _grader(out: Path, progress: Progress):
     return Grader(builder, out)
 
 
-def _prepare_images(grader, tasks, progress: Progress) -> None:
-    """Build every missing image first, so the grading bar measures grading."""
+def _executor(spec: str, workers: int, progress: Progress):
+    """The executor `spec` names, connected; a clear error when it cannot be used."""
+    from harness.executors import ExecutorError, parse_executor
+
+    try:
+        return parse_executor(spec, workers=workers,
+                              on_event=lambda message: progress.console.print(f"[dim]{message}[/]"))
+    except ExecutorError as exc:
+        raise _fail(str(exc))
+
+
+def _prepare_images(grader, tasks, progress: Progress, executor: str = "local") -> None:
+    """Build every missing image first, so the grading bar measures grading. On a cluster
+    each node builds what it lacks from the same recipe (`harness.ray_executor`)."""
     from benchmark import InfraError
+
+    if executor != "local":
+        return
 
     bar = progress.add_task("images", total=len(tasks))
     for task in tasks:
@@ -90,6 +108,7 @@ def _prepare_images(grader, tasks, progress: Progress) -> None:
 def validate(
     suite: str = typer.Option(..., "--suite", "-s", help=SUITE_HELP),
     workers: int = typer.Option(2, "--workers", "-w", min=1, help="Gradings run in parallel."),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     run_id: Optional[str] = typer.Option(None, help="Name of the output directory under runs/bench/."),
 ) -> None:
     """Check every task: its gold patch resolves it and the empty patch does not."""
@@ -100,10 +119,14 @@ def validate(
     started = time.monotonic()
     with _progress() as progress:
         grader = _grader(out, progress)
-        _prepare_images(grader, loaded.tasks, progress)
+        _prepare_images(grader, loaded.tasks, progress, executor)
+        pool = _executor(executor, workers, progress)
         bar = progress.add_task("grading gold and empty patches", total=2 * len(loaded.tasks))
-        verdicts = validate_tasks(grader, loaded.tasks, workers=workers,
-                                  on_done=lambda result: progress.advance(bar))
+        try:
+            verdicts = validate_tasks(grader, loaded.tasks, executor=pool,
+                                      on_done=lambda result: progress.advance(bar))
+        finally:
+            pool.close()
     table = Table(title=f"{loaded.path.name}: {len(loaded.tasks)} tasks")
     for column in ("task", "valid", "gold", "empty", "reason"):
         table.add_column(column, overflow="fold")
@@ -158,6 +181,7 @@ def grade(
     predictions: Path = typer.Option(..., "--predictions", "-p",
                                      help="SWE-bench predictions (JSONL or JSON)."),
     workers: int = typer.Option(2, "--workers", "-w", min=1),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     run_id: Optional[str] = typer.Option(None, help="Name of the output directory under runs/bench/."),
 ) -> None:
     """Grade a predictions file and write a report in SWE-bench's shape."""
@@ -173,10 +197,14 @@ def grade(
     out = _run_dir("grade", run_id)
     with _progress() as progress:
         grader = _grader(out, progress)
-        _prepare_images(grader, tasks, progress)
+        _prepare_images(grader, tasks, progress, executor)
+        pool = _executor(executor, workers, progress)
         bar = progress.add_task("grading", total=len(tasks))
-        results = run_jobs(grader, [Job(t, preds[t.instance_id], "model") for t in tasks],
-                           workers=workers, on_done=lambda result: progress.advance(bar))
+        try:
+            results = run_jobs(grader, [Job(t, preds[t.instance_id], "model") for t in tasks],
+                               executor=pool, on_done=lambda result: progress.advance(bar))
+        finally:
+            pool.close()
     table = Table(title=f"{predictions.name} on {loaded.path.name}")
     for column in ("task", "resolved", "set aside", "note"):
         table.add_column(column, overflow="fold")
@@ -235,6 +263,7 @@ def run_agent(
     budget_usd: Optional[float] = typer.Option(None, help="Stop model calls past this spend for the run."),
     task_budget_usd: Optional[float] = typer.Option(None, help="... and past this spend per task."),
     timeout_s: float = typer.Option(1800, help="Wall-clock limit of one agent run."),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     run_id: Optional[str] = typer.Option(None, help="Output directory under runs/bench/; "
                                          "the same id again resumes, skipping finished tasks."),
 ) -> None:
@@ -254,7 +283,8 @@ def run_agent(
     try:
         with _progress() as progress:
             grader = _grader(out / "grades", progress)
-            _prepare_images(grader, loaded.tasks, progress)
+            _prepare_images(grader, loaded.tasks, progress, executor)
+            pool = _executor(executor, workers, progress)
             gateway = Gateway(upstream, model=model_name, log_dir=out / "trajectories",
                               budget=Budget(per_task=task_budget_usd, per_run=budget_usd))
             bench_run = BenchRun(agent=source, gateway=gateway, grader=grader, out_dir=out,
@@ -267,7 +297,10 @@ def run_agent(
                 if cached:
                     progress.console.print(f"[dim]{outcome.instance_id}: finished earlier, skipped[/]")
 
-            outcomes = bench_run.run(loaded.tasks, workers=workers, on_done=done)
+            try:
+                outcomes = bench_run.run(loaded.tasks, executor=pool, on_done=done)
+            finally:
+                pool.close()
     finally:
         if server is not None:
             server.stop()

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from harness.cli import _fail, _load, app, console, err
+from harness.cli import EXECUTOR_HELP, _fail, _load, app, console, err
 
 WORKSPACE_HELP = "The workspace: a git repository holding agent_seed/ (default: the one around the current directory)."
 
@@ -68,7 +68,7 @@ def _models(settings, tasks):
 
 def _drive(workspace: Path, settings) -> None:
     """Run (or resume) the loop with a live line of status; Ctrl-C stops cleanly."""
-    from harness.cli import _grader, _prepare_images, _progress
+    from harness.cli import _executor, _grader, _prepare_images, _progress
     from harness.loop import Controller
 
     loaded = _load(settings.suite)
@@ -89,7 +89,8 @@ def _drive(workspace: Path, settings) -> None:
     try:
         with _progress() as progress:
             grader = _grader(run_dir / "grades", progress)
-            _prepare_images(grader, loaded.tasks, progress)
+            _prepare_images(grader, loaded.tasks, progress, settings.executor)
+            pool = _executor(settings.executor, settings.workers, progress)
 
             def event(message: str) -> None:
                 spent = controller.ledger.run.cost_usd if controller else 0.0
@@ -97,8 +98,11 @@ def _drive(workspace: Path, settings) -> None:
                                        f"[dim](${spent:.4f})[/]")
 
             controller = Controller(workspace, settings, loaded.tasks, grader, agent_up, meta_up,
-                                    on_event=event)
-            state = controller.run()
+                                    on_event=event, executor=pool)
+            try:
+                state = controller.run()
+            finally:
+                controller.close()
     except KeyboardInterrupt:
         err.print(f"abandoned. Nothing half-done was recorded. Resume: `ratchet resume {settings.run}`")
         raise typer.Exit(130)
@@ -129,6 +133,7 @@ def run(
     proposer: str = typer.Option("meta", help="meta (a meta model edits the agent) | self (the "
                                  "parent agent edits its own source in a sandbox, DGM-style)"),
     workers: int = typer.Option(2, "--workers", "-w", min=1),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     run_id: Optional[str] = typer.Option(None, "--run-id", help="Default: a timestamp."),
     workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP),
 ) -> None:
@@ -144,7 +149,7 @@ def run(
                             meta_model="scripted" if scripted else (meta_model or model),
                             budget_usd=budget_usd, acceptance=acceptance, selector=selector,
                             stage_size=stage_size, holdout=holdout, workers=workers,
-                            scripted=scripted, proposer=proposer)
+                            scripted=scripted, proposer=proposer, executor=executor)
     _check_settings(settings)
     console.print(f"run [bold]{run}[/] in {root}")
     _drive(root, settings)
@@ -170,6 +175,8 @@ def resume(
                                                   "from this generation, as run RUN.from-NNNN."),
     budget_usd: Optional[float] = typer.Option(None, help="A new budget for the run."),
     generations: Optional[int] = typer.Option(None, help="A new number of generations."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="Run the rest elsewhere "
+                                           "(default: where it ran). " + EXECUTOR_HELP),
     workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP),
 ) -> None:
     """Continue a run after a crash, a Ctrl-C or a spent budget; or branch off a generation."""
@@ -185,6 +192,8 @@ def resume(
         settings.budget_usd = budget_usd
     if generations is not None:
         settings.generations = generations
+    if executor is not None:
+        settings.executor = executor
     if from_generation is not None:
         new_run = branched_run_id(run, from_generation)
         try:

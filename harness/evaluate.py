@@ -14,12 +14,12 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark import Grader, InfraError, TaskSpec
-from benchmark._agent_env import Environment
+from benchmark import GradeResult, Grader, InfraError, TaskSpec
+from benchmark._agent_env import AgentRun, Environment
 from harness.agent_source import AgentSource
-from harness.gateway import Gateway
+from harness.gateway import Channel, Gateway
 
-__all__ = ["TaskOutcome", "TaskRunner"]
+__all__ = ["SandboxResult", "TaskOutcome", "TaskRunner", "Ticket", "run_in_sandbox"]
 
 
 @dataclass
@@ -42,6 +42,8 @@ class TaskOutcome:
     trajectory: str = ""
     """The gateway's log of this run (the trajectory of record)."""
     grade_log: str = ""
+    node: str = ""
+    """The cluster node that ran it (empty: this machine)."""
 
     @property
     def overhead_seconds(self) -> float:
@@ -49,6 +51,45 @@ class TaskOutcome:
         return max(0.0, self.agent_seconds - self.model_seconds)
 
 
+@dataclass
+class SandboxResult:
+    """What one task run produced where it ran (here, or a cluster node that sends it back):
+    the agent's run, or why there is none, and the grading of its patch."""
+
+    run: AgentRun | None
+    error: str | None
+    grade: GradeResult | None = None
+    grade_log: str | None = None
+    """The grading's log text when it was graded elsewhere (`Grader.adopt` keeps it)."""
+    node: str = ""
+
+
+def run_in_sandbox(task: TaskSpec, agent_dir: Path, *, socket_path: Path, model: str,
+                   environment: Environment, grader: Grader, label: str) -> SandboxResult:
+    """The agent in a fresh sandbox, talking to `socket_path`, then its patch graded."""
+    try:
+        run = environment.run_agent(task, agent_dir, socket_path=socket_path, model=model)
+    except InfraError as exc:
+        return SandboxResult(None, str(exc))
+    except Exception as exc:  # a bug of ours costs one task run, not the batch
+        return SandboxResult(None, f"internal error running the agent: {exc!r}\n{traceback.format_exc()}")
+    return SandboxResult(run, None, grader.grade(task, run.patch, label=label))
+
+
+@dataclass
+class Ticket:
+    """A task run begun: its gateway channel is open until `TaskRunner.finish`."""
+
+    task: TaskSpec
+    agent: AgentSource
+    generation: str
+    key: str
+    channel: Channel
+    started: float
+
+    @property
+    def label(self) -> str:
+        return f"agent-{self.generation}"
 
 
 @dataclass
@@ -58,36 +99,49 @@ class TaskRunner:
     environment: Environment
     logs_dir: Path
 
-    def run_task(self, task: TaskSpec, agent: AgentSource, *, generation: str) -> TaskOutcome:
-        started = time.monotonic()
+    def begin(self, task: TaskSpec, agent: AgentSource, *, generation: str,
+              relay: bool = False) -> Ticket:
+        """Open the run's gateway channel (`relay`: for a sandbox on a cluster node)."""
         key = task.instance_id if generation == "bench" else f"{generation}.{task.instance_id}"
-        channel = self.gateway.open_channel(key, generation)
-        run, error = None, None
+        channel = self.gateway.open_channel(key, generation, relay=relay)
+        return Ticket(task, agent, generation, key, channel, time.monotonic())
+
+    def run_task(self, task: TaskSpec, agent: AgentSource, *, generation: str) -> TaskOutcome:
+        ticket = self.begin(task, agent, generation=generation)
         try:
-            run = self.environment.run_agent(task, agent.directory, socket_path=channel.socket_path,
-                                             model=self.gateway.model)
-        except InfraError as exc:
-            error = str(exc)
-        except Exception as exc:  # a bug of ours costs one task run, not the batch
-            error = f"internal error running the agent: {exc!r}\n{traceback.format_exc()}"
-        finally:
-            self.gateway.close_channel(channel)
-        usage = self.gateway.ledger.task(key)
+            result = run_in_sandbox(task, agent.directory, socket_path=ticket.channel.socket_path,
+                                    model=self.gateway.model, environment=self.environment,
+                                    grader=self.grader, label=ticket.label)
+        except BaseException:
+            self.gateway.close_channel(ticket.channel)
+            raise
+        return self.finish(ticket, result)
+
+    def abandon(self, ticket: Ticket) -> None:
+        """The run was lost (its node died): close its channel; what it spent stays counted."""
+        self.gateway.close_channel(ticket.channel)
+
+    def finish(self, ticket: Ticket, result: SandboxResult) -> TaskOutcome:
+        """Close the channel and make the outcome: usage from the gateway's ledger."""
+        self.gateway.close_channel(ticket.channel)
+        task, agent, run = ticket.task, ticket.agent, result.run
+        usage = self.gateway.ledger.task(ticket.key)
         common = dict(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                       cost_usd=usage.cost_usd, model_seconds=usage.model_seconds,
-                      trajectory=str(channel.trajectory))
-        refused = self.gateway.ledger.was_refused(key)
-        if run is None or error:
+                      trajectory=str(ticket.channel.trajectory), node=result.node,
+                      budget_exhausted=self.gateway.ledger.was_refused(ticket.key))
+        seconds = time.monotonic() - ticket.started
+        if run is None or result.error or result.grade is None:
             return TaskOutcome(task.instance_id, agent.tree_hash, False, False,
-                               run.steps if run else 0, seconds=time.monotonic() - started,
+                               run.steps if run else 0, seconds=seconds,
                                agent_seconds=run.seconds if run else 0.0, grade_seconds=0.0,
-                               patch=run.patch if run else "", error=error,
-                               budget_exhausted=refused, **common)
+                               patch=run.patch if run else "", error=result.error, **common)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        (self.logs_dir / f"{key}.log").write_text(run.log, encoding="utf-8")
-        grade = self.grader.grade(task, run.patch, label=f"agent-{generation}")
+        (self.logs_dir / f"{ticket.key}.log").write_text(run.log, encoding="utf-8")
+        grade = result.grade
+        if result.grade_log is not None:
+            grade = self.grader.adopt(grade, run.patch, result.grade_log)
         return TaskOutcome(
             task.instance_id, agent.tree_hash, grade.resolved, run.exit_code == 0, run.steps,
-            seconds=time.monotonic() - started, agent_seconds=run.seconds,
-            grade_seconds=grade.seconds, patch=run.patch, error=grade.error,
-            budget_exhausted=refused, grade_log=grade.log_path, **common)
+            seconds=seconds, agent_seconds=run.seconds, grade_seconds=grade.seconds,
+            patch=run.patch, error=grade.error, grade_log=grade.log_path, **common)

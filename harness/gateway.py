@@ -7,13 +7,20 @@ credentials (none enters a sandbox), forwards to the upstream model, counts toke
 per task, generation and run, refuses calls past a budget with an error the agent sees
 (HTTP 402, which the openai SDK does not retry), and appends every request and response to
 the task's trajectory log on the host, where the sandbox cannot write.
+
+On a cluster (`harness.ray_executor`) a channel is *relayed*: the sandbox still sees a unix
+socket, served on its node by `harness.relay`, which carries each call over TCP to this
+gateway's relay endpoint, authenticated by a per-run token. Credentials and the ledger stay
+here, so accounting and budgets are the same as on one machine.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
+import secrets
 import socketserver
 import tempfile
 import threading
@@ -21,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from harness._http import send_json
 
@@ -32,6 +39,7 @@ __all__ = [
     "Ledger",
     "OpenAIUpstream",
     "PriceTable",
+    "RelayEndpoint",
     "Upstream",
     "Usage",
 ]
@@ -168,19 +176,60 @@ class Ledger:
 
 @dataclass
 class Channel:
-    """One task's way to the gateway: a unix socket path or a loopback URL."""
+    """One task's way to the gateway: a unix socket path, a loopback URL, or a relay id
+    (a cluster node's relay calls the relay endpoint with it)."""
 
     task: str
     generation: str
     trajectory: Path
     socket_path: Path | None = None
     base_url: str | None = None
+    relay_id: str | None = None
     _server: Any = None
     _thread: Any = None
 
 
+@dataclass(frozen=True)
+class RelayEndpoint:
+    """Where cluster nodes send their sandboxes' calls, and the run's token for it."""
+
+    url: str
+    token: str
+
+
 class _UnixHTTPServer(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
+
+
+def serve_unix(handler: type[BaseHTTPRequestHandler], name: str) -> tuple[Any, Path]:
+    """An HTTP server on a fresh unix socket, in a thread. The socket lives in a short
+    private temp dir (socket paths are limited to 108 bytes) with mode 0666, so a sandbox's
+    non-root user can connect to it through a bind mount."""
+    directory = Path(tempfile.mkdtemp(prefix="ratchet-gw-"))
+    directory.chmod(0o755)
+    socket_path = directory / "llm.sock"
+    server = _UnixHTTPServer(str(socket_path), handler)
+    socket_path.chmod(0o666)
+    _serve(server, name)
+    return server, socket_path
+
+
+def stop_unix(server: Any, socket_path: Path) -> None:
+    server.shutdown()
+    server.server_close()
+    socket_path.unlink(missing_ok=True)
+    try:
+        socket_path.parent.rmdir()
+    except OSError:
+        pass
+
+
+def _serve(server: Any, name: str) -> threading.Thread:
+    thread = threading.Thread(target=server.serve_forever, daemon=True,
+                              kwargs={"poll_interval": 0.05},  # close fast
+                              name=name)
+    thread.start()
+    return thread
 
 
 class Gateway:
@@ -197,61 +246,113 @@ class Gateway:
         self.ledger = ledger or Ledger()
         self._warned: set[str] = set()
         self._write_lock = threading.Lock()
+        self._relayed: dict[str, Channel] = {}
+        self._relay: tuple[RelayEndpoint, Any] | None = None
 
     # -- channels --------------------------------------------------------------------
 
-    def open_channel(self, task: str, generation: str = "bench", *, tcp: bool = False) -> Channel:
-        """A fresh endpoint for one task run. The socket lives in a short private temp dir
-        (unix socket paths are limited to 108 bytes) with mode 0666, so the sandbox's
-        non-root user can connect to it through the bind mount."""
+    def open_channel(self, task: str, generation: str = "bench", *, tcp: bool = False,
+                     relay: bool = False) -> Channel:
+        """A fresh endpoint for one task run: a unix socket (the default), a loopback port
+        (`tcp`), or an id on the relay endpoint (`relay`, see `serve_relay`)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         channel = Channel(task, generation, self.log_dir / f"{_safe(task)}.jsonl")
-        handler = self._handler_for(channel)
+        if relay:
+            if self._relay is None:
+                raise RuntimeError("open_channel(relay=True) needs serve_relay() first")
+            channel.relay_id = secrets.token_hex(12)
+            with self._write_lock:
+                self._relayed[channel.relay_id] = channel
+            return channel
+        handler = self._handler(lambda path: channel)
         if tcp:
             server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
             server.daemon_threads = True
             channel.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+            channel._thread = _serve(server, f"gateway-{task}")
         else:
-            directory = Path(tempfile.mkdtemp(prefix="ratchet-gw-"))
-            directory.chmod(0o755)
-            channel.socket_path = directory / "llm.sock"
-            server = _UnixHTTPServer(str(channel.socket_path), handler)
-            channel.socket_path.chmod(0o666)
+            server, channel.socket_path = serve_unix(handler, f"gateway-{task}")
         channel._server = server
-        channel._thread = threading.Thread(target=server.serve_forever, daemon=True,
-                                           kwargs={"poll_interval": 0.05},  # close fast
-                                           name=f"gateway-{task}")
-        channel._thread.start()
         return channel
 
     def close_channel(self, channel: Channel) -> None:
-        channel._server.shutdown()
-        channel._server.server_close()
-        if channel.socket_path is not None:
-            channel.socket_path.unlink(missing_ok=True)
-            try:
-                channel.socket_path.parent.rmdir()
-            except OSError:
-                pass
+        if channel.relay_id is not None:
+            with self._write_lock:
+                self._relayed.pop(channel.relay_id, None)
+        elif channel.socket_path is not None:
+            stop_unix(channel._server, channel.socket_path)
+        else:
+            channel._server.shutdown()
+            channel._server.server_close()
+
+    def serve_relay(self, host: str = "127.0.0.1", port: int = 0) -> RelayEndpoint:
+        """Serve relayed channels on TCP at `host` (an address the cluster's nodes reach),
+        behind a fresh token; idempotent. Calls carry ``Authorization: Bearer TOKEN`` and
+        go to ``/relay/CHANNEL-ID/v1/...``; a closed channel answers 410."""
+        if self._relay is not None:
+            return self._relay[0]
+        token = secrets.token_urlsafe(32)
+        gateway = self
+
+        def resolve(path: str) -> Channel | tuple[int, dict[str, Any]]:
+            parts = path.split("/", 3)  # "", "relay", id, rest
+            if len(parts) < 4 or parts[1] != "relay":
+                return 404, _error(f"no route {path}", "not_found")
+            with gateway._write_lock:
+                channel = gateway._relayed.get(parts[2])
+            if channel is None:
+                return 410, _error("this task's channel is closed", "channel_closed")
+            return channel
+
+        server = ThreadingHTTPServer((host, port), self._handler(resolve, token=token))
+        server.daemon_threads = True
+        _serve(server, "gateway-relay")
+        bound_host, bound_port = server.server_address[:2]
+        endpoint = RelayEndpoint(f"http://{bound_host}:{bound_port}", token)
+        self._relay = (endpoint, server)
+        return endpoint
+
+    def stop_relay(self) -> None:
+        if self._relay is not None:
+            self._relay[1].shutdown()
+            self._relay[1].server_close()
+            self._relay = None
 
     # -- requests --------------------------------------------------------------------
 
-    def _handler_for(self, channel: Channel) -> type[BaseHTTPRequestHandler]:
+    def _handler(self, resolve: Callable[[str], "Channel | tuple[int, dict[str, Any]]"], *,
+                 token: str | None = None) -> type[BaseHTTPRequestHandler]:
+        """Request handling for channels `resolve` finds by request path; with `token`,
+        a request without it is refused before anything else (relay endpoint)."""
         gateway = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def address_string(self) -> str:  # unix sockets have no peer address
-                return channel.task
+                return "sandbox"
 
             def log_message(self, format: str, *args: Any) -> None:
-                log.debug("gateway %s: " + format, channel.task, *args)
+                log.debug("gateway: " + format, *args)
 
             def _reply(self, status: int, body: dict[str, Any]) -> None:
                 send_json(self, status, body)
 
+            def _channel(self) -> Channel | None:
+                if token is not None:
+                    given = self.headers.get("Authorization", "")
+                    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                        self._reply(401, _error("a relay call needs the run's token", "unauthorized"))
+                        return None
+                found = resolve(self.path)
+                if isinstance(found, tuple):
+                    self._reply(*found)
+                    return None
+                return found
+
             def do_GET(self) -> None:
+                if self._channel() is None:
+                    return
                 if self.path.rstrip("/").endswith("/models"):
                     self._reply(200, {"object": "list", "data": [
                         {"id": gateway.model, "object": "model", "owned_by": "ratchet"}]})
@@ -261,6 +362,9 @@ class Gateway:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                channel = self._channel()
+                if channel is None:
+                    return
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._reply(404, _error(f"no route {self.path}", "not_found"))
                     return
@@ -269,15 +373,19 @@ class Gateway:
                 except json.JSONDecodeError as exc:
                     self._reply(400, _error(f"request body is not JSON: {exc}", "invalid_request"))
                     return
-                status, response = gateway._handle(channel, body)
+                node = self.headers.get("X-Ratchet-Node") if token is not None else None
+                status, response = gateway._handle(channel, body, node=node)
                 self._reply(status, response)
 
         return Handler
 
-    def _handle(self, channel: Channel, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _handle(self, channel: Channel, body: dict[str, Any], *,
+                node: str | None = None) -> tuple[int, dict[str, Any]]:
         started = time.monotonic()
         record: dict[str, Any] = {"time": time.time(), "task": channel.task,
                                   "generation": channel.generation, "request": body}
+        if node:
+            record["node"] = node
         refusal = self.ledger.refusal(channel.task, channel.generation, self.budget)
         if refusal:
             record["refused"] = refusal

@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import random
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable
 
 from benchmark import Grader, TaskSpec
 from benchmark import _docker
@@ -23,7 +22,8 @@ from benchmark._agent_env import DockerEnvironment
 from benchmark._images import AGENT_VENV, SANDBOX_USER
 from harness.acceptance import Decision, parse_rule
 from harness.agent_source import AgentSource, resolve_agent
-from harness.evaluate import TaskOutcome, TaskRunner
+from harness.evaluate import TaskRunner
+from harness.executors import Executor, LocalPool, parse_executor
 from harness.evidence import TaskEvidence, build_evidence, load_gateway_trajectory
 from harness.gateway import Budget, Gateway, Ledger, Upstream
 from harness.journal import Journal, RunState, replay
@@ -33,28 +33,6 @@ from harness.selection import GenerationRecord, parse_selector
 from harness.self_proposer import SelfProposer
 
 __all__ = ["Executor", "LocalPool", "LoopSettings", "Controller", "StopRequested"]
-
-
-class Executor(Protocol):
-    """Fans task runs out; results come back in completion order. A local pool today; a
-    distributed engine (Ray) plugs in here without touching the loop."""
-
-    def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]: ...
-
-
-@dataclass
-class LocalPool:
-    workers: int = 2
-
-    def map_unordered(self, fn, items):
-        with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
-            futures = [pool.submit(fn, item) for item in items]
-            try:
-                for future in as_completed(futures):
-                    yield future.result()
-            finally:
-                for future in futures:
-                    future.cancel()
 
 
 class StopRequested(Exception):
@@ -86,6 +64,8 @@ class LoopSettings:
     evidence_tokens: int = 6000
     agent_timeout_s: float = 900.0
     base: str = "HEAD"
+    executor: str = "local"
+    """Where task runs go: local, ray, ray:auto or ray:HOST:PORT (`harness.executors`)."""
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -129,12 +109,18 @@ class Controller:
         self.runner = TaskRunner(self.agent_gateway, self.grader,
                                  DockerEnvironment(self.grader.builder, timeout_s=s.agent_timeout_s),
                                  self.run_dir / "agent-logs")
-        self.executor = self.executor or LocalPool(s.workers)
+        self.executor = self.executor or parse_executor(s.executor, workers=s.workers,
+                                                        on_event=self._say)
         self._live_stage, self._live_best = "seed", 0
         self._agents: dict[str, AgentSource] = {}
         split = len(self.tasks) - s.holdout
         self.study = self.tasks[:split] if s.holdout else self.tasks
         self.accept_on = self.tasks[split:] if s.holdout else self.tasks
+
+    def close(self) -> None:
+        """Release the executor (a Ray connection) and the gateway's relay endpoint."""
+        self.executor.close()
+        self.agent_gateway.stop_relay()
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -162,12 +148,12 @@ class Controller:
             self._say(f"gen {gen}: evaluating {len(todo)} task(s)"
                       f"{f' ({len(tasks) - len(todo)} cached)' if len(todo) < len(tasks) else ''}")
 
-        def one(task: TaskSpec) -> tuple[TaskSpec, TaskOutcome | None]:
-            if self.stop_flag.is_set() or self._run_budget_refusal():
-                return task, None
-            return task, self.runner.run_task(task, agent, generation=f"gen-{gen:04d}")
+        def should_start() -> bool:
+            return not (self.stop_flag.is_set() or self._run_budget_refusal())
 
-        for task, outcome in self.executor.map_unordered(one, todo):
+        for task, outcome in self.executor.run_tasks(self.runner, agent, todo,
+                                                     generation=f"gen-{gen:04d}",
+                                                     should_start=should_start):
             if outcome is None:
                 continue
             if outcome.budget_exhausted and self._run_budget_refusal():

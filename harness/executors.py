@@ -1,0 +1,84 @@
+"""Where task runs and gradings execute: this machine's thread pool, or a Ray cluster.
+
+An executor takes task runs (agent + grading) and gradings and hands results back in
+completion order. The caller (``ratchet bench run``, ``bench validate``, the loop) records
+each result as it arrives, on the controller, so the journal's semantics do not depend on
+where a task ran. ``--executor`` picks one: ``local`` (the default), ``ray`` (a local Ray
+instance), ``ray:auto`` (the cluster this machine belongs to) or ``ray:HOST:PORT``.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Callable, Iterator, Protocol, Sequence
+
+from benchmark import GradeResult, Grader, Job, TaskSpec, grade_locally
+from harness.agent_source import AgentSource
+from harness.evaluate import TaskOutcome, TaskRunner
+
+__all__ = ["Executor", "ExecutorError", "LocalPool", "parse_executor"]
+
+EXECUTOR_HELP = ("local (this machine) | ray (a Ray instance started here) | ray:auto (this "
+                 "machine's Ray cluster) | ray:HOST:PORT (a Ray cluster's head)")
+
+
+class ExecutorError(RuntimeError):
+    """The executor cannot be used as asked (Ray missing, no cluster at the address...)."""
+
+
+class Executor(Protocol):
+    """Runs task runs and gradings; results come back in completion order.
+
+    `should_start` is asked before each task run starts: False (Ctrl-C, a spent budget)
+    skips the run, yielded with outcome None. Runs already started finish and are yielded.
+    """
+
+    def run_tasks(self, runner: TaskRunner, agent: AgentSource, tasks: Sequence[TaskSpec], *,
+                  generation: str, should_start: Callable[[], bool] = lambda: True,
+                  ) -> Iterator[tuple[TaskSpec, TaskOutcome | None]]: ...
+
+    def grade(self, grader: Grader, jobs: Sequence[Job]) -> Iterator[GradeResult]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class LocalPool:
+    """`workers` task runs at a time on this machine's Docker daemon."""
+
+    workers: int = 2
+
+    def run_tasks(self, runner, agent, tasks, *, generation, should_start=lambda: True):
+        def one(task: TaskSpec) -> tuple[TaskSpec, TaskOutcome | None]:
+            if not should_start():
+                return task, None
+            return task, runner.run_task(task, agent, generation=generation)
+
+        with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
+            futures = [pool.submit(one, task) for task in tasks]
+            try:
+                for future in as_completed(futures):
+                    yield future.result()
+            finally:
+                for future in futures:
+                    future.cancel()
+
+    def grade(self, grader, jobs):
+        return grade_locally(grader, jobs, workers=self.workers)
+
+    def close(self) -> None:
+        pass
+
+
+def parse_executor(spec: str, *, workers: int = 2,
+                   on_event: Callable[[str], None] = lambda message: None) -> Executor:
+    """``local``, ``ray``, ``ray:auto`` or ``ray:HOST:PORT`` (see the module doc)."""
+    name, _, address = spec.partition(":")
+    if name == "local" and not address:
+        return LocalPool(workers)
+    if name == "ray":
+        from harness.ray_executor import RayExecutor
+
+        return RayExecutor.connect(address or None, local_slots=workers, on_event=on_event)
+    raise ExecutorError(f"unknown executor {spec!r}; use one of: {EXECUTOR_HELP}")
