@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +60,8 @@ class LocalCluster:
     root: Path
     port: int
     nodes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    sessions: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp")))
+    """Ray's temp dir: short, as its unix socket paths must fit in 107 bytes."""
 
     @property
     def address(self) -> str:
@@ -78,7 +82,7 @@ class LocalCluster:
         token.chmod(0o600)
         cluster = cls(root, _free_port())
         cluster._launch("head", ["--head", "--port", str(cluster.port), "--include-dashboard",
-                                 "false", "--temp-dir", str(root / "ray")], slots, cpus, env)
+                                 "false", "--temp-dir", str(cluster.sessions)], slots, cpus, env)
         return cluster
 
     def add_node(self, name: str, *, slots: int = 1, cpus: int = 2,
@@ -93,9 +97,9 @@ class LocalCluster:
         command = [*_ray(), "start", *args, "--node-ip-address", "127.0.0.1",
                    "--num-cpus", str(cpus), "--resources", f'{{"docker": {slots}}}',
                    "--object-store-memory", str(200 * 2**20), "--disable-usage-stats", "--block"]
+        env = {**os.environ, **self.client_env, "RATCHET_NODE_NAME": name, **(env or {})}
         with log.open("w") as handle:
-            process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
-                                       env={**os.environ, **self.client_env, **(env or {})},
+            process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
                                        start_new_session=True)
         self.nodes[name] = process
         deadline = time.monotonic() + 60
@@ -120,6 +124,7 @@ class LocalCluster:
         """Worker nodes first, then the head."""
         for name in sorted(self.nodes, key=lambda n: n == "head"):
             self.kill_node(name)
+        shutil.rmtree(self.sessions, ignore_errors=True)
 
     def __enter__(self) -> "LocalCluster":
         return self

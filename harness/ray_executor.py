@@ -69,8 +69,10 @@ def _bytes(size: str) -> int:
 
 
 def _this_node() -> str:
-    context = ray.get_runtime_context()
-    return f"{ray.util.get_node_ip_address()}/{context.get_node_id()[:8]}"
+    """The node's name in outcomes and trajectories: ``RATCHET_NODE_NAME`` where the node
+    was started with one, else its address and Ray node id."""
+    return (os.environ.get("RATCHET_NODE_NAME")
+            or f"{ray.util.get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:8]}")
 
 
 # -- on a node ------------------------------------------------------------------------------

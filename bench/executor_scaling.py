@@ -1,0 +1,517 @@
+"""Where the controller becomes the bottleneck when task runs go to a Ray cluster: the same
+suite on the local pool and on a two-node Ray cluster, and the per-unit costs that grow
+with the number of nodes.
+
+    python bench/executor_scaling.py [--rounds 2] [--suite quickstart] [--json out.json]
+
+Part 1, executors, same run. The suite with bench-run semantics (``BenchRun.run``: a fresh
+output directory and gateway per run, every task run and graded, one result file each),
+the oracle scripted model (three replies per task) and the seed agent, on
+
+  local - ``LocalPool(2)``: two task runs at a time in this process's threads;
+  ray   - ``LocalCluster``: a real Ray head (``docker`` slots 1) and a worker node (slots
+          1) on this machine, joined with ``--executor ray:ADDRESS`` semantics
+          (``parse_executor``); two task runs at a time, one per node.
+
+Both runs are warmed up on two tasks first (Ray starts its workers, the page cache is
+warm); then ``--rounds`` measured runs each, the order alternating. Read per executor:
+tasks/minute (tasks over the runs' summed wall time) and the ratio ray/local; the
+controller's CPU per task (``time.process_time`` of this process over the runs: gateway,
+Ray driver, bookkeeping; the scripted model runs in a child process so its CPU is not
+counted); and the wall time the controller spends per task in its own steps, timed by
+wrapping the methods it calls (the code path is unchanged):
+
+  begin  - ``TaskRunner.begin`` (channel open), ``RayExecutor._inputs`` (image inputs:
+           fetch, pack, ``ray.put``, once per tag), ``RayExecutor._agent`` (agent tar,
+           once per tree), ``RemoteFunction._remote`` (submitting the Ray task)
+  finish - ``ray.get`` of the result, ``TaskRunner.finish`` (channel close, outcome, agent
+           log), ``bench_run._write_atomically`` (the result file, fsynced)
+
+On Ray these run on the controller's main thread one task after another, so their sum
+bounds how many tasks per second one controller can dispatch. Also: the CPU of the Ray
+nodes' own processes (raylets, object stores, workers; read from /proc) per task, and the
+bytes of the work description and result each task moves through Ray.
+
+Part 2, per-unit costs, as micro-benchmarks after the cluster is stopped:
+
+  journal - ``Journal.append`` of a ``task_evaluated`` event with a real result from part 1,
+            fsync included (the share spent in ``os.fsync`` is timed by wrapping it)
+  relay   - requests/second through ``Gateway.serve_relay`` with ``harness.relay.Relay``
+            in front (one relay per simulated sandbox, as on a node), a trivial upstream,
+            N client threads posting 8 KB chat requests over the relays' unix sockets;
+            the direct unix channel (one machine) as baseline. Clients and relays run in
+            a child process, so this process's CPU per request is the gateway's alone.
+  bytes   - what ships per task: the source tree tar, the wheelhouse tars and the agent
+            tar, against the task image (``docker image inspect`` Size) and its own layer
+            above the environment image.
+
+All of it on one machine: the two "nodes" share its 2 CPUs and its Docker daemon, so the
+tasks/minute ratio shows Ray's overhead, not a cluster's speed-up. The script exits non-zero
+when a task run is not resolved, has an error, or a Ray run names no node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import pickle
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import docker  # noqa: E402
+
+import harness.bench_run as bench_run_mod  # noqa: E402
+from _common import LoadSampler  # noqa: E402  (bench/ is sys.path[0])
+from benchmark import Grader  # noqa: E402
+from benchmark._agent_env import DockerEnvironment  # noqa: E402
+from benchmark._images import (AGENT_RUNTIME, ImageBuilder, env_image_tag,  # noqa: E402
+                               pack_directory, task_image_tag, wheel_key)
+from benchmark._suites import load_suite  # noqa: E402
+from harness.agent_source import pack_agent, resolve_agent  # noqa: E402
+from harness.bench_run import BenchRun  # noqa: E402
+from harness.evaluate import TaskRunner  # noqa: E402
+from harness.executors import parse_executor  # noqa: E402
+from harness.gateway import Gateway, OpenAIUpstream, PriceTable  # noqa: E402
+from harness.journal import Journal  # noqa: E402
+from harness.oracle import oracle_script  # noqa: E402
+from harness.ray_cluster import LocalCluster, _session_members  # noqa: E402
+from harness.relay import Relay  # noqa: E402
+from harness.scripted_model import ScriptedModelServer  # noqa: E402
+
+SLOTS = 2
+"""Task runs at a time on either executor: 2 local workers; 2 nodes x 1 slot on Ray."""
+JOURNAL_APPENDS = 300
+RELAY_CLIENTS = (1, 8, 32)
+RELAY_REQUESTS = 640
+"""Requests per relay measurement, split over the clients."""
+REQUEST_BYTES = 8192
+"""A mid-conversation chat request; real ones grow with the trajectory."""
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+# --- wall time of the controller's own steps (wrappers; the code path is unchanged) --------
+
+class Steps:
+    """Wall time of every call to the wrapped functions, per label, from any thread;
+    `keep` also holds on to something per call (sizes are measured after the run)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, list[float]] = defaultdict(list)
+        self.kept: dict[str, list[Any]] = defaultdict(list)
+        self._lock = threading.Lock()
+
+    def wrap(self, owner: Any, name: str, label: str,
+             keep: Callable[[tuple, dict, Any], Any] | None = None) -> None:
+        original = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            value = original(*args, **kwargs)
+            with self._lock:
+                self.seconds[label].append(time.perf_counter() - started)
+                if keep is not None:
+                    self.kept[label].append(keep(args, kwargs, value))
+            return value
+
+        setattr(owner, name, wrapper)
+
+    def take(self) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
+        with self._lock:
+            taken = dict(self.seconds), dict(self.kept)
+            self.seconds.clear()
+            self.kept.clear()
+        return taken
+
+
+BEGIN = ("channel open (TaskRunner.begin)", "image inputs: fetch + pack + ray.put",
+         "agent tar + ray.put", "submit (RemoteFunction._remote)")
+FINISH = ("result (ray.get)", "channel close + outcome (TaskRunner.finish)",
+          "result file (_write_atomically)")
+
+
+def instrument(steps: Steps) -> None:
+    import ray
+    from ray.remote_function import RemoteFunction
+
+    from harness.ray_executor import RayExecutor
+
+    steps.wrap(TaskRunner, "begin", BEGIN[0])
+    steps.wrap(RayExecutor, "_inputs", BEGIN[1])
+    steps.wrap(RayExecutor, "_agent", BEGIN[2])
+    steps.wrap(RemoteFunction, "_remote", BEGIN[3], keep=lambda a, k, v: k["args"][0])
+    steps.wrap(ray, "get", FINISH[0], keep=lambda a, k, v: v)
+    steps.wrap(TaskRunner, "finish", FINISH[1])
+    steps.wrap(bench_run_mod, "_write_atomically", FINISH[2])
+
+
+# --- part 1: the suite on each executor -------------------------------------------------------
+
+def _serve_model(suite: str, answer) -> None:
+    """The scripted model, in a child process: its CPU is not the controller's."""
+    server = ScriptedModelServer(oracle_script(load_suite(suite).tasks)).start()
+    answer.put(server.base_url)
+    threading.Event().wait()
+
+
+def _cluster_cpu(cluster: LocalCluster) -> float:
+    """CPU seconds of the live processes of every node (exited workers are missed)."""
+    total = 0
+    for process in cluster.nodes.values():
+        for pid in _session_members(process.pid):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _TICK
+
+
+def run_suite(tasks, executor, agent, builder, model_url: str, out: Path) -> tuple[float, float, list]:
+    """One `BenchRun.run` in a fresh directory with a fresh gateway: (wall s, CPU s, outcomes)."""
+    gateway = Gateway(OpenAIUpstream(model_url, "scripted"), model="scripted",
+                      log_dir=out / "trajectories", prices=PriceTable())
+    bench = BenchRun(agent=agent, gateway=gateway, grader=Grader(builder, out / "grades"),
+                     out_dir=out, environment=DockerEnvironment(builder),
+                     model_label="scripted:oracle")
+    cpu, wall = time.process_time(), time.perf_counter()
+    outcomes = bench.run(tasks, executor=executor)
+    return time.perf_counter() - wall, time.process_time() - cpu, outcomes
+
+
+def executors(args, tasks, agent, builder, work: Path) -> tuple[dict, list[str]]:
+    steps = Steps()
+    failures: list[str] = []
+    figures: dict[str, dict[str, Any]] = {name: defaultdict(list) for name in ("local", "ray")}
+    answer = multiprocessing.get_context("spawn").Queue()
+    model = multiprocessing.get_context("spawn").Process(target=_serve_model,
+                                                         args=(args.suite, answer), daemon=True)
+    model.start()
+    cluster = None
+    pools: dict[str, Any] = {"local": parse_executor("local", workers=SLOTS)}
+    try:
+        model_url = answer.get(timeout=60)
+        started = time.perf_counter()
+        cluster = LocalCluster.start(work / "cluster", slots=1)
+        cluster.add_node("worker", slots=1)
+        os.environ.update(cluster.client_env)  # before Ray is imported: it reads them then
+        instrument(steps)
+        pools["ray"] = parse_executor(f"ray:{cluster.address}", workers=SLOTS,
+                                      on_event=lambda m: print("  " + m))
+        print(f"  Ray cluster up in {time.perf_counter() - started:.1f} s (head + 1 worker node)")
+        for name, pool in pools.items():  # warm-up, unmeasured
+            run_suite(tasks[:SLOTS], pool, agent, builder, model_url, work / f"warmup-{name}")
+        steps.take()
+        for round_ in range(args.rounds):
+            for name in (("local", "ray") if round_ % 2 == 0 else ("ray", "local")):
+                nodes_cpu = _cluster_cpu(cluster)
+                wall, cpu, outcomes = run_suite(tasks, pools[name], agent, builder, model_url,
+                                                work / f"{name}-{round_}")
+                row = figures[name]
+                row["wall"].append(wall)
+                row["cpu"].append(cpu)
+                row["nodes_cpu"].append(_cluster_cpu(cluster) - nodes_cpu if name == "ray" else 0.0)
+                seconds, kept = steps.take()
+                for label, values in seconds.items():
+                    row[label].append(sum(values))
+                if name == "ray":
+                    row["work_bytes"] += [len(pickle.dumps(w)) for w in kept.get(BEGIN[3], [])]
+                    row["result_bytes"] += [len(pickle.dumps(v)) for v in kept.get(FINISH[0], [])]
+                row["outcomes"] += outcomes
+                for o in outcomes:
+                    if o.error or not o.resolved or (name == "ray") != bool(o.node):
+                        failures.append(f"{name} round {round_}: {o.instance_id}: resolved "
+                                        f"{o.resolved}, node {o.node!r}, error {o.error}")
+                print(f"  round {round_ + 1}/{args.rounds} {name:5}: {len(outcomes)} tasks in "
+                      f"{wall:.1f} s, controller CPU {cpu:.2f} s")
+    finally:
+        for pool in pools.values():
+            pool.close()
+        if cluster is not None:
+            cluster.stop()
+        model.terminate()
+    return figures, failures
+
+
+# --- part 2: per-unit costs --------------------------------------------------------------------
+
+def journal_appends(result: dict[str, Any], work: Path) -> dict[str, float]:
+    """`JOURNAL_APPENDS` task_evaluated appends, as the loop writes them (no patch)."""
+    result = {k: v for k, v in result.items() if k != "patch"}
+    fsyncs: list[float] = []
+    original = os.fsync
+
+    def fsync(fd):
+        started = time.perf_counter()
+        original(fd)
+        fsyncs.append(time.perf_counter() - started)
+
+    os.fsync = fsync
+    try:
+        with Journal(work / "journal.jsonl") as journal:
+            started = time.perf_counter()
+            for n in range(JOURNAL_APPENDS):
+                journal.append("task_evaluated", generation=1, tree_hash="agent-0123456789abcdef",
+                               task_id=f"{result['instance_id']}-{n}", attempt=0, result=result,
+                               cost_usd=result["cost_usd"])
+            seconds = time.perf_counter() - started
+    finally:
+        os.fsync = original
+    line = (work / "journal.jsonl").read_bytes().splitlines()[0]
+    return {"ms_per_append": 1000 * seconds / JOURNAL_APPENDS,
+            "fsync_share": sum(fsyncs) / seconds, "appends_per_s": JOURNAL_APPENDS / seconds,
+            "bytes_per_event": len(line)}
+
+
+class _TrivialUpstream:
+    """Answers at once: the relay measurement is the gateway's cost, not a model's."""
+
+    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"id": "chatcmpl-bench", "object": "chat.completion", "created": 0,
+                "model": body["model"], "choices": [{"index": 0, "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "ok"}}],
+                "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100}}
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str):
+        super().__init__("localhost", timeout=60)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def _clients(targets: list, endpoint, per_client: int, ready, results) -> None:
+    """In a child process: one relay per target when `endpoint` is given (as on a node),
+    then one client thread per target posting `per_client` requests over a kept-alive
+    unix-socket connection."""
+    relays = [Relay(endpoint, target, node="bench") for target in targets] if endpoint else []
+    paths = [str(r.socket_path) for r in relays] or targets
+    body = json.dumps({"model": "agent", "messages": [
+        {"role": "system", "content": "s" * 2048},
+        {"role": "user", "content": "u" * (REQUEST_BYTES - 2200)}]}).encode()
+    latencies: list[float] = []
+    errors = Counter()
+    go = threading.Barrier(len(paths) + 1)
+
+    def client(path: str) -> None:
+        connection = _UnixConnection(path)
+        go.wait()
+        for _ in range(per_client):
+            started = time.perf_counter()
+            try:
+                connection.request("POST", "/v1/chat/completions", body,
+                                   {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException) as exc:
+                connection.close()
+                status = type(exc).__name__
+            latencies.append(time.perf_counter() - started)
+            if status != 200:
+                errors[status] += 1
+
+    threads = [threading.Thread(target=client, args=(p,)) for p in paths]
+    for thread in threads:
+        thread.start()
+    ready.put("ready")
+    go.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    results.put((time.perf_counter() - started, sorted(latencies), dict(errors)))
+    for relay in relays:
+        relay.close()
+
+
+def relay_throughput(clients: int, relayed: bool, work: Path) -> dict[str, Any]:
+    gateway = Gateway(_TrivialUpstream(), model="scripted", log_dir=work / f"gw-{clients}-{relayed}",
+                      prices=PriceTable())
+    endpoint = gateway.serve_relay("127.0.0.1") if relayed else None
+    channels = [gateway.open_channel(f"task-{n}", relay=relayed) for n in range(clients)]
+    targets = [c.relay_id if relayed else str(c.socket_path) for c in channels]
+    context = multiprocessing.get_context("spawn")
+    ready, results = context.Queue(), context.Queue()
+    child = context.Process(target=_clients, args=(targets, endpoint, RELAY_REQUESTS // clients,
+                                                   ready, results))
+    child.start()
+    try:
+        ready.get(timeout=60)
+        cpu = time.process_time()
+        seconds, latencies, errors = results.get(timeout=300)
+        cpu = time.process_time() - cpu
+    finally:
+        child.join(timeout=30)
+        for channel in channels:
+            gateway.close_channel(channel)
+        gateway.stop_relay()
+    calls = gateway.ledger.run.calls
+    return {"clients": clients, "relayed": relayed, "requests": len(latencies),
+            "per_s": len(latencies) / seconds, "p50_ms": 1000 * latencies[len(latencies) // 2],
+            "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)], "errors": errors,
+            "gateway_cpu_ms": 1000 * cpu / max(1, calls), "ledger_calls": calls}
+
+
+def shipped_bytes(tasks, builder: ImageBuilder, agent) -> dict[str, Any]:
+    """Per task, what `RayExecutor._inputs` and `_agent` put in the object store, against
+    the image a node would otherwise have to receive."""
+    images = docker.from_env().images
+    wheels: dict[str, int] = {}
+    rows = []
+    for task in tasks:
+        tree, requires = builder.inputs.source(task)
+        needed = 0
+        for requirements in (list(task.environment.python_deps), list(AGENT_RUNTIME), requires):
+            key = wheel_key(requirements)
+            if key not in wheels:
+                wheels[key] = len(pack_directory(builder.wheelhouse(requirements)))
+            needed += wheels[key]
+        image = images.get(task_image_tag(task)).attrs["Size"]
+        env = images.get(env_image_tag(task.environment)).attrs["Size"]
+        rows.append({"task": task.instance_id, "tree": len(tree), "wheels": needed,
+                     "image": image, "task_layer": image - env, "env_tag": env_image_tag(task.environment),
+                     "env": env})
+    envs = {r["env_tag"]: r["env"] for r in rows}
+    return {"rows": rows, "agent": len(pack_agent(agent)),
+            "suite_inputs": sum(r["tree"] for r in rows) + sum(wheels.values()),
+            "suite_images_dedup": sum(envs.values()) + sum(r["task_layer"] for r in rows)}
+
+
+# --- report ---------------------------------------------------------------------------------
+
+def mb(n: float) -> str:
+    return f"{n / 2**20:.2f} MB"
+
+
+def report(tasks, figures, journal, relay, sizes) -> None:
+    n_tasks = len(tasks)
+    print("\n=== results ===")
+    print("executors (same run, same suite; the two Ray nodes share this machine's CPUs and "
+          "Docker daemon)")
+    rate = {}
+    for name in ("local", "ray"):
+        row = figures[name]
+        runs = len(row["wall"])
+        rate[name] = 60 * n_tasks * runs / sum(row["wall"])
+        print(f"  {name:5} {runs} runs x {n_tasks} tasks: {rate[name]:5.1f} tasks/min "
+              f"(wall per run {statistics.median(row['wall']):.1f} s median), controller CPU "
+              f"{1000 * sum(row['cpu']) / (n_tasks * runs):.0f} ms/task")
+    print(f"  ray/local tasks/min ratio: {rate['ray'] / rate['local']:.2f}")
+    ray_row = figures["ray"]
+    per = n_tasks * len(ray_row["wall"])
+    print(f"  Ray nodes' own processes (raylets, object stores, workers): "
+          f"{1000 * sum(ray_row['nodes_cpu']) / per:.0f} ms CPU/task")
+    print(f"  nodes used: {dict(Counter(o.node for o in ray_row['outcomes']))}")
+    print("controller wall time in its own steps, ms per task (sum over the task's calls):")
+    print(f"  {'step':48} {'local':>8} {'ray':>8}")
+    totals = {}
+    for group, labels in (("begin", BEGIN), ("finish", FINISH)):
+        totals[group] = {}
+        for label in labels:
+            cells = []
+            for name in ("local", "ray"):
+                row = figures[name]
+                value = 1000 * sum(row.get(label, [])) / (n_tasks * len(row["wall"]))
+                totals[group][name] = totals[group].get(name, 0.0) + value
+                cells.append(f"{value:8.2f}" if row.get(label) else f"{'-':>8}")
+            print(f"  {group}: {label:41} {' '.join(cells)}")
+        print(f"  {group} total{'':37} {totals[group]['local']:8.2f} {totals[group]['ray']:8.2f}")
+    own = totals["begin"]["ray"] + totals["finish"]["ray"]
+    print(f"  => Ray, begin + finish: {own:.1f} ms/task on the controller's main thread "
+          f"(at most {1000 / own:.0f} task dispatches/s)")
+    print(f"  Ray per-task bytes through the object store/RPC: work description "
+          f"{statistics.median(ray_row['work_bytes']) / 1024:.1f} KB, result "
+          f"{statistics.median(ray_row['result_bytes']) / 1024:.1f} KB (medians)")
+    print(f"journal: {journal['ms_per_append']:.2f} ms per task_evaluated append "
+          f"({journal['bytes_per_event']} B, fsync {journal['fsync_share']:.0%} of it) "
+          f"=> {journal['appends_per_s']:.0f} appends/s")
+    print(f"gateway ({REQUEST_BYTES // 1024} KB requests, trivial upstream; clients and relays "
+          f"in a child process):")
+    print(f"  {'clients':>7} {'path':8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'gateway CPU ms/req':>18} errors")
+    for r in relay:
+        print(f"  {r['clients']:>7} {'relayed' if r['relayed'] else 'direct':8} {r['per_s']:7.0f} "
+              f"{r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {r['gateway_cpu_ms']:18.2f} "
+              f"{r['errors'] or '-'}")
+    for clients in RELAY_CLIENTS:
+        pair = {r["relayed"]: r for r in relay if r["clients"] == clients}
+        print(f"  relayed/direct at {clients:>2} clients: req/s {pair[True]['per_s'] / pair[False]['per_s']:.2f}, "
+              f"gateway CPU/req {pair[True]['gateway_cpu_ms'] / pair[False]['gateway_cpu_ms']:.2f}")
+    cpu_ms = max(r["gateway_cpu_ms"] for r in relay if r["relayed"])
+    print(f"  one core's ceiling for relayed calls (1 / gateway CPU per request, worst level): "
+          f"~{1000 / cpu_ms:.0f} req/s (estimate)")
+    rows = sizes["rows"]
+    print("bytes per task (median over the suite's tasks):")
+    print(f"  source tree tar {mb(statistics.median(r['tree'] for r in rows))}, wheelhouse tars "
+          f"it needs {mb(statistics.median(r['wheels'] for r in rows))}, agent tar "
+          f"{mb(sizes['agent'])} (once per generation per node)")
+    per_task_inputs = statistics.median(r["tree"] + r["wheels"] for r in rows)
+    print(f"  task image {mb(statistics.median(r['image'] for r in rows))} (its own layer "
+          f"{mb(statistics.median(r['task_layer'] for r in rows))}); image / inputs = "
+          f"{statistics.median(r['image'] for r in rows) / per_task_inputs:.0f}x")
+    print(f"  whole suite, once per node: inputs {mb(sizes['suite_inputs'])} (trees + distinct "
+          f"wheelhouses) vs images {mb(sizes['suite_images_dedup'])} (distinct env images + task "
+          f"layers) = {sizes['suite_images_dedup'] / sizes['suite_inputs']:.0f}x")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", default="quickstart")
+    parser.add_argument("--rounds", type=int, default=2, help="measured runs per executor")
+    parser.add_argument("--json", type=Path, default=None, help="write the raw figures here")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run `finally`: stop the cluster
+
+    tasks = load_suite(args.suite).tasks
+    load = LoadSampler()
+    print(f"suite {args.suite} ({len(tasks)} tasks), {args.rounds} rounds, {os.cpu_count()} CPUs, "
+          f"Docker {docker.from_env().version()['Version']}")
+    builder = ImageBuilder(on_event=lambda m: print("  " + m))
+    for task in tasks:  # build what is missing: not timed
+        builder.ensure_task(task)
+    agent = resolve_agent(str(ROOT / "agent_seed"))
+    work = Path(tempfile.mkdtemp(prefix="ratchet-scaling-"))
+    started = time.perf_counter()
+    figures, failures = executors(args, tasks, agent, builder, work)
+    print(f"  executors done in {time.perf_counter() - started:.0f} s; micro-benchmarks")
+    journal = journal_appends(asdict(figures["local"]["outcomes"][0]), work)
+    relay = [relay_throughput(n, relayed, work) for n in RELAY_CLIENTS for relayed in (False, True)]
+    sizes = shipped_bytes(tasks, builder, agent)
+    report(tasks, figures, journal, relay, sizes)
+    bad_relay = [r for r in relay if r["errors"] or r["ledger_calls"] != r["requests"]]
+    for r in bad_relay:
+        print(f"RELAY MISMATCH: {r}")
+    for failure in failures:
+        print(f"FAILED {failure}")
+    print(load.report())
+    print(f"total {time.perf_counter() - started:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "figures": {name: {k: v for k, v in row.items() if k != "outcomes"}
+                        for name, row in figures.items()},
+            "journal": journal, "relay": relay, "bytes": sizes, "failures": failures,
+        }, indent=2, default=str))
+    return 1 if failures or bad_relay else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
