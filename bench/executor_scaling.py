@@ -66,21 +66,30 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
+from _common import LoadSampler  # noqa: E402  (bench/ is sys.path[0])
 
 import harness.bench_run as bench_run_mod  # noqa: E402
-from _common import LoadSampler  # noqa: E402  (bench/ is sys.path[0])
 from benchmark import Grader  # noqa: E402
 from benchmark._agent_env import DockerEnvironment  # noqa: E402
-from benchmark._images import (AGENT_RUNTIME, ImageBuilder, env_image_tag,  # noqa: E402
-                               pack_directory, task_image_tag, wheel_key)
+from benchmark._images import (  # noqa: E402
+    AGENT_RUNTIME,
+    ImageBuilder,
+    env_image_tag,
+    pack_directory,
+    task_image_tag,
+    wheel_key,
+)
 from benchmark._suites import load_suite  # noqa: E402
 from harness.agent_source import pack_agent, resolve_agent  # noqa: E402
 from harness.bench_run import BenchRun  # noqa: E402
@@ -96,7 +105,11 @@ from harness.scripted_model import ScriptedModelServer  # noqa: E402
 SLOTS = 2
 """Task runs at a time on either executor: 2 local workers; 2 nodes x 1 slot on Ray."""
 JOURNAL_APPENDS = 300
-RELAY_CLIENTS = (1, 8, 32)
+IDLE_S = 5.0
+"""How long the connected, idle controller's background CPU is sampled."""
+RELAY_CLIENTS = (1, 8, 32, 64)
+BACKLOG_WHAT_IF = 128
+"""A listen backlog for the relay endpoint, measured beside the shipped default (5)."""
 RELAY_REQUESTS = 640
 """Requests per relay measurement, split over the clients."""
 REQUEST_BYTES = 8192
@@ -151,7 +164,7 @@ def instrument(steps: Steps) -> None:
     from harness.ray_executor import RayExecutor
 
     steps.wrap(TaskRunner, "begin", BEGIN[0])
-    steps.wrap(RayExecutor, "_inputs", BEGIN[1])
+    steps.wrap(RayExecutor, "_inputs", BEGIN[1], keep=lambda a, k, v: task_image_tag(a[2]))
     steps.wrap(RayExecutor, "_agent", BEGIN[2])
     steps.wrap(RemoteFunction, "_remote", BEGIN[3], keep=lambda a, k, v: k["args"][0])
     steps.wrap(ray, "get", FINISH[0], keep=lambda a, k, v: v)
@@ -161,11 +174,24 @@ def instrument(steps: Steps) -> None:
 
 # --- part 1: the suite on each executor -------------------------------------------------------
 
-def _serve_model(suite: str, answer) -> None:
-    """The scripted model, in a child process: its CPU is not the controller's."""
-    server = ScriptedModelServer(oracle_script(load_suite(suite).tasks)).start()
+def _serve_model(script, answer) -> None:
+    server = ScriptedModelServer(script).start()
     answer.put(server.base_url)
     threading.Event().wait()
+
+
+@contextmanager
+def model_process(script) -> Iterator[str]:
+    """A scripted model in a child process (its CPU is not the controller's); its URL."""
+    context = multiprocessing.get_context("spawn")
+    answer = context.Queue()
+    process = context.Process(target=_serve_model, args=(script, answer), daemon=True)
+    process.start()
+    try:
+        yield answer.get(timeout=60)
+    finally:
+        process.terminate()
+        process.join()
 
 
 def _cluster_cpu(cluster: LocalCluster) -> float:
@@ -194,57 +220,64 @@ def run_suite(tasks, executor, agent, builder, model_url: str, out: Path) -> tup
     return time.perf_counter() - wall, time.process_time() - cpu, outcomes
 
 
-def executors(args, tasks, agent, builder, work: Path) -> tuple[dict, list[str]]:
+def executors(rounds: int, tasks, agent, builder, work: Path) -> tuple[dict, list[str]]:
+    """Start the cluster, join it, run the rounds; the cluster is stopped whatever happens."""
     steps = Steps()
-    failures: list[str] = []
-    figures: dict[str, dict[str, Any]] = {name: defaultdict(list) for name in ("local", "ray")}
-    answer = multiprocessing.get_context("spawn").Queue()
-    model = multiprocessing.get_context("spawn").Process(target=_serve_model,
-                                                         args=(args.suite, answer), daemon=True)
-    model.start()
-    cluster = None
     pools: dict[str, Any] = {"local": parse_executor("local", workers=SLOTS)}
+    started = time.perf_counter()
+    cluster = LocalCluster.start(work / "cluster", slots=1)
     try:
-        model_url = answer.get(timeout=60)
-        started = time.perf_counter()
-        cluster = LocalCluster.start(work / "cluster", slots=1)
         cluster.add_node("worker", slots=1)
         os.environ.update(cluster.client_env)  # before Ray is imported: it reads them then
         instrument(steps)
         pools["ray"] = parse_executor(f"ray:{cluster.address}", workers=SLOTS,
                                       on_event=lambda m: print("  " + m))
         print(f"  Ray cluster up in {time.perf_counter() - started:.1f} s (head + 1 worker node)")
-        for name, pool in pools.items():  # warm-up, unmeasured
-            run_suite(tasks[:SLOTS], pool, agent, builder, model_url, work / f"warmup-{name}")
-        steps.take()
-        for round_ in range(args.rounds):
-            for name in (("local", "ray") if round_ % 2 == 0 else ("ray", "local")):
-                nodes_cpu = _cluster_cpu(cluster)
-                wall, cpu, outcomes = run_suite(tasks, pools[name], agent, builder, model_url,
-                                                work / f"{name}-{round_}")
-                row = figures[name]
-                row["wall"].append(wall)
-                row["cpu"].append(cpu)
-                row["nodes_cpu"].append(_cluster_cpu(cluster) - nodes_cpu if name == "ray" else 0.0)
-                seconds, kept = steps.take()
-                for label, values in seconds.items():
-                    row[label].append(sum(values))
-                if name == "ray":
-                    row["work_bytes"] += [len(pickle.dumps(w)) for w in kept.get(BEGIN[3], [])]
-                    row["result_bytes"] += [len(pickle.dumps(v)) for v in kept.get(FINISH[0], [])]
-                row["outcomes"] += outcomes
-                for o in outcomes:
-                    if o.error or not o.resolved or (name == "ray") != bool(o.node):
-                        failures.append(f"{name} round {round_}: {o.instance_id}: resolved "
-                                        f"{o.resolved}, node {o.node!r}, error {o.error}")
-                print(f"  round {round_ + 1}/{args.rounds} {name:5}: {len(outcomes)} tasks in "
-                      f"{wall:.1f} s, controller CPU {cpu:.2f} s")
+        with model_process(oracle_script(tasks)) as model_url:
+            return measure(rounds, tasks, pools, cluster, steps,
+                           lambda some, pool, out: run_suite(some, pool, agent, builder,
+                                                             model_url, work / out))
     finally:
         for pool in pools.values():
             pool.close()
-        if cluster is not None:
-            cluster.stop()
-        model.terminate()
+        cluster.stop()
+
+
+def measure(rounds: int, tasks, pools: dict[str, Any], cluster: LocalCluster, steps: Steps,
+            run: Callable) -> tuple[dict, list[str]]:
+    """A warm-up on each executor, the idle controller's CPU, then the rounds."""
+    figures: dict[str, dict[str, Any]] = {name: defaultdict(list) for name in pools}
+    failures: list[str] = []
+    for name, pool in pools.items():  # warm-up, unmeasured
+        run(tasks[:SLOTS], pool, f"warmup-{name}")
+    seen = set(steps.take()[1].get(BEGIN[1], []))  # task images whose inputs are put already
+    cpu = time.process_time()
+    time.sleep(IDLE_S)
+    figures["ray"]["idle_cpu_per_s"] = (time.process_time() - cpu) / IDLE_S
+    for round_ in range(rounds):
+        for name in (("local", "ray") if round_ % 2 == 0 else ("ray", "local")):
+            row = figures[name]
+            nodes_cpu = _cluster_cpu(cluster)
+            wall, cpu, outcomes = run(tasks, pools[name], f"{name}-{round_}")
+            row["wall"].append(wall)
+            row["cpu"].append(cpu)
+            seconds, kept = steps.take()
+            for label, values in seconds.items():
+                row[label].append(sum(values))
+            if name == "ray":
+                row["nodes_cpu"].append(_cluster_cpu(cluster) - nodes_cpu)
+                for call, tag in zip(seconds.get(BEGIN[1], []), kept.get(BEGIN[1], [])):
+                    row["inputs_warm" if tag in seen else "inputs_cold"].append(call)
+                    seen.add(tag)
+                row["work_bytes"] += [len(pickle.dumps(w)) for w in kept.get(BEGIN[3], [])]
+                row["result_bytes"] += [len(pickle.dumps(v)) for v in kept.get(FINISH[0], [])]
+            row["outcomes"] += outcomes
+            for o in outcomes:
+                if o.error or not o.resolved or (name == "ray") != bool(o.node):
+                    failures.append(f"{name} round {round_}: {o.instance_id}: resolved "
+                                    f"{o.resolved}, node {o.node!r}, error {o.error}")
+            print(f"  round {round_ + 1}/{rounds} {name:5}: {len(outcomes)} tasks in {wall:.1f} s, "
+                  f"controller CPU {cpu:.2f} s")
     return figures, failures
 
 
@@ -343,10 +376,20 @@ def _clients(targets: list, endpoint, per_client: int, ready, results) -> None:
         relay.close()
 
 
-def relay_throughput(clients: int, relayed: bool, work: Path) -> dict[str, Any]:
-    gateway = Gateway(_TrivialUpstream(), model="scripted", log_dir=work / f"gw-{clients}-{relayed}",
-                      prices=PriceTable())
-    endpoint = gateway.serve_relay("127.0.0.1") if relayed else None
+def relay_throughput(clients: int, relayed: bool, work: Path, *, backlog: int | None = None,
+                     model_url: str | None = None) -> dict[str, Any]:
+    """`RELAY_REQUESTS` calls from `clients` threads, through relays or straight to the
+    channels' unix sockets; `backlog` (what-if) sets the relay endpoint's listen queue;
+    `model_url`: the real upstream client (openai SDK) to a scripted model instead."""
+    upstream = OpenAIUpstream(model_url, "scripted") if model_url else _TrivialUpstream()
+    gateway = Gateway(upstream, model="scripted", prices=PriceTable(),
+                      log_dir=work / f"gw-{clients}-{relayed}-{backlog}-{bool(model_url)}")
+    shipped = ThreadingHTTPServer.request_queue_size
+    ThreadingHTTPServer.request_queue_size = backlog or shipped
+    try:
+        endpoint = gateway.serve_relay("127.0.0.1") if relayed else None
+    finally:
+        ThreadingHTTPServer.request_queue_size = shipped
     channels = [gateway.open_channel(f"task-{n}", relay=relayed) for n in range(clients)]
     targets = [c.relay_id if relayed else str(c.socket_path) for c in channels]
     context = multiprocessing.get_context("spawn")
@@ -365,7 +408,8 @@ def relay_throughput(clients: int, relayed: bool, work: Path) -> dict[str, Any]:
             gateway.close_channel(channel)
         gateway.stop_relay()
     calls = gateway.ledger.run.calls
-    return {"clients": clients, "relayed": relayed, "requests": len(latencies),
+    return {"clients": clients, "relayed": relayed, "backlog": backlog, "sdk": bool(model_url),
+            "requests": len(latencies),
             "per_s": len(latencies) / seconds, "p50_ms": 1000 * latencies[len(latencies) // 2],
             "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)], "errors": errors,
             "gateway_cpu_ms": 1000 * cpu / max(1, calls), "ledger_calls": calls}
@@ -403,74 +447,88 @@ def mb(n: float) -> str:
 
 
 def report(tasks, figures, journal, relay, sizes) -> None:
-    n_tasks = len(tasks)
+    n = len(tasks)
+    ray_ = figures["ray"]
+    runs = {name: len(row["wall"]) for name, row in figures.items()}
     print("\n=== results ===")
-    print("executors (same run, same suite; the two Ray nodes share this machine's CPUs and "
-          "Docker daemon)")
+    print("executors, same run (the two Ray nodes share this machine's 2 CPUs and Docker daemon):")
     rate = {}
-    for name in ("local", "ray"):
-        row = figures[name]
-        runs = len(row["wall"])
-        rate[name] = 60 * n_tasks * runs / sum(row["wall"])
-        print(f"  {name:5} {runs} runs x {n_tasks} tasks: {rate[name]:5.1f} tasks/min "
-              f"(wall per run {statistics.median(row['wall']):.1f} s median), controller CPU "
-              f"{1000 * sum(row['cpu']) / (n_tasks * runs):.0f} ms/task")
-    print(f"  ray/local tasks/min ratio: {rate['ray'] / rate['local']:.2f}")
-    ray_row = figures["ray"]
-    per = n_tasks * len(ray_row["wall"])
+    for name, row in figures.items():
+        rate[name] = 60 * n * runs[name] / sum(row["wall"])
+        print(f"  {name:5} {runs[name]} runs x {n} tasks: {rate[name]:5.1f} tasks/min (median run "
+              f"{statistics.median(row['wall']):.1f} s); controller CPU "
+              f"{1000 * sum(row['cpu']) / (n * runs[name]):.0f} ms/task")
+    print(f"  ray/local tasks/min: {rate['ray'] / rate['local']:.2f}")
+    around = {name: statistics.median(o.seconds - o.agent_seconds - o.grade_seconds
+                                      for o in row["outcomes"]) for name, row in figures.items()}
+    print(f"  per task, TaskOutcome.seconds - agent - grade (channel, scheduling, transfers; "
+          f"median): local {around['local']:.2f} s, ray {around['ray']:.2f} s")
+    idle = ray_["idle_cpu_per_s"]
+    marginal = (sum(ray_["cpu"]) - idle * sum(ray_["wall"])) / (n * runs["ray"])
+    print(f"  Ray controller CPU split: background while connected and idle {1000 * idle:.0f} ms/s; "
+          f"the rest {1000 * marginal:.0f} ms/task")
     print(f"  Ray nodes' own processes (raylets, object stores, workers): "
-          f"{1000 * sum(ray_row['nodes_cpu']) / per:.0f} ms CPU/task")
-    print(f"  nodes used: {dict(Counter(o.node for o in ray_row['outcomes']))}")
-    print("controller wall time in its own steps, ms per task (sum over the task's calls):")
-    print(f"  {'step':48} {'local':>8} {'ray':>8}")
-    totals = {}
+          f"{1000 * sum(ray_['nodes_cpu']) / (n * runs['ray']):.0f} ms CPU/task; runs per node: "
+          f"{dict(Counter(o.node for o in ray_['outcomes']))}")
+    print("controller wall time in its own steps, ms per task:")
+    print(f"  {'':50} {'local':>7} {'ray':>7}")
+    totals = {"local": 0.0, "ray": 0.0}
     for group, labels in (("begin", BEGIN), ("finish", FINISH)):
-        totals[group] = {}
         for label in labels:
             cells = []
-            for name in ("local", "ray"):
-                row = figures[name]
-                value = 1000 * sum(row.get(label, [])) / (n_tasks * len(row["wall"]))
-                totals[group][name] = totals[group].get(name, 0.0) + value
-                cells.append(f"{value:8.2f}" if row.get(label) else f"{'-':>8}")
-            print(f"  {group}: {label:41} {' '.join(cells)}")
-        print(f"  {group} total{'':37} {totals[group]['local']:8.2f} {totals[group]['ray']:8.2f}")
-    own = totals["begin"]["ray"] + totals["finish"]["ray"]
-    print(f"  => Ray, begin + finish: {own:.1f} ms/task on the controller's main thread "
-          f"(at most {1000 / own:.0f} task dispatches/s)")
-    print(f"  Ray per-task bytes through the object store/RPC: work description "
-          f"{statistics.median(ray_row['work_bytes']) / 1024:.1f} KB, result "
-          f"{statistics.median(ray_row['result_bytes']) / 1024:.1f} KB (medians)")
+            for name, row in figures.items():
+                value = 1000 * sum(row.get(label, [])) / (n * runs[name])
+                totals[name] += value
+                cells.append(f"{value:7.2f}" if row.get(label) else f"{'-':>7}")
+            print(f"  {group + ': ' + label:50} {' '.join(cells)}")
+    print(f"  {'begin + finish':50} {totals['local']:7.2f} {totals['ray']:7.2f}")
+    cold, warm = ray_["inputs_cold"], ray_["inputs_warm"]
+    steady = totals["ray"] - 1000 * (sum(cold) + sum(warm)) / (n * runs["ray"]) + (
+        1000 * statistics.median(warm) if warm else 0.0)
+    print(f"  image inputs per call: first for a task image (fetch, pack, ray.put) "
+          f"{1000 * statistics.median(cold) if cold else float('nan'):.1f} ms median over "
+          f"{len(cold)}; later (refs cached) {1000 * statistics.median(warm) if warm else float('nan'):.2f} ms "
+          f"over {len(warm)}")
+    print(f"  Ray, steady state (inputs cached): {steady:.1f} ms/task on the main thread => at most "
+          f"~{1000 / steady:.0f} dispatches/s")
+    print(f"  bytes per task through Ray: work description "
+          f"{statistics.median(ray_['work_bytes']) / 1024:.1f} KB, result "
+          f"{statistics.median(ray_['result_bytes']) / 1024:.1f} KB (medians, pickled)")
     print(f"journal: {journal['ms_per_append']:.2f} ms per task_evaluated append "
-          f"({journal['bytes_per_event']} B, fsync {journal['fsync_share']:.0%} of it) "
-          f"=> {journal['appends_per_s']:.0f} appends/s")
-    print(f"gateway ({REQUEST_BYTES // 1024} KB requests, trivial upstream; clients and relays "
-          f"in a child process):")
-    print(f"  {'clients':>7} {'path':8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'gateway CPU ms/req':>18} errors")
+          f"({journal['bytes_per_event']} B; fsync {journal['fsync_share']:.0%} of it) => "
+          f"{journal['appends_per_s']:.0f} appends/s")
+    print(f"gateway, {REQUEST_BYTES // 1024} KB chat requests, trivial upstream, clients and relays in "
+          f"a child process (CPU/req: this process, i.e. the gateway alone):")
+    print(f"  {'clients':>7} {'path':36} {'req/s':>6} {'p50 ms':>7} {'p99 ms':>8} {'CPU ms/req':>10}  errors")
     for r in relay:
-        print(f"  {r['clients']:>7} {'relayed' if r['relayed'] else 'direct':8} {r['per_s']:7.0f} "
-              f"{r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {r['gateway_cpu_ms']:18.2f} "
-              f"{r['errors'] or '-'}")
+        path = ("relayed" if r["relayed"] else "direct unix channel") + (
+            f", backlog {r['backlog']} (what-if)" if r["backlog"] else "") + (
+            ", openai SDK upstream" if r["sdk"] else "")
+        print(f"  {r['clients']:>7} {path:36} {r['per_s']:6.0f} {r['p50_ms']:7.2f} {r['p99_ms']:8.2f} "
+              f"{r['gateway_cpu_ms']:10.2f}  {r['errors'] or '-'}")
+    shipped = [r for r in relay if not r["backlog"] and not r["sdk"]]
     for clients in RELAY_CLIENTS:
-        pair = {r["relayed"]: r for r in relay if r["clients"] == clients}
-        print(f"  relayed/direct at {clients:>2} clients: req/s {pair[True]['per_s'] / pair[False]['per_s']:.2f}, "
-              f"gateway CPU/req {pair[True]['gateway_cpu_ms'] / pair[False]['gateway_cpu_ms']:.2f}")
-    cpu_ms = max(r["gateway_cpu_ms"] for r in relay if r["relayed"])
-    print(f"  one core's ceiling for relayed calls (1 / gateway CPU per request, worst level): "
-          f"~{1000 / cpu_ms:.0f} req/s (estimate)")
+        pair = {r["relayed"]: r for r in shipped if r["clients"] == clients}
+        print(f"  relayed/direct at {clients:>2} clients: req/s "
+              f"{pair[True]['per_s'] / pair[False]['per_s']:.2f}, gateway CPU/req "
+              f"{pair[True]['gateway_cpu_ms'] / pair[False]['gateway_cpu_ms']:.2f}")
+    cpu_ms = max(r["gateway_cpu_ms"] for r in shipped if r["relayed"])
+    sdk_ms = next(r["gateway_cpu_ms"] for r in relay if r["sdk"])
+    print(f"  one core's ceiling for relayed calls, 1 / gateway CPU per request (estimate): "
+          f"~{1000 / cpu_ms:.0f} req/s with a trivial upstream (worst level), ~{1000 / sdk_ms:.0f} "
+          f"req/s through the openai SDK upstream client")
     rows = sizes["rows"]
-    print("bytes per task (median over the suite's tasks):")
-    print(f"  source tree tar {mb(statistics.median(r['tree'] for r in rows))}, wheelhouse tars "
-          f"it needs {mb(statistics.median(r['wheels'] for r in rows))}, agent tar "
-          f"{mb(sizes['agent'])} (once per generation per node)")
-    per_task_inputs = statistics.median(r["tree"] + r["wheels"] for r in rows)
-    print(f"  task image {mb(statistics.median(r['image'] for r in rows))} (its own layer "
-          f"{mb(statistics.median(r['task_layer'] for r in rows))}); image / inputs = "
-          f"{statistics.median(r['image'] for r in rows) / per_task_inputs:.0f}x")
-    print(f"  whole suite, once per node: inputs {mb(sizes['suite_inputs'])} (trees + distinct "
-          f"wheelhouses) vs images {mb(sizes['suite_images_dedup'])} (distinct env images + task "
-          f"layers) = {sizes['suite_images_dedup'] / sizes['suite_inputs']:.0f}x")
+    inputs = statistics.median(r["tree"] + r["wheels"] for r in rows)
+    image = statistics.median(r["image"] for r in rows)
+    print("bytes per task (medians over the suite):")
+    print(f"  source tree tar {mb(statistics.median(r['tree'] for r in rows))}, the wheelhouse tars "
+          f"it needs {mb(statistics.median(r['wheels'] for r in rows))}, agent tar {mb(sizes['agent'])} "
+          f"(once per agent tree)")
+    print(f"  task image {mb(image)}, its own layer {mb(statistics.median(r['task_layer'] for r in rows))}; "
+          f"image / inputs = {image / inputs:.0f}x")
+    print(f"  a new suite on a node: inputs {mb(sizes['suite_inputs'])} (trees + distinct wheelhouses) "
+          f"vs images {mb(sizes['suite_images_dedup'])} (distinct env images + task layers) = "
+          f"{sizes['suite_images_dedup'] / sizes['suite_inputs']:.0f}x")
 
 
 def main() -> int:
@@ -491,15 +549,19 @@ def main() -> int:
     agent = resolve_agent(str(ROOT / "agent_seed"))
     work = Path(tempfile.mkdtemp(prefix="ratchet-scaling-"))
     started = time.perf_counter()
-    figures, failures = executors(args, tasks, agent, builder, work)
+    figures, failures = executors(args.rounds, tasks, agent, builder, work)
     print(f"  executors done in {time.perf_counter() - started:.0f} s; micro-benchmarks")
     journal = journal_appends(asdict(figures["local"]["outcomes"][0]), work)
     relay = [relay_throughput(n, relayed, work) for n in RELAY_CLIENTS for relayed in (False, True)]
+    relay += [relay_throughput(n, True, work, backlog=BACKLOG_WHAT_IF) for n in RELAY_CLIENTS if n >= 32]
+    with model_process({"default": "ok"}) as model_url:
+        relay.append(relay_throughput(8, True, work, model_url=model_url))
     sizes = shipped_bytes(tasks, builder, agent)
     report(tasks, figures, journal, relay, sizes)
-    bad_relay = [r for r in relay if r["errors"] or r["ledger_calls"] != r["requests"]]
+    # a refused call (an error above) never reaches the gateway: the ledger counts the rest
+    bad_relay = [r for r in relay if r["ledger_calls"] != r["requests"] - sum(r["errors"].values())]
     for r in bad_relay:
-        print(f"RELAY MISMATCH: {r}")
+        print(f"LEDGER MISMATCH: {r}")
     for failure in failures:
         print(f"FAILED {failure}")
     print(load.report())

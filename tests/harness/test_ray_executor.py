@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -190,3 +191,49 @@ def test_executor_errors_name_the_fix(cluster):
                    "--executor", "ray:127.0.0.1:9")
     assert out.returncode == 2
     assert "no Ray cluster at 127.0.0.1:9" in out.stderr and "ray start --head" in out.stderr
+
+
+def test_ctrl_c_then_kill_9_then_resume_on_the_cluster(cluster, tmp_path):
+    """As with the local pool: Ctrl-C lets the runs in flight finish and stops, kill -9
+    loses only unjournaled runs, and a resume finishes with no task evaluated twice."""
+    assert _ratchet(cluster, "init", str(tmp_path / "ws")).returncode == 0
+    workspace = tmp_path / "ws"
+    journal = workspace / "runs" / "s1" / "journal.jsonl"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")},
+           **cluster.client_env, "COLUMNS": "200"}
+
+    def start(*args: str) -> subprocess.Popen:
+        return subprocess.Popen([RATCHET, *args], cwd=workspace, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+
+    def wait_for(evaluated: int) -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if journal.exists() and journal.read_text().count('"task_evaluated"') >= evaluated:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"fewer than {evaluated} tasks evaluated in time")
+
+    proc = start("run", "--suite", "quickstart", "--generations", "0", "--scripted", "demo",
+                 "--run-id", "s1", "--executor", f"ray:{cluster.address}")
+    wait_for(1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stdout[-2000:] + stderr[-2000:]
+    assert "stopping after the tasks in flight" in stderr and "ratchet resume s1" in stdout
+    stopped = Journal.read(journal)
+    assert stopped[-1]["event"] == "run_stopped"
+    done = sum(e["event"] == "task_evaluated" for e in stopped)
+    assert 1 <= done < 9
+
+    proc = start("resume", "s1")
+    wait_for(done + 1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    out = _ratchet(cluster, "resume", "s1", cwd=workspace)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    events = Journal.read(journal)
+    evaluated = Counter(e["task_id"] for e in events if e["event"] == "task_evaluated")
+    assert len(evaluated) == 9 and set(evaluated.values()) == {1}
+    assert events[-1]["event"] == "run_finished"
