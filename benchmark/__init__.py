@@ -13,7 +13,15 @@ from benchmark._errors import (
     TaskFileError,
 )
 from benchmark._images import ImageBuilder, base_image_tag, env_image_tag, task_image_tag
-from benchmark._runner import GradeResult, Grader, GradingExecutor, Job, grade_locally, run_jobs, run_report
+from benchmark._runner import (
+    GradeResult,
+    Grader,
+    GradingExecutor,
+    Job,
+    grade_locally,
+    run_jobs,
+    run_report,
+)
 from benchmark._suites import known_suites, load_suite, suite_path
 from benchmark._task import (
     GitSource,
@@ -29,7 +37,8 @@ from benchmark._validate import Validity, validate_tasks
 __all__ = [
     "BenchmarkError", "DockerUnavailable", "ImageBuildError", "ImageMissing", "InfraError",
     "TaskFileError", "ImageBuilder", "base_image_tag", "env_image_tag", "task_image_tag",
-    "GradeResult", "Grader", "GradingExecutor", "Job", "grade_locally", "run_jobs", "run_report", "known_suites", "load_suite",
+    "GradeResult", "Grader", "GradingExecutor", "Job", "grade_locally", "run_jobs", "run_report",
+    "known_suites", "load_suite",
     "suite_path", "GitSource", "LoadedTasks", "LocalSource", "PypiSource", "TaskEnvironment",
     "TaskSpec", "load_tasks", "Validity", "validate_tasks",
 ]

@@ -88,7 +88,8 @@ class AgentRun:
 
 
 class Environment(Protocol):
-    """Where an agent runs on a task (Docker by default; a distributed engine later)."""
+    """Where an agent runs on a task: a Docker sandbox on this machine (on a cluster, the
+    node's machine; `harness.ray_executor`)."""
 
     def run_agent(self, task: TaskSpec, agent_dir: Path, *, socket_path: Path,
                   model: str) -> AgentRun: ...

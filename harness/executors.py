@@ -19,10 +19,6 @@ from harness.evaluate import TaskOutcome, TaskRunner
 
 __all__ = ["Executor", "ExecutorError", "LocalPool", "parse_executor"]
 
-EXECUTOR_HELP = ("local (this machine) | ray (a Ray instance started here) | ray:auto (this "
-                 "machine's Ray cluster) | ray:HOST:PORT (a Ray cluster's head)")
-
-
 class ExecutorError(RuntimeError):
     """The executor cannot be used as asked (Ray missing, no cluster at the address...)."""
 
@@ -81,4 +77,5 @@ def parse_executor(spec: str, *, workers: int = 2,
         from harness.ray_executor import RayExecutor
 
         return RayExecutor.connect(address or None, local_slots=workers, on_event=on_event)
-    raise ExecutorError(f"unknown executor {spec!r}; use one of: {EXECUTOR_HELP}")
+    raise ExecutorError(f"unknown executor {spec!r}; use local, ray (a Ray instance started "
+                        "here), ray:auto (this machine's Ray cluster) or ray:HOST:PORT (a head)")
