@@ -64,12 +64,15 @@ def _progress() -> Progress:
                     TimeElapsedColumn(), console=console, transient=False)
 
 
-def _grader(out: Path, progress: Progress):
+def _grader(out: Path, progress: Progress, executor: str = "local"):
+    """The grader; with the local executor, after checking this machine's Docker daemon
+    (on a cluster the nodes' daemons do the work)."""
     from benchmark import DockerUnavailable, Grader, ImageBuilder
     from benchmark._docker import connect
 
     try:
-        connect()
+        if executor == "local":
+            connect()
     except DockerUnavailable as exc:
         raise _fail(str(exc))
     builder = ImageBuilder(on_event=lambda message: progress.console.print(f"[dim]{message}[/]"))
@@ -118,7 +121,7 @@ def validate(
     out = _run_dir("validate", run_id)
     started = time.monotonic()
     with _progress() as progress:
-        grader = _grader(out, progress)
+        grader = _grader(out, progress, executor)
         _prepare_images(grader, loaded.tasks, progress, executor)
         pool = _executor(executor, workers, progress)
         bar = progress.add_task("grading gold and empty patches", total=2 * len(loaded.tasks))
@@ -196,7 +199,7 @@ def grade(
     tasks = [by_id[i] for i in preds if i in by_id]
     out = _run_dir("grade", run_id)
     with _progress() as progress:
-        grader = _grader(out, progress)
+        grader = _grader(out, progress, executor)
         _prepare_images(grader, tasks, progress, executor)
         pool = _executor(executor, workers, progress)
         bar = progress.add_task("grading", total=len(tasks))
@@ -282,7 +285,7 @@ def run_agent(
     out = _run_dir("run", run_id)
     try:
         with _progress() as progress:
-            grader = _grader(out / "grades", progress)
+            grader = _grader(out / "grades", progress, executor)
             _prepare_images(grader, loaded.tasks, progress, executor)
             pool = _executor(executor, workers, progress)
             gateway = Gateway(upstream, model=model_name, log_dir=out / "trajectories",

@@ -201,6 +201,14 @@ class _UnixHTTPServer(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
 
 
+class _RelayServer(ThreadingHTTPServer):
+    """Many nodes' relays connect at once: the default listen backlog (5) drops their
+    connections past a few dozen concurrent calls (measured: bench/executor_scaling.py)."""
+
+    daemon_threads = True
+    request_queue_size = 1024
+
+
 def serve_unix(handler: type[BaseHTTPRequestHandler], name: str) -> tuple[Any, Path]:
     """An HTTP server on a fresh unix socket, in a thread. The socket lives in a short
     private temp dir (socket paths are limited to 108 bytes) with mode 0666, so a sandbox's
@@ -286,8 +294,8 @@ class Gateway:
             channel._server.server_close()
 
     def serve_relay(self, host: str = "127.0.0.1", port: int = 0) -> RelayEndpoint:
-        """Serve relayed channels on TCP at `host` (an address the cluster's nodes reach),
-        behind a fresh token; idempotent. Calls carry ``Authorization: Bearer TOKEN`` and
+        """Serve relayed channels on TCP at `host` (an address the cluster's nodes reach)
+        and `port` (0: any free one), behind a fresh token; idempotent. Calls carry ``Authorization: Bearer TOKEN`` and
         go to ``/relay/CHANNEL-ID/v1/...``; a closed channel answers 410."""
         if self._relay is not None:
             return self._relay[0]
@@ -304,8 +312,7 @@ class Gateway:
                 return 410, _error("this task's channel is closed", "channel_closed")
             return channel
 
-        server = ThreadingHTTPServer((host, port), self._handler(resolve, token=token))
-        server.daemon_threads = True
+        server = _RelayServer((host, port), self._handler(resolve, token=token))
         _serve(server, "gateway-relay")
         bound_host, bound_port = server.server_address[:2]
         endpoint = RelayEndpoint(f"http://{bound_host}:{bound_port}", token)
@@ -328,6 +335,9 @@ class Gateway:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # relays keep their TCP connection: without this, a reply's headers and body
+            # (two writes) meet the peer's delayed ACK and each call waits ~40 ms
+            disable_nagle_algorithm = token is not None
 
             def address_string(self) -> str:  # unix sockets have no peer address
                 return "sandbox"

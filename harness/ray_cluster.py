@@ -69,7 +69,8 @@ class LocalCluster:
 
     @property
     def client_env(self) -> dict[str, str]:
-        """What a process needs in its environment to join (the cluster's auth token)."""
+        """What a process needs in its environment to join (the cluster's auth token). Ray
+        reads it when it is imported: set it before, or join from a child process."""
         return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.root / "auth_token")}
 
     @classmethod

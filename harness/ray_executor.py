@@ -190,8 +190,10 @@ class RayExecutor:
         try:
             ray.init(**options)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ExecutorError(f"cannot join the Ray cluster at {address or 'a local instance'}: "
-                                f"{exc}") from None
+            raise ExecutorError(
+                f"cannot join the Ray cluster at {address or 'a local instance'}: {exc}. If the "
+                "cluster uses token authentication, set RAY_AUTH_MODE=token and the token "
+                "(RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH) before starting ratchet") from None
         executor = cls(address=address, on_event=on_event)
         if executor._slots(fresh=True) == 0:
             ray.shutdown()
@@ -250,7 +252,7 @@ class RayExecutor:
     def run_tasks(self, runner: TaskRunner, agent: AgentSource, tasks: Sequence[TaskSpec], *,
                   generation: str, should_start: Callable[[], bool] = lambda: True,
                   ) -> Iterator[tuple[TaskSpec, TaskOutcome | None]]:
-        endpoint = runner.gateway.serve_relay(_gateway_host())
+        endpoint = runner.gateway.serve_relay(*_gateway_address())
         environment = runner.environment
         agent_limits = getattr(environment, "limits", SandboxLimits())
         remote = ray.remote(_run_on_node).options(**self._options(agent_limits.memory))
@@ -335,10 +337,14 @@ class RayExecutor:
                 abandon(context)
 
 
-def _gateway_host() -> str:
-    """Where this machine's gateway listens for the nodes' relays: ``RATCHET_GATEWAY_HOST``,
-    or the address Ray knows this machine by."""
-    return os.environ.get("RATCHET_GATEWAY_HOST") or ray.util.get_node_ip_address()
+def _gateway_address() -> tuple[str, int]:
+    """Where this machine's gateway listens for the nodes' relays: ``RATCHET_GATEWAY_HOST``
+    (default: the address Ray knows this machine by) and ``RATCHET_GATEWAY_PORT`` (default:
+    any free port; set it to open one port in a firewall)."""
+    port = os.environ.get("RATCHET_GATEWAY_PORT") or "0"
+    if not port.isdigit():
+        raise ExecutorError(f"RATCHET_GATEWAY_PORT={port!r} is not a port number")
+    return os.environ.get("RATCHET_GATEWAY_HOST") or ray.util.get_node_ip_address(), int(port)
 
 
 def _check_reachable(address: str) -> None:

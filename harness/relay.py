@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,10 +35,15 @@ class Relay:
         self._headers = {"Authorization": f"Bearer {endpoint.token}", "X-Ratchet-Node": node,
                          "Content-Type": "application/json"}
         self._timeout_s = timeout_s
+        self._lock = threading.Lock()  # one kept-alive connection; a sandbox's calls are serial
+        self._connection: http.client.HTTPConnection | None = None
         self._server, self.socket_path = serve_unix(self._handler(), f"relay-{channel_id}")
 
     def close(self) -> None:
         stop_unix(self._server, self.socket_path)
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
 
     def __enter__(self) -> "Relay":
         return self
@@ -49,17 +55,25 @@ class Relay:
         route = path.split("?", 1)[0].rstrip("/")
         if route not in _ALLOWED:
             return 404, _error(f"no route {path}", "not_found")
-        connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout_s)
-        try:
-            connection.request(method, self._prefix + route, body=body or None,
-                               headers=self._headers)
-            response = connection.getresponse()
-            status, raw = response.status, response.read()
-        except (OSError, http.client.HTTPException) as exc:  # the controller is unreachable
-            return 502, _error(f"the ratchet controller's gateway is unreachable from this "
-                               f"node: {type(exc).__name__}", "relay_error")
-        finally:
-            connection.close()
+        with self._lock:
+            for _ in range(2):
+                reused = self._connection is not None
+                if self._connection is None:
+                    self._connection = http.client.HTTPConnection(self._host, self._port,
+                                                                  timeout=self._timeout_s)
+                try:
+                    self._connection.request(method, self._prefix + route, body=body or None,
+                                             headers=self._headers)
+                    response = self._connection.getresponse()
+                    status, raw = response.status, response.read()
+                    break
+                except (OSError, http.client.HTTPException) as exc:
+                    self._connection.close()
+                    self._connection = None
+                    if reused and isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+                        continue  # the controller closed the idle connection: a fresh one
+                    return 502, _error(f"the ratchet controller's gateway is unreachable from "
+                                       f"this node: {type(exc).__name__}", "relay_error")
         try:
             return status, json.loads(raw)
         except json.JSONDecodeError:
