@@ -237,3 +237,28 @@ def test_ctrl_c_then_kill_9_then_resume_on_the_cluster(cluster, tmp_path):
     evaluated = Counter(e["task_id"] for e in events if e["event"] == "task_evaluated")
     assert len(evaluated) == 9 and set(evaluated.values()) == {1}
     assert events[-1]["event"] == "run_finished"
+
+
+def test_a_ray_instance_started_here_grades_like_the_local_pool(tmp_path, docker_daemon):
+    """``--executor ray`` (no address): a throwaway Ray instance on this machine."""
+    _need_ray()
+    tasks = load_suite("quickstart").tasks[:2]
+    suite = tmp_path / "two.jsonl"
+    suite.write_text("".join(t.model_dump_json(exclude_none=True) + "\n" for t in tasks))
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps({"instance_id": t.instance_id, "model_name_or_path": "m",
+                                               "model_patch": patch}) + "\n"
+                                   for t, patch in zip(tasks, (tasks[0].patch, "not a diff\n"))))
+    reports = {}
+    for executor in ("local", "ray"):
+        out = subprocess.run([RATCHET, "bench", "grade", "--suite", str(suite), "--predictions",
+                              str(predictions), "--executor", executor, "--run-id", executor],
+                             capture_output=True, text=True, cwd=ROOT, env={**os.environ, "COLUMNS": "200"})
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        assert "resolved 1/2" in out.stdout
+        path = Path(os.environ["RATCHET_RUNS"]) / "bench" / executor / "report.json"
+        reports[executor] = json.loads(path.read_text())
+    assert "ray: 1 node(s), 2 sandbox slot(s)" in out.stdout
+    for key in ("resolved_ids", "unresolved_ids", "error_ids", "completed_ids"):
+        assert reports["ray"][key] == reports["local"][key]
+    assert reports["ray"]["resolved_ids"] == [tasks[0].instance_id]
