@@ -141,12 +141,40 @@ class Controller:
         return {t.instance_id: self.state.evaluations[(tree, t.instance_id, 0)]
                 for t in tasks if (tree, t.instance_id, 0) in self.state.evaluations}
 
+    infra_passes = 2
+    """Passes over the tasks an infrastructure error left without a verdict, before the
+    run stops (resumable) rather than decide a generation on part of its tasks."""
+
     def evaluate(self, gen: int, agent: AgentSource, tasks: list[TaskSpec]) -> dict[str, dict]:
-        """Run the tasks not yet evaluated for this tree; journal each as it finishes."""
-        todo = [t for t in tasks if (agent.tree_hash, t.instance_id, 0) not in self.state.evaluations]
-        if todo:
-            self._say(f"gen {gen}: evaluating {len(todo)} task(s)"
-                      f"{f' ({len(tasks) - len(todo)} cached)' if len(todo) < len(tasks) else ''}")
+        """Run the tasks not yet evaluated for this tree; journal each as it finishes.
+        Returns a verdict for every task, or raises StopRequested."""
+        errors: dict[str, str] = {}
+        for attempt in range(self.infra_passes):
+            todo = [t for t in tasks if (agent.tree_hash, t.instance_id, 0) not in self.state.evaluations]
+            if not todo:
+                break
+            if attempt:
+                self._say(f"gen {gen}: {len(todo)} task(s) had infrastructure errors; running "
+                          "them once more")
+            else:
+                self._say(f"gen {gen}: evaluating {len(todo)} task(s)"
+                          f"{f' ({len(tasks) - len(todo)} cached)' if len(todo) < len(tasks) else ''}")
+            errors = self._evaluate_pass(gen, agent, tasks, todo)
+            self._check_stop()
+        missing = [t.instance_id for t in tasks
+                   if (agent.tree_hash, t.instance_id, 0) not in self.state.evaluations]
+        if missing:
+            first = missing[0]
+            raise StopRequested(
+                f"infrastructure errors: {len(missing)} task(s) of gen {gen} have no verdict "
+                f"after {self.infra_passes} tries (first: {first}: {errors.get(first, 'not run')}); "
+                "nothing was decided on part of the tasks. Fix the cause, then resume the run")
+        return self._results(agent.tree_hash, tasks)
+
+    def _evaluate_pass(self, gen: int, agent: AgentSource, tasks: list[TaskSpec],
+                       todo: list[TaskSpec]) -> dict[str, str]:
+        """One pass over `todo`; the infrastructure errors, by task."""
+        errors: dict[str, str] = {}
 
         def should_start() -> bool:
             return not (self.stop_flag.is_set() or self._run_budget_refusal())
@@ -159,6 +187,7 @@ class Controller:
             if outcome.budget_exhausted and self._run_budget_refusal():
                 continue  # cut off by the run's budget: not a verdict; the loop stops below
             if outcome.error:  # infrastructure: not a verdict, not cached
+                errors[task.instance_id] = outcome.error.splitlines()[0]
                 self._say(f"gen {gen}: {task.instance_id}: error: {outcome.error}")
                 continue
             result = {k: v for k, v in asdict(outcome).items() if k != "patch"}
@@ -172,8 +201,7 @@ class Controller:
             self._say(f"gen {gen} {self._live_stage}: {len(done)}/{len(tasks)} done, {resolved} "
                       f"resolved{versus} | {task.instance_id}: "
                       f"{'resolved' if outcome.resolved else 'unresolved'}")
-        self._check_stop()
-        return self._results(agent.tree_hash, tasks)
+        return errors
 
     def _outcomes(self, results: dict[str, dict]) -> dict[str, bool]:
         return {task_id: bool(r["resolved"]) for task_id, r in results.items()}

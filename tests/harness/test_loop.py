@@ -17,7 +17,7 @@ from pathlib import Path
 import git
 import pytest
 
-from benchmark import ImageBuilder, Grader, load_suite
+from benchmark import Grader, ImageBuilder, InfraError, load_suite
 from harness.demo import demo_agent_script
 from harness.gateway import OpenAIUpstream
 from harness.journal import Journal, replay
@@ -214,3 +214,47 @@ def test_self_proposer_generation(workspace, suite, tmp_path):
     repo = git.Repo(workspace)
     diff = repo.git.diff("ratchet/self1/gen-0000", "ratchet/self1/gen-0001", "--", "agent_seed/")
     assert lesson in diff and "agent_seed/lessons.md" in diff
+
+
+class _FlakyDaemon:
+    """The real environment, except that the daemon fails `times` times for one task."""
+
+    def __init__(self, inner, task_id: str, times: int):
+        self.inner, self.task_id, self.times, self.failures = inner, task_id, times, 0
+
+    def run_agent(self, task, agent_dir, **options):
+        if task.instance_id == self.task_id and self.failures < self.times:
+            self.failures += 1
+            raise InfraError("the Docker daemon hiccuped (injected)")
+        return self.inner.run_agent(task, agent_dir, **options)
+
+
+def test_infrastructure_errors_are_retried_and_never_decide_a_generation(workspace, suite, tmp_path):
+    """An infrastructure error is not a verdict: the task runs once more; if it still has
+    none, the run stops before deciding on part of the tasks, and a resume finishes it."""
+    tasks = load_suite(str(suite)).tasks
+    grader = Grader(ImageBuilder(), tmp_path / "grades")
+    said: list[str] = []
+    with ScriptedModelServer(demo_agent_script(tasks)) as model:
+        def controller(run: str, times: int) -> Controller:
+            settings = LoopSettings(run=run, suite=str(suite), generations=0, agent_model="scripted",
+                                    meta_model="scripted", workers=2)
+            made = Controller(workspace, settings, tasks, grader, OpenAIUpstream(model.base_url, "x"),
+                              OpenAIUpstream(model.base_url, "x"), on_event=said.append)
+            made.runner.environment = _FlakyDaemon(made.runner.environment, SLICE[1], times)
+            return made
+
+        once = controller("once", 1).run()
+        assert once.end_reason.startswith("run_finished") and once.generations[0].recorded
+        assert "gen 0: 1 task(s) had infrastructure errors; running them once more" in said
+        assert len(once.evaluations) == 3
+
+        stuck = controller("stuck", 5).run()
+        assert stuck.ended and "infrastructure errors: 1 task(s) of gen 0 have no verdict" in stuck.end_reason
+        assert "the Docker daemon hiccuped" in stuck.end_reason
+        assert 0 not in stuck.generations or not stuck.generations[0].recorded
+        assert len(stuck.evaluations) == 2
+        resumed = controller("stuck", 0).run()
+        assert resumed.end_reason.startswith("run_finished") and len(resumed.evaluations) == 3
+        assert resumed.generations[0].score["tasks"] == 3
+        assert _evaluated_twice(workspace, "stuck") == []
