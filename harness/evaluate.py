@@ -2,7 +2,8 @@
 
 Used by ``ratchet bench run`` and by the loop. A run that failed for an infrastructure reason
 carries an ``error`` and no verdict: callers never count it as the agent's failure and never
-cache it. A run the gateway refused a call in is graded as usual and flagged
+cache it. That includes an unresolved run whose model calls failed outside the agent's
+doing (the endpoint down or overloaded, a cluster node cut off from the gateway). A run the gateway refused a call in is graded as usual and flagged
 ``budget_exhausted``: past a task's own budget that is the agent's limit, like its step
 limit; past the run's budget the caller discards it and stops.
 """
@@ -141,7 +142,11 @@ class TaskRunner:
         grade = result.grade
         if result.grade_log is not None:
             grade = self.grader.adopt(grade, run.patch, result.grade_log)
+        error = grade.error
+        failure = self.gateway.ledger.failure(ticket.key)
+        if failure and not grade.resolved and not error:  # not the agent's failure: no verdict
+            error = f"the model endpoint failed during this run: {failure}"
         return TaskOutcome(
             task.instance_id, agent.tree_hash, grade.resolved, run.exit_code == 0, run.steps,
             seconds=seconds, agent_seconds=run.seconds, grade_seconds=grade.seconds,
-            patch=run.patch, error=grade.error, grade_log=grade.log_path, **common)
+            patch=run.patch, error=error, grade_log=grade.log_path, **common)

@@ -135,6 +135,7 @@ class Ledger:
         self.generations: dict[str, Usage] = {}
         self.tasks: dict[str, Usage] = {}
         self.refused: set[str] = set()
+        self.failed: dict[str, str] = {}
 
     def task(self, key: str) -> Usage:
         with self._lock:
@@ -143,6 +144,21 @@ class Ledger:
     def was_refused(self, key: str) -> bool:
         with self._lock:
             return key in self.refused
+
+    def record_failure(self, task: str, message: str) -> None:
+        """A call of `task` failed for a reason outside the agent (the endpoint down,
+        overloaded, or refusing the gateway's credentials); the first one is kept."""
+        with self._lock:
+            self.failed.setdefault(task, message)
+
+    def failure(self, task: str) -> str | None:
+        with self._lock:
+            return self.failed.get(task)
+
+    def forget_failure(self, task: str) -> None:
+        """A new attempt of `task` starts with a clean slate."""
+        with self._lock:
+            self.failed.pop(task, None)
 
     def record(self, task: str, generation: str, usage: Usage) -> None:
         with self._lock:
@@ -264,6 +280,7 @@ class Gateway:
         """A fresh endpoint for one task run: a unix socket (the default), a loopback port
         (`tcp`), or an id on the relay endpoint (`relay`, see `serve_relay`)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger.forget_failure(task)
         channel = Channel(task, generation, self.log_dir / f"{_safe(task)}.jsonl")
         if relay:
             if self._relay is None:
@@ -417,6 +434,9 @@ class Gateway:
             shown = (f"the upstream refused the gateway's credentials (HTTP {status}); see the "
                      "controller's trajectory log" if status in (401, 403)
                      else f"{type(exc).__name__}: {exc}")
+            if status is None or status >= 500 or status in (401, 403, 408, 429):
+                # not the agent's doing (a 400, such as an overlong context, is)
+                self.ledger.record_failure(channel.task, shown.splitlines()[0][:300])
             return 502, _error(f"the upstream model failed: {shown}", "upstream_error")
         usage_body = response.get("usage") or {}
         prompt = int(usage_body.get("prompt_tokens") or 0)

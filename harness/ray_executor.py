@@ -129,6 +129,10 @@ def _run_on_node(work: _NodeWork, agent_tar: bytes) -> SandboxResult:
                                 label=work.label)
         if result.grade is not None:
             result.grade_log = _read(result.grade.log_path)
+    if relay.unreachable and not (result.grade and result.grade.resolved) and not result.error:
+        result.error = (f"node {node} could not reach the controller's gateway at "
+                        f"{relay.unreachable}; set RATCHET_GATEWAY_HOST (and _PORT) to an "
+                        "address the nodes reach")
     result.node = node
     return result
 

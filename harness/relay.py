@@ -37,6 +37,8 @@ class Relay:
         self._timeout_s = timeout_s
         self._lock = threading.Lock()  # one kept-alive connection; a sandbox's calls are serial
         self._connection: http.client.HTTPConnection | None = None
+        self.unreachable: str | None = None
+        """Why a call could not reach the controller (the first time), if one could not."""
         self._server, self.socket_path = serve_unix(self._handler(), f"relay-{channel_id}")
 
     def close(self) -> None:
@@ -72,6 +74,8 @@ class Relay:
                     self._connection = None
                     if reused and isinstance(exc, (ConnectionResetError, BrokenPipeError)):
                         continue  # the controller closed the idle connection: a fresh one
+                    self.unreachable = self.unreachable or (
+                        f"{self._host}:{self._port}: {type(exc).__name__}: {exc}")
                     return 502, _error(f"the ratchet controller's gateway is unreachable from "
                                        f"this node: {type(exc).__name__}", "relay_error")
         try:

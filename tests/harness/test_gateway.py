@@ -342,7 +342,24 @@ def test_upstream_failure_is_a_readable_502(gateways, upstream):
     (line,) = records(channel)
     assert "no scripted rule matched" in line["error"] and "response" not in line
     assert gateway.ledger.run.calls == 0
+    assert gateway.ledger.failure("task-1") is None  # a 400 is the request's (the agent's) fault
     assert ask(client).choices[0].message.content == "a fix"  # the channel still works
+
+
+def test_an_endpoint_that_is_down_is_recorded_as_not_the_agents_failure(tmp_path):
+    gateway = Gateway(OpenAIUpstream("http://127.0.0.1:9/v1", UPSTREAM_KEY), model=MODEL,
+                      log_dir=tmp_path)
+    channel = gateway.open_channel("task-1", tcp=True)
+    try:
+        with pytest.raises(openai.APIStatusError) as caught:
+            ask(sandbox_client(channel, max_retries=0))
+    finally:
+        gateway.close_channel(channel)
+    assert caught.value.status_code == 502
+    assert gateway.ledger.failure("task-1").startswith("APIConnectionError")
+    assert gateway.ledger.failure("task-2") is None
+    gateway.close_channel(gateway.open_channel("task-1", tcp=True))  # the task's next attempt
+    assert gateway.ledger.failure("task-1") is None
 
 
 def test_concurrent_channels_attribute_usage_to_their_task(gateways):

@@ -101,4 +101,5 @@ def test_a_sandbox_gets_a_readable_error_when_the_controller_is_gone():
             ask(client)
     assert failed.value.status_code == 502
     assert "controller's gateway is unreachable" in str(failed.value)
+    assert relay.unreachable.startswith("127.0.0.1:9: ConnectionRefusedError")
     assert not relay.socket_path.exists()
