@@ -274,6 +274,7 @@ def run_agent(
     from benchmark._agent_env import DockerEnvironment
     from harness.agent_source import AgentSourceError, resolve_agent
     from harness.bench_run import BenchRun
+    from harness.executors import ExecutorError
     from harness.gateway import Budget, Gateway
 
     loaded = _load(suite)
@@ -302,6 +303,8 @@ def run_agent(
 
             try:
                 outcomes = bench_run.run(loaded.tasks, executor=pool, on_done=done)
+            except ExecutorError as exc:
+                raise _fail(str(exc))
             finally:
                 pool.close()
     finally:

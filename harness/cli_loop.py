@@ -69,6 +69,7 @@ def _models(settings, tasks):
 def _drive(workspace: Path, settings) -> None:
     """Run (or resume) the loop with a live line of status; Ctrl-C stops cleanly."""
     from harness.cli import _executor, _grader, _prepare_images, _progress
+    from harness.executors import ExecutorError
     from harness.loop import Controller
 
     loaded = _load(settings.suite)
@@ -106,6 +107,10 @@ def _drive(workspace: Path, settings) -> None:
     except KeyboardInterrupt:
         err.print(f"abandoned. Nothing half-done was recorded. Resume: `ratchet resume {settings.run}`")
         raise typer.Exit(130)
+    except ExecutorError as exc:
+        err.print(f"[bold red]error:[/] {exc}. Nothing half-done was recorded. Resume: "
+                  f"`ratchet resume {settings.run}`")
+        raise typer.Exit(2)
     finally:
         signal.signal(signal.SIGINT, previous)
         for server in servers:

@@ -32,6 +32,8 @@ import socket
 import tarfile
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,6 +147,17 @@ def _grade_on_node(work: _NodeWork) -> tuple[GradeResult, str, str]:
         return result, _read(result.log_path), _this_node()
 
 
+def _probe_gateway(url: str) -> str | None:
+    """None if this node gets an HTTP answer from the gateway's relay endpoint."""
+    try:
+        urllib.request.urlopen(f"{url}/relay/probe/v1/models", timeout=10)
+    except urllib.error.HTTPError:
+        return None  # 401 without the token: reached
+    except OSError as exc:
+        return f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+    return None
+
+
 def _read(path: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
@@ -171,6 +184,7 @@ class RayExecutor:
         self._trees: dict[str, tuple[Any, list[str]]] = {}
         self._wheels: dict[str, Any] = {}
         self._slots_at = (0.0, 0)
+        self._reached: set[str] = set()
 
     @classmethod
     def connect(cls, address: str | None, *, local_slots: int = 2,
@@ -247,6 +261,26 @@ class RayExecutor:
             self._agents[agent.tree_hash] = ray.put(pack_agent(agent))
         return self._agents[agent.tree_hash]
 
+    def _serve_relay(self, runner: TaskRunner) -> RelayEndpoint:
+        """The gateway's relay endpoint, checked once from a node: a misconfigured address
+        fails here, naming the fix, instead of failing every agent's model calls."""
+        host, port = _gateway_address()
+        try:
+            endpoint = runner.gateway.serve_relay(host, port)
+        except OSError as exc:
+            raise ExecutorError(f"cannot serve the gateway for the nodes at {host}:{port}: "
+                                f"{exc.strerror or exc}; set RATCHET_GATEWAY_HOST (and "
+                                "RATCHET_GATEWAY_PORT) to an address of this machine") from None
+        if endpoint.url not in self._reached:
+            probe = ray.remote(_probe_gateway).options(num_cpus=0, resources={DOCKER_RESOURCE: 0.001})
+            problem = ray.get(probe.remote(endpoint.url))
+            if problem:
+                raise ExecutorError(f"a node cannot reach the controller's gateway at {endpoint.url} "
+                                    f"({problem}); set RATCHET_GATEWAY_HOST (and RATCHET_GATEWAY_PORT) "
+                                    "to an address the nodes reach")
+            self._reached.add(endpoint.url)
+        return endpoint
+
     def _options(self, memory: str) -> dict[str, Any]:
         return dict(num_cpus=self.cpus_per_task, memory=_bytes(memory),
                     resources={DOCKER_RESOURCE: 1}, max_retries=0, retry_exceptions=False)
@@ -256,7 +290,7 @@ class RayExecutor:
     def run_tasks(self, runner: TaskRunner, agent: AgentSource, tasks: Sequence[TaskSpec], *,
                   generation: str, should_start: Callable[[], bool] = lambda: True,
                   ) -> Iterator[tuple[TaskSpec, TaskOutcome | None]]:
-        endpoint = runner.gateway.serve_relay(*_gateway_address())
+        endpoint = self._serve_relay(runner)
         environment = runner.environment
         agent_limits = getattr(environment, "limits", SandboxLimits())
         remote = ray.remote(_run_on_node).options(**self._options(agent_limits.memory))

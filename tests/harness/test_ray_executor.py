@@ -262,3 +262,15 @@ def test_a_ray_instance_started_here_grades_like_the_local_pool(tmp_path, docker
     for key in ("resolved_ids", "unresolved_ids", "error_ids", "completed_ids"):
         assert reports["ray"][key] == reports["local"][key]
     assert reports["ray"]["resolved_ids"] == [tasks[0].instance_id]
+
+
+def test_a_gateway_address_the_nodes_cannot_use_is_named_before_any_task_runs(cluster):
+    env = {"RATCHET_GATEWAY_HOST": "203.0.113.7"}  # TEST-NET-3: not an address of this machine
+    out = subprocess.run([RATCHET, "bench", "run", "--suite", "quickstart", "--scripted", "oracle",
+                          "--executor", f"ray:{cluster.address}", "--run-id", "nogw"],
+                         capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, **cluster.client_env, **env, "COLUMNS": "200"})
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "cannot serve the gateway for the nodes at 203.0.113.7:0" in out.stderr
+    assert "RATCHET_GATEWAY_HOST" in out.stderr
+    assert list((Path(os.environ["RATCHET_RUNS"]) / "bench" / "nogw" / "results").glob("*.json")) == []

@@ -103,3 +103,11 @@ def test_a_sandbox_gets_a_readable_error_when_the_controller_is_gone():
     assert "controller's gateway is unreachable" in str(failed.value)
     assert relay.unreachable.startswith("127.0.0.1:9: ConnectionRefusedError")
     assert not relay.socket_path.exists()
+
+
+def test_the_nodes_probe_tells_a_reachable_gateway_from_an_unreachable_one(gateway):
+    from harness.ray_executor import _probe_gateway
+
+    assert _probe_gateway(gateway.serve_relay().url) is None  # a 401 without the token: reached
+    problem = _probe_gateway("http://127.0.0.1:9")
+    assert problem and "Connection refused" in problem
