@@ -64,10 +64,10 @@ def _progress() -> Progress:
                     TimeElapsedColumn(), console=console, transient=False)
 
 
-def _grader(out: Path, progress: Progress, executor: str = "local"):
-    """The grader; with the local executor, after checking this machine's Docker daemon
-    (on a cluster the nodes' daemons do the work)."""
-    from benchmark import DockerUnavailable, Grader, ImageBuilder
+def _builder(progress: Progress, executor: str = "local"):
+    """The image builder; with the local executor, after checking this machine's Docker
+    daemon (on a cluster the nodes' daemons do the work)."""
+    from benchmark import DockerUnavailable, ImageBuilder
     from benchmark._docker import connect
 
     try:
@@ -75,8 +75,13 @@ def _grader(out: Path, progress: Progress, executor: str = "local"):
             connect()
     except DockerUnavailable as exc:
         raise _fail(str(exc))
-    builder = ImageBuilder(on_event=lambda message: progress.console.print(f"[dim]{message}[/]"))
-    return Grader(builder, out)
+    return ImageBuilder(on_event=lambda message: progress.console.print(f"[dim]{message}[/]"))
+
+
+def _grader(out: Path, progress: Progress, executor: str = "local"):
+    from benchmark import Grader
+
+    return Grader(_builder(progress, executor), out)
 
 
 def _executor(spec: str, workers: int, progress: Progress):
@@ -105,6 +110,34 @@ def _prepare_images(grader, tasks, progress: Progress, executor: str = "local") 
         except InfraError as exc:  # recorded again per task by the grader
             progress.console.print(f"[red]image for {task.instance_id}:[/] {exc}")
         progress.advance(bar)
+
+
+@bench.command()
+def prepare(
+    suite: str = typer.Option(..., "--suite", "-s", help=SUITE_HELP),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+) -> None:
+    """Build every task image where task runs will go: here, or on every node of a cluster
+    (each builds what it lacks from the same recipe), so a run does not wait on builds."""
+    loaded = _load(suite)
+    started = time.monotonic()
+    with _progress() as progress:
+        builder = _builder(progress, executor)
+        pool = _executor(executor, 2, progress)
+        try:
+            rows = pool.prepare(builder, loaded.tasks)
+        finally:
+            pool.close()
+    table = Table(title=f"{loaded.path.name}: {len(loaded.tasks)} task images")
+    for column in ("node", "ready", "built now", "errors"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["node"], str(row["tasks"] - len(row["errors"])), str(len(row["built"])),
+                      "; ".join(f"{task}: {why}" for task, why in row["errors"].items()))
+    console.print(table)
+    console.print(f"{len(rows)} place(s) prepared in {time.monotonic() - started:.1f}s")
+    if any(row["errors"] for row in rows):
+        raise typer.Exit(1)
 
 
 @bench.command()

@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol, Sequence
 
-from benchmark import GradeResult, Grader, Job, TaskSpec, grade_locally
+from benchmark import GradeResult, Grader, ImageBuilder, InfraError, Job, TaskSpec, grade_locally
 from harness.agent_source import AgentSource
 from harness.evaluate import TaskOutcome, TaskRunner
 
-__all__ = ["Executor", "ExecutorError", "LocalPool", "parse_executor"]
+__all__ = ["Executor", "ExecutorError", "LocalPool", "build_images", "parse_executor"]
 
 class ExecutorError(RuntimeError):
     """The executor cannot be used as asked (Ray missing, no cluster at the address...)."""
@@ -35,6 +35,10 @@ class Executor(Protocol):
                   ) -> Iterator[tuple[TaskSpec, TaskOutcome | None]]: ...
 
     def grade(self, grader: Grader, jobs: Sequence[Job]) -> Iterator[GradeResult]: ...
+
+    def prepare(self, builder: ImageBuilder, tasks: Sequence[TaskSpec]) -> list[dict]:
+        """Build the tasks' images wherever task runs may go (every node of a cluster);
+        per place: ``{"node", "tasks", "built": [tags], "errors": {task: why}}``."""
 
     def close(self) -> None: ...
 
@@ -63,8 +67,22 @@ class LocalPool:
     def grade(self, grader, jobs):
         return grade_locally(grader, jobs, workers=self.workers)
 
+    def prepare(self, builder, tasks):
+        return [build_images(builder, tasks, node="local")]
+
     def close(self) -> None:
         pass
+
+
+def build_images(builder: ImageBuilder, tasks: Sequence[TaskSpec], *, node: str) -> dict:
+    """Every task's image, built with `builder` where missing; one failure stops no other."""
+    errors = {}
+    for task in tasks:
+        try:
+            builder.ensure_task(task)
+        except InfraError as exc:
+            errors[task.instance_id] = str(exc)
+    return {"node": node, "tasks": len(tasks), "built": list(builder.built), "errors": errors}
 
 
 def parse_executor(spec: str, *, workers: int = 2,

@@ -46,7 +46,7 @@ from benchmark._images import AGENT_RUNTIME, ImageBuilder, pack_directory, wheel
 from benchmark._settings import cache_dir
 from harness.agent_source import AgentSource, pack_agent, unpack_agent
 from harness.evaluate import SandboxResult, TaskOutcome, TaskRunner, run_in_sandbox
-from harness.executors import ExecutorError
+from harness.executors import ExecutorError, build_images
 from harness.gateway import RelayEndpoint
 from harness.relay import Relay
 
@@ -145,6 +145,10 @@ def _grade_on_node(work: _NodeWork) -> tuple[GradeResult, str, str]:
         result = Grader(builder, Path(scratch), work.grade_limits).grade(
             work.task, work.patch, label=work.label)
         return result, _read(result.log_path), _this_node()
+
+
+def _prepare_on_node(inputs: dict[str, Any], tasks: list[TaskSpec]) -> dict:
+    return build_images(ImageBuilder(inputs=ShippedInputs(inputs)), tasks, node=_this_node())
 
 
 def _probe_gateway(url: str) -> str | None:
@@ -333,6 +337,29 @@ class RayExecutor:
             else:
                 result, log, _node = value
                 yield grader.adopt(result, job.patch, log)
+
+    def prepare(self, builder: ImageBuilder, tasks: Sequence[TaskSpec]) -> list[dict]:
+        """One build task pinned to each live node with a sandbox slot."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        inputs: dict[str, Any] = {"trees": {}, "wheels": {}}
+        for task in tasks:
+            for kind, refs in self._inputs(builder, task).items():
+                inputs[kind].update(refs)
+        nodes = [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get(DOCKER_RESOURCE)]
+        remote = ray.remote(_prepare_on_node)
+        refs = {remote.options(num_cpus=self.cpus_per_task, resources={DOCKER_RESOURCE: 1},
+                               scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+                               ).remote(inputs, list(tasks)): n for n in nodes}
+        results = []
+        for ref, node in refs.items():
+            try:
+                results.append(ray.get(ref))
+            except RayError as exc:
+                results.append({"node": f"{node['NodeManagerAddress']}/{node['NodeID'][:8]}",
+                                "tasks": len(tasks), "built": [],
+                                "errors": {"*": f"the node was lost: {type(exc).__name__}"}})
+        return results
 
     def _drive(self, items: Sequence[Any], start: Callable[[Any, int], Any],
                abandon: Callable[[Any], None], name: Callable[[Any], str]) -> Iterator[tuple]:

@@ -144,44 +144,68 @@ def test_a_node_lost_mid_run_is_retried_elsewhere_and_journaled_once(cluster, tm
     assert resolved == {t.instance_id for t in tasks if not t.instance_id.startswith("toolz")}
 
 
-def test_a_node_without_the_image_builds_it_from_the_controllers_inputs(tmp_path, monkeypatch,
-                                                                        docker_daemon):
-    """A fresh image namespace: the only node with a sandbox slot has an empty cache and no
-    package index; it builds the env and task images from the tree and wheels the
-    controller put in the object store, and arrives at the controller's tag."""
-    _need_ray()
+@pytest.fixture
+def fresh_namespace(monkeypatch, docker_daemon):
+    """An image namespace of its own (`RATCHET_IMAGE_NAMESPACE`) holding only the base image
+    (tagged: same recipe, same key), so env and task images must be built; removed after."""
     import docker
-
-    from harness.ray_cluster import LocalCluster
 
     client = docker.from_env()
     base = ImageBuilder().ensure_base()
     namespace = f"ratchet-raytest-{os.getpid()}"
     monkeypatch.setenv("RATCHET_IMAGE_NAMESPACE", namespace)
-    client.images.get(base).tag(base_image_tag())  # same recipe, same key, new namespace
+    client.images.get(base).tag(base_image_tag())
+    yield client
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag.startswith(namespace + "/"):
+                client.images.remove(tag)
+
+
+def _one_task_suite(tmp_path: Path):
     task = next(t for t in load_suite("quickstart").tasks if t.instance_id.startswith("inflection"))
     suite = tmp_path / "one.jsonl"
     suite.write_text(task.model_dump_json(exclude_none=True) + "\n")
+    return task, suite
+
+
+def test_a_node_without_the_image_builds_it_from_the_controllers_inputs(tmp_path, fresh_namespace):
+    """The only node with a sandbox slot has an empty cache and no package index; it builds
+    the env and task images from the tree and wheels the controller put in the object
+    store, and arrives at the controller's tag."""
+    _need_ray()
+    from harness.ray_cluster import LocalCluster
+
+    task, suite = _one_task_suite(tmp_path)
     node_cache = tmp_path / "node-cache"
     offline = {"RATCHET_CACHE": str(node_cache), "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
                "PIP_NO_INDEX": "1"}  # a download on the node would fail
-    try:
-        with LocalCluster.start(tmp_path / "ray", slots=0) as cluster:
-            cluster.add_node("builder", slots=1, env=offline)
-            out = _ratchet(cluster, "bench", "validate", "--suite", str(suite),
-                           "--executor", f"ray:{cluster.address}")
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-        assert "1/1 valid" in out.stdout and "images built: 0" in out.stdout  # not here
-        assert client.images.get(task_image_tag(task)).tags  # the node built it, this tag
-        logs = {p.name.split("_")[1] for p in (node_cache / "logs" / "build").iterdir()}
-        assert logs == {"env", "task"}
-        shipped = list((node_cache / "wheelhouse").iterdir())
-        assert len(shipped) >= 2 and all((p / ".complete").exists() for p in shipped)
-    finally:
-        for image in client.images.list():
-            for tag in image.tags:
-                if tag.startswith(namespace + "/"):
-                    client.images.remove(tag)
+    with LocalCluster.start(tmp_path / "ray", slots=0) as cluster:
+        cluster.add_node("builder", slots=1, env=offline)
+        out = _ratchet(cluster, "bench", "validate", "--suite", str(suite),
+                       "--executor", f"ray:{cluster.address}")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "1/1 valid" in out.stdout and "images built: 0" in out.stdout  # not here
+    assert fresh_namespace.images.get(task_image_tag(task)).tags  # the node built it, this tag
+    logs = {p.name.split("_")[1] for p in (node_cache / "logs" / "build").iterdir()}
+    assert logs == {"env", "task"}
+    shipped = list((node_cache / "wheelhouse").iterdir())
+    assert len(shipped) >= 2 and all((p / ".complete").exists() for p in shipped)
+
+
+def test_prepare_builds_on_every_node_once_per_machine(cluster, tmp_path, fresh_namespace):
+    """`bench prepare` runs one build on each node; the two nodes share this machine's
+    daemon and cache, so one builds and the other finds the images (the machine lock)."""
+    task, suite = _one_task_suite(tmp_path)
+    out = _ratchet(cluster, "bench", "prepare", "--suite", str(suite),
+                   "--executor", f"ray:{cluster.address}")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:4]]
+            for line in out.stdout.splitlines() if line.startswith("│")}
+    assert set(rows) == {"head", "b"}, out.stdout
+    assert all(ready == "1" for ready, _ in rows.values())
+    assert sorted(built for _, built in rows.values()) == ["0", "2"]  # env + task, once
+    assert fresh_namespace.images.get(task_image_tag(task)).tags
 
 
 def test_executor_errors_name_the_fix(cluster):
