@@ -16,7 +16,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 from benchmark import _docker, _guard
 from benchmark._errors import InfraError
@@ -29,7 +29,8 @@ from benchmark._grading import (
 from benchmark._images import SANDBOX_USER, ImageBuilder
 from benchmark._task import TaskSpec
 
-__all__ = ["GradeResult", "Grader", "GradingExecutor", "Job", "grade_locally", "run_jobs", "run_report"]
+__all__ = ["GradeResult", "Grader", "GradingExecutor", "Job", "grade_locally", "map_unordered",
+           "run_jobs", "run_report"]
 
 _GUARD_SOURCE = Path(_guard.__file__).read_text(encoding="utf-8")
 _APPLY_CMDS = (  # the official harness's chain (swebench.harness.run_evaluation.GIT_APPLY_CMDS)
@@ -208,16 +209,27 @@ class GradingExecutor(Protocol):
     def grade(self, grader: Grader, jobs: Sequence[Job]) -> Iterator[GradeResult]: ...
 
 
-def grade_locally(grader: Grader, jobs: Sequence[Job], *, workers: int = 2) -> Iterator[GradeResult]:
-    """Grade every job on a pool of `workers` threads; results in completion order."""
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def map_unordered(fn: Callable[[T], R], items: Iterable[T], *, workers: int = 2) -> Iterator[R]:
+    """`fn` over `items` on a pool of `workers` threads; results in completion order. Items
+    not started when the consumer stops (or raises) are never started."""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(grader.grade, job.task, job.patch, label=job.label) for job in jobs]
+        futures = [pool.submit(fn, item) for item in items]
         try:
             for future in as_completed(futures):
                 yield future.result()
         finally:
             for future in futures:
                 future.cancel()
+
+
+def grade_locally(grader: Grader, jobs: Sequence[Job], *, workers: int = 2) -> Iterator[GradeResult]:
+    """Grade every job on a pool of `workers` threads; results in completion order."""
+    return map_unordered(lambda job: grader.grade(job.task, job.patch, label=job.label), jobs,
+                         workers=workers)
 
 
 def run_jobs(grader: Grader, jobs: Iterable[Job], *, workers: int = 2,

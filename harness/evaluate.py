@@ -3,9 +3,10 @@
 Used by ``ratchet bench run`` and by the loop. A run that failed for an infrastructure reason
 carries an ``error`` and no verdict: callers never count it as the agent's failure and never
 cache it. That includes an unresolved run whose model calls failed outside the agent's
-doing (the endpoint down or overloaded, a cluster node cut off from the gateway). A run the gateway refused a call in is graded as usual and flagged
-``budget_exhausted``: past a task's own budget that is the agent's limit, like its step
-limit; past the run's budget the caller discards it and stops.
+doing (the endpoint down or overloaded, a cluster node cut off from the gateway). A run the
+gateway refused a call in is graded as usual and flagged ``budget_exhausted``: past a task's
+own budget that is the agent's limit, like its step limit; past the run's budget the caller
+discards it and stops.
 """
 
 from __future__ import annotations

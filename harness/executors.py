@@ -9,11 +9,11 @@ instance), ``ray:auto`` (the cluster this machine belongs to) or ``ray:HOST:PORT
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol, Sequence
 
 from benchmark import GradeResult, Grader, ImageBuilder, InfraError, Job, TaskSpec, grade_locally
+from benchmark._runner import map_unordered
 from harness.agent_source import AgentSource
 from harness.evaluate import TaskOutcome, TaskRunner
 
@@ -55,14 +55,7 @@ class LocalPool:
                 return task, None
             return task, runner.run_task(task, agent, generation=generation)
 
-        with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
-            futures = [pool.submit(one, task) for task in tasks]
-            try:
-                for future in as_completed(futures):
-                    yield future.result()
-            finally:
-                for future in futures:
-                    future.cancel()
+        return map_unordered(one, tasks, workers=self.workers)
 
     def grade(self, grader, jobs):
         return grade_locally(grader, jobs, workers=self.workers)

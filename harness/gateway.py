@@ -202,7 +202,6 @@ class Channel:
     base_url: str | None = None
     relay_id: str | None = None
     _server: Any = None
-    _thread: Any = None
 
 
 @dataclass(frozen=True)
@@ -248,12 +247,10 @@ def stop_unix(server: Any, socket_path: Path) -> None:
         pass
 
 
-def _serve(server: Any, name: str) -> threading.Thread:
-    thread = threading.Thread(target=server.serve_forever, daemon=True,
-                              kwargs={"poll_interval": 0.05},  # close fast
-                              name=name)
-    thread.start()
-    return thread
+def _serve(server: Any, name: str) -> None:
+    threading.Thread(target=server.serve_forever, daemon=True,
+                     kwargs={"poll_interval": 0.05},  # close fast
+                     name=name).start()
 
 
 class Gateway:
@@ -294,7 +291,7 @@ class Gateway:
             server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
             server.daemon_threads = True
             channel.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-            channel._thread = _serve(server, f"gateway-{task}")
+            _serve(server, f"gateway-{task}")
         else:
             server, channel.socket_path = serve_unix(handler, f"gateway-{task}")
         channel._server = server
