@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from harness._http import send_json
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "agent_seed"
 MARKER = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"
@@ -44,12 +46,7 @@ class ChatHandler(BaseHTTPRequestHandler):
                        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
         else:
             payload = {"error": {"message": content, "type": "refused", "code": status}}
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, payload)
 
     def log_message(self, *args) -> None:
         pass

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def worktree(tmp_path: Path) -> Path:
+    """A worktree holding a copy of the real seed agent at tmp/wt/agent_seed."""
+    root = tmp_path / "wt"
+    shutil.copytree(ROOT / "agent_seed", root / "agent_seed",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return root
 
 
 @pytest.fixture

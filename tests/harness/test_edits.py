@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from harness.edits import (
     parse_answer,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 
 SR_CONFIG = """\
 agent_seed/config.yaml
@@ -32,14 +30,11 @@ step_limit: 40
 
 
 @pytest.fixture
-def worktree(tmp_path: Path) -> Path:
-    """A copy of the real seed agent under tmp/wt/agent_seed, plus a file outside it."""
-    root = tmp_path / "wt"
-    shutil.copytree(ROOT / "agent_seed", root / "agent_seed",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    (root / "harness").mkdir()
-    (root / "harness" / "trusted.py").write_text("TRUSTED = True\n")
-    return root
+def worktree(worktree: Path) -> Path:
+    """The seed agent's copy (conftest), plus a file outside the agent."""
+    (worktree / "harness").mkdir()
+    (worktree / "harness" / "trusted.py").write_text("TRUSTED = True\n")
+    return worktree
 
 
 # -- parse --------------------------------------------------------------------------------

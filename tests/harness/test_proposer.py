@@ -7,7 +7,6 @@ real :class:`Gateway`. No mocks.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ from harness.gateway import Gateway, OpenAIUpstream
 from harness.proposer import MetaProposer, ModelCallFailed, read_agent_files
 from harness.scripted_model import ScriptedModelServer
 
-ROOT = Path(__file__).resolve().parents[2]
 
 GOLD_PATCH = """\
 diff --git a/src/calc.py b/src/calc.py
@@ -215,14 +213,6 @@ agent_seed/lessons.md
 - ALWAYS reproduce the bug
 >>>>>>> REPLACE
 """
-
-
-@pytest.fixture
-def worktree(tmp_path: Path) -> Path:
-    root = tmp_path / "wt"
-    shutil.copytree(ROOT / "agent_seed", root / "agent_seed",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    return root
 
 
 @pytest.fixture
