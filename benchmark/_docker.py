@@ -8,6 +8,7 @@ Everything else hands it data (an image, a script, files to copy in) and gets da
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 import threading
 import time
@@ -23,6 +24,8 @@ import requests.exceptions
 from benchmark._errors import DockerUnavailable, ImageBuildError, InfraError
 
 __all__ = [
+    "CONTAINER_LABEL",
+    "OWNER_ENV",
     "RunResult",
     "SandboxLimits",
     "commit_script",
@@ -34,6 +37,16 @@ __all__ = [
 ]
 
 _local = threading.local()
+
+CONTAINER_LABEL = "org.ratchet.sandbox"
+"""Every container ratchet makes carries this label (value: the owner, see OWNER_ENV), so
+its own containers can be found on a daemon shared with anything else."""
+OWNER_ENV = "RATCHET_CONTAINER_OWNER"
+"""Who made a container (the label's value); the test suite sets one per session."""
+
+
+def _labels() -> dict[str, str]:
+    return {CONTAINER_LABEL: os.environ.get(OWNER_ENV, "ratchet")}
 
 
 def connect() -> docker.DockerClient:
@@ -160,7 +173,7 @@ def _finished_container(image: str, script: str, *, archives: Iterable[tuple[str
         archives, command = _with_script(archives, script), ["bash", _SCRIPT_IN_CONTAINER]
     else:
         command = ["bash", "-c", script]
-    container = connect().containers.create(image, command, detach=True, **create)
+    container = connect().containers.create(image, command, detach=True, labels=_labels(), **create)
     try:
         for directory, data in archives:
             container.put_archive(directory, data)
@@ -170,7 +183,7 @@ def _finished_container(image: str, script: str, *, archives: Iterable[tuple[str
         yield container, exit_code, timed_out, log
     finally:
         try:
-            container.remove(force=True)
+            container.remove(force=True, v=True)  # v: an image's VOLUMEs would outlive it
         except docker.errors.DockerException:
             pass
 

@@ -67,7 +67,9 @@ def eval_script_lines(task: TaskSpec, *, marker_tag: str = "") -> list[str]:
     `marker_tag` is appended to the output markers: ratchet passes a fresh nonce per run;
     the official harness gets the plain markers it looks for.
     """
-    base = task.base_commit or "HEAD"
+    # an image ratchet builds holds the task repo as a fresh one-commit repository: its base
+    # is HEAD, whatever upstream commit the tree came from; a prebuilt image keeps history
+    base = (task.base_commit or "HEAD") if task.image else "HEAD"
     env = task.environment
     test_cmd = env.test_cmd if env else "python -m pytest -rA -p no:cacheprovider"
     modified = _modified_test_files(task)

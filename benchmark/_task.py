@@ -153,6 +153,11 @@ class TaskSpec(BaseModel):
             )
         if isinstance(self.source, GitSource) and not self.base_commit:
             raise ValueError("a git source needs 'base_commit'")
+        if isinstance(self.source, PypiSource) and self.base_commit:
+            raise ValueError(
+                f"base_commit {self.base_commit!r} cannot exist: a pypi source becomes a fresh "
+                "one-commit repository (the release is the base). Remove 'base_commit', or use a "
+                "git source ('kind': 'git', 'url') to start from an upstream commit")
         return self
 
     @property

@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -26,9 +27,10 @@ console = Console()
 err = Console(stderr=True)
 
 SUITE_HELP = "A shipped suite name (e.g. quickstart) or a path to a task file (.json/.jsonl)."
-EXECUTOR_HELP = ("Where sandboxes run: local (this machine), ray (a Ray instance started here), "
-                 "ray:auto (this machine's Ray cluster) or ray:HOST:PORT (a Ray head). Ray "
-                 "needs `pip install 'ratchet[ray]'`; see docs/scaling.md.")
+EXECUTOR_HELP = escape("Where sandboxes run: local (this machine), ray (a Ray instance started here), "
+                       "ray:auto (this machine's Ray cluster) or ray:HOST:PORT (a Ray head). Ray "
+                       "needs `pip install 'ratchet[ray]'`; see docs/scaling.md.")
+"""Escaped: help texts are rich markup, where `[ray]` would be read as a style and dropped."""
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:

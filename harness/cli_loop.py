@@ -145,18 +145,24 @@ def run(
     """Start a run: generation 0 is the seed, then propose, evaluate, decide, record."""
     from harness.loop import LoopSettings
 
-    root = _workspace(workspace)
     run = run_id or f"r{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-    if (root / "runs" / run / "journal.jsonl").exists():
-        raise _fail(f"run {run} exists; continue it with `ratchet resume {run}`")
-    settings = LoopSettings(run=run, suite=suite, generations=generations,
-                            agent_model="scripted" if scripted else model,
-                            meta_model="scripted" if scripted else (meta_model or model),
-                            budget_usd=budget_usd, acceptance=acceptance, selector=selector,
-                            stage_size=stage_size, holdout=holdout, workers=workers,
-                            scripted=scripted, proposer=proposer, executor=executor)
+    start_run(_workspace(workspace), LoopSettings(
+        run=run, suite=suite, generations=generations,
+        agent_model="scripted" if scripted else model,
+        meta_model="scripted" if scripted else (meta_model or model),
+        budget_usd=budget_usd, acceptance=acceptance, selector=selector,
+        stage_size=stage_size, holdout=holdout, workers=workers,
+        scripted=scripted, proposer=proposer, executor=executor))
+
+
+def start_run(root: Path, settings) -> None:
+    """What `ratchet run` and `ratchet demo` share: refuse an existing run, check the
+    settings, drive the loop. A plain function, so no command ever calls another command's
+    function and inherits typer's option objects as values."""
+    if (root / "runs" / settings.run / "journal.jsonl").exists():
+        raise _fail(f"run {settings.run} exists; continue it with `ratchet resume {settings.run}`")
     _check_settings(settings)
-    console.print(f"run [bold]{run}[/] in {root}")
+    console.print(f"run [bold]{settings.run}[/] in {root}")
     _drive(root, settings)
 
 
@@ -348,10 +354,10 @@ def status(run: str, workspace: Optional[Path] = typer.Option(None, help=WORKSPA
 def demo(generations: int = typer.Option(2, "--generations", "-g", min=1),
          workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) -> None:
     """The scripted demo on the quickstart suite: one real fix accepted, one bad change rejected."""
-    run(suite="quickstart", generations=generations, budget_usd=None, model="scripted",
-        meta_model=None, scripted="demo", acceptance="strict", selector="best", stage_size=3,
-        holdout=0, workers=2, proposer="meta", run_id=f"demo-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}",
-        workspace=workspace)
+    from harness.demo import demo_settings
+
+    start_run(_workspace(workspace),
+              demo_settings(f"demo-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}", generations))
 
 
 @app.command("export")

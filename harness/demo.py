@@ -17,10 +17,15 @@ scripted. The story is small but real:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from benchmark import TaskSpec
 from harness.scripted_model import Rule, Script, Usage
 
-__all__ = ["DEMO_META_USAGE", "demo_agent_script", "demo_meta_script", "SH_FENCED_REPOS"]
+if TYPE_CHECKING:
+    from harness.loop import LoopSettings
+
+__all__ = ["DEMO_META_USAGE", "demo_agent_script", "demo_meta_script", "demo_settings", "SH_FENCED_REPOS"]
 
 SH_FENCED_REPOS = ("toolz",)
 """Tasks of these repos get ```sh fences from the demo's agent model."""
@@ -30,6 +35,16 @@ DEMO_META_USAGE = Usage(prompt_tokens=6000, completion_tokens=400)
 SEED_FENCE = 'BASH_BLOCK = re.compile(r"```bash[ \\t]*\\n(.*?)\\n?```", re.DOTALL)'
 WIDE_FENCE = 'BASH_BLOCK = re.compile(r"```(?:bash|sh|shell)[ \\t]*\\n(.*?)\\n?```", re.DOTALL)'
 _EOF = "RATCHET_DEMO_PATCH"
+
+
+def demo_settings(run: str, generations: int = 2) -> "LoopSettings":
+    """Every setting of the demo, given here in full: the demo never inherits a CLI default."""
+    from harness.loop import LoopSettings
+
+    return LoopSettings(run=run, suite="quickstart", generations=generations,
+                        agent_model="scripted", meta_model="scripted", scripted="demo",
+                        budget_usd=None, acceptance="strict", selector="best", stage_size=3,
+                        holdout=0, workers=2, proposer="meta", executor="local")
 
 
 def _step(fence: str, command: str, thought: str) -> str:

@@ -39,6 +39,17 @@ class StopRequested(Exception):
     """Ctrl-C or a spent budget: the loop stops between journaled steps."""
 
 
+def _plain(value) -> bool:
+    """A value settings.json can hold and read back as it was."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _plain(item) for key, item in value.items())
+    return False
+
+
 @dataclass
 class LoopSettings:
     run: str
@@ -66,6 +77,13 @@ class LoopSettings:
     base: str = "HEAD"
     executor: str = "local"
     """Where task runs go: local, ray, ray:auto or ray:HOST:PORT (`harness.executors`)."""
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not _plain(value):
+                raise TypeError(f"LoopSettings.{name} is {value!r} ({type(value).__name__}), not a "
+                                "plain value: a caller passed something that is not a setting "
+                                "(e.g. a typer option object left as a default)")
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))

@@ -4,6 +4,8 @@ reason, except where RATCHET_REQUIRE_DOCKER=1 (CI), where a missing daemon fails
 from __future__ import annotations
 
 import os
+import uuid
+import warnings
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,47 @@ def docker_daemon() -> None:
     if os.environ.get("RATCHET_REQUIRE_DOCKER") == "1":
         pytest.fail(f"{problem} (RATCHET_REQUIRE_DOCKER=1: Docker tests may not skip)")
     pytest.skip(problem)
+
+
+def pytest_configure(config):
+    """One owner label for every container this session makes (subprocesses and Ray nodes
+    started by tests inherit it), so the suite finds its own containers, and only them, on a
+    daemon shared with a user's run or another suite."""
+    from benchmark._docker import OWNER_ENV
+
+    os.environ.setdefault(OWNER_ENV, f"pytest-{uuid.uuid4().hex[:12]}")
+
+
+def leftover_containers(owner: str) -> list[str]:
+    """Remove this owner's containers still on the daemon; their names."""
+    import docker
+
+    from benchmark._docker import CONTAINER_LABEL
+
+    client = docker.from_env(timeout=30)
+    names = []
+    for container in client.containers.list(all=True, ignore_removed=True,
+                                            filters={"label": f"{CONTAINER_LABEL}={owner}"}):
+        names.append(container.name)
+        try:
+            container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+    return names
+
+
+@pytest.fixture(autouse=True)
+def _no_container_outlives_its_test(request):
+    """After a Docker test, none of its containers is left to disturb the next one."""
+    yield
+    if "docker" not in request.keywords or _daemon_problem() is not None:
+        return
+    from benchmark._docker import OWNER_ENV
+
+    left = leftover_containers(os.environ[OWNER_ENV])
+    if left:
+        warnings.warn(f"{request.node.nodeid} left {len(left)} container(s) running, removed: "
+                      f"{', '.join(sorted(left))}")
 
 
 def pytest_collection_modifyitems(config, items):

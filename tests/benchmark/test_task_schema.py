@@ -94,3 +94,32 @@ def test_duplicate_ids_and_unreadable_files(tmp_path: Path):
 def test_unknown_suite_lists_the_known_ones():
     with pytest.raises(TaskFileError, match="known: .*quickstart"):
         load_suite("no-such-suite")
+
+
+def test_a_pypi_task_with_an_upstream_base_commit_is_refused_with_the_fix(tmp_path: Path):
+    """An sdist becomes a fresh one-commit repository: an upstream SHA cannot exist in it.
+    Such a row was once graded with `fatal: reference is not a tree` hidden in the log while
+    `bench validate` said valid; now it is refused at load, naming the field and the fix."""
+    row = _good()
+    row["base_commit"] = "8f2a9c1d0e4b7a6c5d3e2f1a0b9c8d7e6f5a4b3c"
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps({**_good(), "instance_id": "ok"}) + "\n")
+    loaded = load_tasks(path)
+    assert [t.instance_id for t in loaded.tasks] == ["ok"] and len(loaded.problems) == 1
+    message = str(loaded.problems[0])
+    assert "inflection__ordinal-13th" in message and "cannot exist" in message
+    assert "Remove 'base_commit'" in message
+
+
+def test_the_eval_script_restores_test_files_from_the_built_repos_own_base():
+    """Images ratchet builds hold a fresh one-commit repo: restoring from an upstream SHA
+    would fail; a prebuilt image (history kept) restores from the task's base_commit."""
+    from benchmark._grading import eval_script_lines
+
+    task = load_suite("quickstart").tasks[0]
+    modified_test_patch = task.test_patch.replace("new file mode 100644\n", "", 1).replace(
+        "--- /dev/null", f"--- a/{task.test_files[0]}", 1)
+    built = task.model_copy(update={"base_commit": "8f2a9c1d", "test_patch": modified_test_patch})
+    assert any(line.startswith("git checkout HEAD -- ") for line in eval_script_lines(built))
+    prebuilt = built.model_copy(update={"image": "swebench/x:latest"})
+    assert any(line.startswith("git checkout 8f2a9c1d -- ") for line in eval_script_lines(prebuilt))
