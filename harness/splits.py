@@ -143,9 +143,9 @@ def plan_splits(tasks: Sequence[Any], *, study: str | None = None, decide: str |
                          "give one of them")
     if holdout:
         if holdout < 0 or holdout >= len(pool):
-            raise SplitError(f"--holdout {holdout} is out of range: it must be at least 1 and less "
-                             f"than the {len(pool)} tasks it draws from (0 turns it off), so that "
-                             "some tasks are left to study")
+            raise SplitError(f"--holdout {holdout} is out of range: give 0 (off) or 1 to "
+                             f"{len(pool) - 1}, fewer than the {len(pool)} tasks it draws from, so "
+                             "that some are left to study")
         ids = sorted(t.instance_id for t in pool)
         drawn = set(random.Random(f"ratchet-holdout:{seed}").sample(ids, holdout))
         held = [t for t in pool if t.instance_id in drawn]
@@ -166,10 +166,11 @@ def plan_splits(tasks: Sequence[Any], *, study: str | None = None, decide: str |
         if held is None:
             studied_ids = {t.instance_id for t in studied}
             held = [t for t in pool if t.instance_id not in studied_ids]
-        for option, part in (("--study", studied), ("--decide", held)):
+        for given, value, part, role in (("--decide", decide, studied, "study"),
+                                         ("--study", study, held, "decide on")):
             if not part:
-                raise SplitError(f"{option} leaves no task ({'study' if option == '--study' else 'decide'} "
-                                 f"set is empty after the others are taken); {_choices(counts)}")
+                raise SplitError(f"{given} {value!r} takes every task, which leaves none to "
+                                 f"{role}; {_choices(counts)}")
         how = (f"study {_label(study_names or ('the rest',), studied)}, "
                f"decide on {_label(decide_names or ('the rest',), held)}")
     else:
