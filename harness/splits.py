@@ -108,7 +108,9 @@ def _pick(tasks: Sequence[Any], names: tuple[str, ...], option: str,
     return [t for t in tasks if split_of(t) in names]
 
 
-def _label(names: tuple[str, ...], tasks: Sequence[Any]) -> str:
+def _label(tasks: Sequence[Any]) -> str:
+    """``train (69 tasks)``: the split names the tasks carry (``-`` for none)."""
+    names = sorted({split_of(t) or "-" for t in tasks})
     return f"{','.join(names)} ({len(tasks)} tasks)"
 
 
@@ -171,15 +173,14 @@ def plan_splits(tasks: Sequence[Any], *, study: str | None = None, decide: str |
             if not part:
                 raise SplitError(f"{given} {value!r} takes every task, which leaves none to "
                                  f"{role}; {_choices(counts)}")
-        how = (f"study {_label(study_names or ('the rest',), studied)}, "
-               f"decide on {_label(decide_names or ('the rest',), held)}")
+        how = f"study {_label(studied)}, decide on {_label(held)}"
     else:
         studied = held = pool
         how = f"study and decide on the same {len(pool)} tasks (no held-out split)"
     if report_names:
         if not reported:
             raise SplitError(f"--report-split {report!r} holds no task; {_choices(counts)}")
-        how += f"; report-only: {_label(report_names, reported)}"
+        how += f"; report-only: {_label(reported)}"
     return SplitPlan(list(studied), list(held), reported, how)
 
 
