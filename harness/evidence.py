@@ -244,18 +244,26 @@ def build_evidence(records: Iterable[TaskEvidence], *, max_tokens: int,
 
 
 def test_verdicts(report: Mapping[str, Any]) -> str:
-    """The hidden tests' ids and pass/fail, from a grading's ``report.json``: nothing of
-    their source or output."""
+    """The hidden tests' pass counts and the ids of those that failed, from a grading's
+    ``report.json``: nothing of their source or output. Failures come last, so a cut to
+    the budget (which keeps the tail) keeps them."""
     lines = ["[the grader's log is not shown: these tasks also decide acceptance; only which "
              "hidden tests passed or failed]"]
     entry = next(iter(report.values()), {}) if report else {}
-    status = entry.get("tests_status") or {} if isinstance(entry, Mapping) else {}
+    status = (entry.get("tests_status") or {}) if isinstance(entry, Mapping) else {}
     if not status:
         lines.append("the tests did not run (the patch did not apply, or the run was cut off)")
-    for verdict, key in (("PASSED", "success"), ("FAILED", "failure")):  # failures last: a cut keeps the tail
-        for group in ("PASS_TO_PASS", "FAIL_TO_PASS"):
-            lines += [f"{verdict} {test_id}" for test_id in (status.get(group) or {}).get(key) or []
-                      if isinstance(test_id, str)]
+        return "\n".join(lines) + "\n"
+    failed: list[str] = []
+    counts = []
+    for group in ("FAIL_TO_PASS", "PASS_TO_PASS"):
+        outcome = status.get(group) or {}
+        passes = [t for t in outcome.get("success") or [] if isinstance(t, str)]
+        fails = [t for t in outcome.get("failure") or [] if isinstance(t, str)]
+        counts.append(f"{group} {len(passes)} of {len(passes) + len(fails)} passed")
+        failed += fails
+    lines.append("hidden tests: " + ", ".join(counts))
+    lines += [f"FAILED {test_id}" for test_id in failed]
     return "\n".join(lines) + "\n"
 
 

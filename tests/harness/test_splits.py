@@ -255,6 +255,7 @@ def test_with_no_split_the_proposer_sees_test_ids_never_hidden_test_source(tmp_p
     for task in tasks:  # what it may see: ids, pass/fail, its own trajectory
         assert task.instance_id in meta and f"TRAJ-ACT-{task.instance_id}" in meta
         assert f"FAILED {task.FAIL_TO_PASS[0]}" in meta
+    assert f"hidden tests: FAIL_TO_PASS 0 of {len(tasks[0].FAIL_TO_PASS)} passed" in meta
     # the attack: the same results with the grader's log shown leak the hidden source
     leaky = render_evidence(collect_evidence(
         {t.instance_id: _task_files(tmp_path / "again", t, False) for t in tasks},
