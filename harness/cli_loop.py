@@ -73,7 +73,7 @@ def _drive(workspace: Path, settings) -> None:
     from harness.loop import Controller
 
     loaded = _load(settings.suite)
-    _check_splits(settings, loaded.tasks)
+    _check_splits(settings, loaded.tasks, workspace / "runs" / settings.run / "splits.json")
     agent_up, meta_up, servers = _models(settings, loaded.tasks)
     run_dir = workspace / "runs" / settings.run
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -187,14 +187,17 @@ def _check_settings(settings) -> None:
         raise _fail(str(exc))
 
 
-def _check_splits(settings, tasks) -> None:
+def _check_splits(settings, tasks, recorded: Optional[Path] = None) -> None:
     """One clear error (exit 2) for a bad --study/--decide/--report-split/--holdout, before
-    anything of the run is written."""
-    from harness.splits import SplitError, plan_splits
+    anything of the run is written; on resume, also for tasks split otherwise than the run's
+    ``recorded`` splits.json says."""
+    from harness.splits import SplitError, check_unchanged, plan_splits
 
     try:
-        plan_splits(tasks, study=settings.study, decide=settings.decide,
-                    report=settings.report_split, holdout=settings.holdout, seed=settings.seed)
+        plan = plan_splits(tasks, study=settings.study, decide=settings.decide,
+                           report=settings.report_split, holdout=settings.holdout, seed=settings.seed)
+        if recorded is not None and recorded.is_file():
+            check_unchanged(plan, json.loads(recorded.read_text()))
     except SplitError as exc:
         raise _fail(f"{exc} (suite {settings.suite})")
 

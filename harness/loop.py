@@ -31,7 +31,7 @@ from harness.lineage import Lineage
 from harness.proposer import MetaProposer, ModelCallFailed, read_agent_files
 from harness.selection import GenerationRecord, parse_selector
 from harness.self_proposer import SelfProposer
-from harness.splits import plan_splits, start_of_run_power
+from harness.splits import check_unchanged, plan_splits, start_of_run_power
 
 __all__ = ["Executor", "LocalPool", "LoopSettings", "Controller", "StopRequested"]
 
@@ -128,7 +128,10 @@ class Controller:
         self.report_on = self.splits.report
         self.run_on = self.splits.run_each_generation
         """What every candidate runs: study and deciding tasks, never the report split."""
-        (self.run_dir / "splits.json").write_text(json.dumps(self.splits.as_dict(), indent=2))
+        recorded = self.run_dir / "splits.json"
+        if recorded.is_file():
+            check_unchanged(self.splits, json.loads(recorded.read_text()))
+        recorded.write_text(json.dumps(self.splits.as_dict(), indent=2))
 
     def close(self) -> None:
         """Release the executor (a Ray connection) and the gateway's relay endpoint."""

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SplitError", "SplitPlan", "parse_split_names", "plan_splits", "sign_test_power",
+__all__ = ["SplitError", "SplitPlan", "check_unchanged", "parse_split_names", "plan_splits", "sign_test_power",
            "split_of", "start_of_run_power"]
 
 
@@ -182,6 +182,19 @@ def plan_splits(tasks: Sequence[Any], *, study: str | None = None, decide: str |
             raise SplitError(f"--report-split {report!r} holds no task; {_choices(counts)}")
         how += f"; report-only: {_label(reported)}"
     return SplitPlan(list(studied), list(held), reported, how)
+
+
+def check_unchanged(plan: SplitPlan, previous: dict[str, Any]) -> None:
+    """A resumed run must split its tasks as it did when it started (``runs/RUN/splits.json``):
+    otherwise a generation could be decided on tasks an earlier proposal studied."""
+    now = plan.as_dict()
+    changed = [part for part in ("study", "decide", "report")
+               if sorted(previous.get(part) or []) != sorted(now[part])]
+    if changed:
+        raise SplitError(f"the run's {', '.join(changed)} tasks differ from those it started with "
+                         f"(it started as: {previous.get('how', '?')}; now: {plan.how}): the suite "
+                         "or the split options changed. Resume with the same suite file, or start "
+                         "a new run")
 
 
 def _binom_pmf(n: int, p: float) -> list[float]:

@@ -23,7 +23,7 @@ from harness.gateway import OpenAIUpstream
 from harness.loop import Controller, LoopSettings
 from harness.scripted_model import Script, ScriptedModelServer
 from harness.self_proposer import SelfProposer, render_evidence
-from harness.splits import SplitError, plan_splits, sign_test_power, split_of
+from harness.splits import SplitError, check_unchanged, plan_splits, sign_test_power, split_of
 from harness.workspace import init_workspace
 
 RATCHET = str(Path(sys.executable).with_name("ratchet"))
@@ -106,6 +106,13 @@ def test_sign_test_power_grows_with_tasks_and_effect():
     assert sign_test_power(100, 0.05, alpha=0.05) < sign_test_power(100, 0.10, alpha=0.05)
     assert sign_test_power(100, 0.0, alpha=0.05) <= 0.05  # no effect: at most the error rate
     assert 0.25 < sign_test_power(300, 0.10, alpha=0.05 / 30) < 0.33  # exact: 0.288
+
+
+def test_a_resumed_run_must_split_its_tasks_as_it_started():
+    started = plan_splits(FORGED, holdout=17, seed=0)
+    check_unchanged(started, started.as_dict())
+    with pytest.raises(SplitError, match=r"decide, study tasks differ|study, decide tasks differ"):
+        check_unchanged(plan_splits(FORGED, holdout=17, seed=1), started.as_dict())
 
 
 # --- the CLI ---------------------------------------------------------------------------------
@@ -261,3 +268,19 @@ def test_with_no_split_the_proposer_sees_test_ids_never_hidden_test_source(tmp_p
         {t.instance_id: _task_files(tmp_path / "again", t, False) for t in tasks},
         tasks, grader_log=True, max_tokens=6000))
     assert f"HIDDEN_SRC_{tasks[0].instance_id}" in leaky
+
+
+def test_resume_refuses_a_run_whose_split_changed(workspace):
+    """The run started deciding on one held-out draw; resumed with another (here: a changed
+    seed in its settings), it would decide on tasks it studied. One error, exit 2."""
+    run = workspace / "runs" / "moved"
+    run.mkdir(parents=True)
+    LoopSettings(run="moved", suite="forged", generations=1, agent_model="scripted",
+                 meta_model="scripted", scripted="demo", holdout=17, seed=1).save(run / "settings.json")
+    (run / "splits.json").write_text(json.dumps(plan_splits(FORGED, holdout=17, seed=0).as_dict()))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    out = subprocess.run([RATCHET, "resume", "moved"], cwd=workspace, capture_output=True,
+                         text=True, env={**env, "COLUMNS": "300"})
+    assert out.returncode == 2 and out.stderr.count("error:") == 1, out.stdout + out.stderr
+    assert "differ from those it started with" in out.stderr
+    assert sorted(p.name for p in run.iterdir()) == ["settings.json", "splits.json"]
