@@ -284,3 +284,53 @@ def test_resume_refuses_a_run_whose_split_changed(workspace):
     assert out.returncode == 2 and out.stderr.count("error:") == 1, out.stdout + out.stderr
     assert "differ from those it started with" in out.stderr
     assert sorted(p.name for p in run.iterdir()) == ["settings.json", "splits.json"]
+
+
+SPLIT_SLICE = {"toolz__toolz-1.2.0__dissoc-many-keys": "train",
+               "isodate__isodate-0.7.2__december-month-carry": "train",
+               "toolz__toolz-1.2.0__get-in-non-subscriptable": "heldout",
+               "toolz__toolz-1.2.0__update-in-missing-key-default": "final"}
+
+
+@pytest.mark.docker
+def test_a_real_run_decides_on_its_held_out_split_and_reports_the_final_one(tmp_path):
+    """The scripted demo on 4 quickstart tasks given splits: the proposer studies `train`,
+    acceptance is decided on `heldout`, `final` runs only for the best. The demo's fix is
+    still found (the meta model matches the agent's source) and accepted on the held-out
+    task; the proposer's prompts never hold a held-out or final task."""
+    tasks = {t.instance_id: t for t in load_suite("quickstart").tasks}
+    suite = tmp_path / "split.jsonl"
+    suite.write_text("".join(json.dumps({**json.loads(tasks[i].model_dump_json(exclude_none=True)),
+                                         "split": split}) + "\n" for i, split in SPLIT_SLICE.items()))
+    workspace = init_workspace(tmp_path / "ws", seed=Path(agent_seed.__file__).parent)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}, "COLUMNS": "200"}
+    out = subprocess.run([RATCHET, "run", "--suite", str(suite), "--generations", "2", "--scripted",
+                          "demo", "--run-id", "s1", "--decide", "heldout", "--report-split", "final"],
+                         cwd=workspace, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "tasks: study train (2 tasks), decide on heldout (1 tasks); report-only: final (1 tasks)" in out.stdout
+    assert "power to accept a true +0.05 / +0.10 change" in out.stdout
+    run = workspace / "runs" / "s1"
+    events = [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines()]
+    verdicts = {e["generation"]: e["verdict"] for e in events if e["event"] == "decided"}
+    assert verdicts == {0: "accepted", 1: "accepted", 2: "rejected"}
+    final = "toolz__toolz-1.2.0__update-in-missing-key-default"
+    assert sorted(e["generation"] for e in events
+                  if e["event"] == "task_evaluated" and e["task_id"] == final) == [0, 1]
+    metrics = [json.loads((run / "gens" / f"{n:04d}" / "metrics.json").read_text()) for n in range(3)]
+    assert [m.get("report_split", {}).get("resolved") for m in metrics] == [0, 1, None]
+    assert metrics[1]["score"] == {**metrics[1]["score"], "resolved": 1, "tasks": 1}
+    assert [e.get("selection_seed") for e in events if e["event"] == "generation_started"][1:] == ["0:1", "0:2"]
+    for n in (1, 2):
+        prompt = json.dumps(json.loads((run / "gens" / f"{n:04d}" / "proposal.json").read_text())["messages"])
+        for task_id, split in SPLIT_SLICE.items():
+            if split != "train":
+                assert task_id not in prompt, (n, task_id)
+                assert tasks[task_id].problem_statement.strip().splitlines()[0] not in prompt
+    first = json.loads((run / "gens" / "0001" / "proposal.json").read_text())["messages"][0]["content"]
+    assert "toolz__toolz-1.2.0__dissoc-many-keys" in first and "```sh" in first  # the studied failure
+    status = subprocess.run([RATCHET, "status", "s1"], cwd=workspace, capture_output=True, text=True, env=env)
+    assert "decide on heldout (1 tasks)" in status.stdout
+    report = subprocess.run([RATCHET, "report", "s1"], cwd=workspace, capture_output=True, text=True, env=env)
+    assert report.returncode == 0, report.stderr
+    assert (run / "report.html").read_text().count('data-mark="heldout"') == 2
