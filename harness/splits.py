@@ -250,11 +250,15 @@ def start_of_run_power(settings: Any, n_decide: int) -> str:
         from harness.power import power  # type: ignore[import-not-found]
     except ImportError:
         power = None
+    values: list[float] = []
     if power is not None:
-        values = [power(settings.acceptance, n_decide, attempts, effect, generations=generations)
-                  for effect in (0.05, 0.10)]
-        how = f"rule {settings.acceptance}, simulated"
-    else:
+        try:
+            values = [power(settings.acceptance, n_decide, attempts, effect, generations=generations)
+                      for effect in (0.05, 0.10)]
+            how = f"rule {settings.acceptance}, simulated"
+        except ValueError:  # a rule the simulation does not know: the stand-in below
+            values = []
+    if not values:
         alpha = 0.05 / max(1, generations)
         values = [sign_test_power(n_decide * attempts, effect, alpha=alpha) for effect in (0.05, 0.10)]
         how = f"exact sign test at alpha 0.05/{generations}, base rate 0.4"

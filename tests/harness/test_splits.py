@@ -23,7 +23,8 @@ from harness.gateway import OpenAIUpstream
 from harness.loop import Controller, LoopSettings
 from harness.scripted_model import Script, ScriptedModelServer
 from harness.self_proposer import SelfProposer, render_evidence
-from harness.splits import SplitError, check_unchanged, plan_splits, sign_test_power, split_of
+from harness.splits import (SplitError, check_unchanged, plan_splits, sign_test_power, split_of,
+                            start_of_run_power)
 from harness.workspace import init_workspace
 
 RATCHET = str(Path(sys.executable).with_name("ratchet"))
@@ -106,6 +107,15 @@ def test_sign_test_power_grows_with_tasks_and_effect():
     assert sign_test_power(100, 0.05, alpha=0.05) < sign_test_power(100, 0.10, alpha=0.05)
     assert sign_test_power(100, 0.0, alpha=0.05) <= 0.05  # no effect: at most the error rate
     assert 0.25 < sign_test_power(300, 0.10, alpha=0.05 / 30) < 0.33  # exact: 0.288
+
+
+def test_the_start_of_run_line_states_power_tasks_and_attempts():
+    settings = LoopSettings(run="r", suite="forged", generations=30, agent_model="m", meta_model="m")
+    line = start_of_run_power(settings, 17)
+    assert line.startswith("power to accept a true +0.05 / +0.10 change: ")
+    assert "17 deciding tasks x 1 attempt(s)" in line
+    settings.attempts = 3  # part of the settings once repeated attempts exist
+    assert "17 deciding tasks x 3 attempt(s)" in start_of_run_power(settings, 17)
 
 
 def test_a_resumed_run_must_split_its_tasks_as_it_started():
