@@ -174,6 +174,9 @@ def plan_splits(tasks: Sequence[Any], *, study: str | None = None, decide: str |
                 raise SplitError(f"{given} {value!r} takes every task, which leaves none to "
                                  f"{role}; {_choices(counts)}")
         how = f"study {_label(studied)}, decide on {_label(held)}"
+        unused = len(pool) - len(studied) - len(held)
+        if unused:
+            how += f"; {unused} tasks in neither, not run"
     else:
         studied = held = pool
         how = f"study and decide on the same {len(pool)} tasks (no held-out split)"
