@@ -73,6 +73,7 @@ def _drive(workspace: Path, settings) -> None:
     from harness.loop import Controller
 
     loaded = _load(settings.suite)
+    _check_splits(settings, loaded.tasks, workspace / "runs" / settings.run / "splits.json")
     agent_up, meta_up, servers = _models(settings, loaded.tasks)
     run_dir = workspace / "runs" / settings.run
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -132,9 +133,20 @@ def run(
     meta_model: Optional[str] = typer.Option(None, help="The proposer's model (default: --model)."),
     scripted: Optional[str] = typer.Option(None, help="'demo': scripted agent and meta models."),
     acceptance: str = typer.Option("strict", help="strict | margin:K | sign:ALPHA | mcnemar:ALPHA"),
-    selector: str = typer.Option("best", help="best (the ratchet) | archive (DGM-style)"),
+    selector: str = typer.Option("best", help="best (the ratchet) | archive (DGM-style) | clade "
+                                 "(HGM-style: Thompson sampling on each clade's results)"),
     stage_size: int = typer.Option(3, help="Tasks in the first evaluation stage."),
-    holdout: int = typer.Option(0, help="The last N tasks decide acceptance, never studied."),
+    holdout: int = typer.Option(0, help="N tasks, drawn by a shuffle seeded with the run's seed, "
+                                "decide acceptance and are never studied (0: off)."),
+    study: Optional[str] = typer.Option(None, "--study", help="SPLIT[,SPLIT]: the tasks of these "
+                                        "splits (the suite's `split` field) are studied by the "
+                                        "proposer (default: all but --decide)."),
+    decide: Optional[str] = typer.Option(None, "--decide", help="SPLIT[,SPLIT]: acceptance is "
+                                         "decided on these splits, never shown to the proposer "
+                                         "(default: all but --study)."),
+    report_split: Optional[str] = typer.Option(None, "--report-split", help="SPLIT: run only for "
+                                               "the best (gen 0, each acceptance), shown as the "
+                                               "report's held-out curve; never decides."),
     proposer: str = typer.Option("meta", help="meta (a meta model edits the agent) | self (the "
                                  "parent agent edits its own source in a sandbox, DGM-style)"),
     workers: int = typer.Option(2, "--workers", "-w", min=1),
@@ -151,17 +163,19 @@ def run(
         agent_model="scripted" if scripted else model,
         meta_model="scripted" if scripted else (meta_model or model),
         budget_usd=budget_usd, acceptance=acceptance, selector=selector,
-        stage_size=stage_size, holdout=holdout, workers=workers,
+        stage_size=stage_size, holdout=holdout, study=study, decide=decide,
+        report_split=report_split, workers=workers,
         scripted=scripted, proposer=proposer, executor=executor))
 
 
 def start_run(root: Path, settings) -> None:
     """What `ratchet run` and `ratchet demo` share: refuse an existing run, check the
-    settings, drive the loop. A plain function, so no command ever calls another command's
-    function and inherits typer's option objects as values."""
+    settings and splits, drive the loop. A plain function, so no command ever calls another
+    command's function and inherits typer's option objects as values."""
     if (root / "runs" / settings.run / "journal.jsonl").exists():
         raise _fail(f"run {settings.run} exists; continue it with `ratchet resume {settings.run}`")
     _check_settings(settings)
+    _check_splits(settings, _load(settings.suite).tasks)
     console.print(f"run [bold]{settings.run}[/] in {root}")
     _drive(root, settings)
 
@@ -177,6 +191,30 @@ def _check_settings(settings) -> None:
         parse_selector(settings.selector)
     except ValueError as exc:
         raise _fail(str(exc))
+
+
+def _check_splits(settings, tasks, recorded: Optional[Path] = None) -> None:
+    """One clear error (exit 2) for a bad --study/--decide/--report-split/--holdout, before
+    anything of the run is written; on resume, also for tasks split otherwise than the run's
+    ``recorded`` splits.json says."""
+    from harness.splits import SplitError, check_unchanged, plan_splits
+
+    try:
+        plan = plan_splits(tasks, study=settings.study, decide=settings.decide,
+                           report=settings.report_split, holdout=settings.holdout, seed=settings.seed)
+        if recorded is not None and recorded.is_file():
+            check_unchanged(plan, json.loads(recorded.read_text()))
+    except SplitError as exc:
+        raise _fail(f"{exc} (suite {settings.suite})")
+
+
+def _splits_line(root: Path, run: str) -> str:
+    """How the run's tasks are split (``runs/RUN/splits.json``), or ''."""
+    path = root / "runs" / run / "splits.json"
+    try:
+        return f"tasks: {json.loads(path.read_text())['how']}" if path.is_file() else ""
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 @app.command()
@@ -262,6 +300,9 @@ def _print_log(root: Path, run: str) -> None:
                       (metrics.get("headline") or gen.proposal_reason or "")[:80])
         if gen.verdict == "accepted" and rate is not None:
             best_rate = rate
+    splits = _splits_line(root, run)
+    if splits:
+        console.print(splits, markup=False, highlight=False)
     console.print(table)
     console.print(f"best: generation {state.best}; spent ${state.spent_usd:.4f}"
                   + (f"; {state.end_reason}" if state.end_reason else ""))
@@ -348,6 +389,9 @@ def status(run: str, workspace: Optional[Path] = typer.Option(None, help=WORKSPA
                   f"generation {state.best}; spent ${state.spent_usd:.4f}; last event "
                   f"{last.get('event')} at {last.get('ts')}"
                   + (f"; ended: {state.end_reason}" if state.ended else ""))
+    splits = _splits_line(root, run)
+    if splits:
+        console.print(splits, markup=False, highlight=False)
 
 
 @app.command()

@@ -11,6 +11,13 @@ grader's log anyway (the eval script applies the test patch with ``git apply``).
 statement, the *tail* of the trajectory (where the run went wrong or ran out) and the tail
 of the test output (where the failures are summarised). Tokens are estimated as
 ``ceil(chars / 4)``, the scripted model's estimate too.
+
+:func:`collect_evidence` reads a generation's results from disk. Where the tasks studied
+also decide acceptance (a run with no held-out split) it never reads the grader's log:
+pytest's failure sections quote the hidden tests' source lines and assertion messages, which
+would let the proposer fit the very tests that judge it. The evidence then says only which
+hidden tests passed and failed (:func:`test_verdicts`, from the grading's ``report.json``),
+next to the agent's own conversation.
 """
 
 from __future__ import annotations
@@ -28,10 +35,12 @@ __all__ = [
     "FailureEvidence",
     "TaskEvidence",
     "build_evidence",
+    "collect_evidence",
     "estimate_tokens",
     "load_gateway_trajectory",
     "message_text",
     "redact_diffs",
+    "test_verdicts",
 ]
 
 _CUT = "[... {n} characters cut ...]"
@@ -232,3 +241,56 @@ def build_evidence(records: Iterable[TaskEvidence], *, max_tokens: int,
     return Evidence(n_tasks=len(tasks), n_resolved=sum(t.resolved for t in tasks),
                     failures=[_cut_failure(t, share) for t in shown],
                     failed_ids=[t.instance_id for t in failed])
+
+
+def test_verdicts(report: Mapping[str, Any]) -> str:
+    """The hidden tests' pass counts and the ids of those that failed, from a grading's
+    ``report.json``: nothing of their source or output. Failures come last, so a cut to
+    the budget (which keeps the tail) keeps them."""
+    lines = ["[the grader's log is not shown: these tasks also decide acceptance; only which "
+             "hidden tests passed or failed]"]
+    entry = next(iter(report.values()), {}) if report else {}
+    status = (entry.get("tests_status") or {}) if isinstance(entry, Mapping) else {}
+    if not status:
+        lines.append("the tests did not run (the patch did not apply, or the run was cut off)")
+        return "\n".join(lines) + "\n"
+    failed: list[str] = []
+    counts = []
+    for group in ("FAIL_TO_PASS", "PASS_TO_PASS"):
+        outcome = status.get(group) or {}
+        passes = [t for t in outcome.get("success") or [] if isinstance(t, str)]
+        fails = [t for t in outcome.get("failure") or [] if isinstance(t, str)]
+        counts.append(f"{group} {len(passes)} of {len(passes) + len(fails)} passed")
+        failed += fails
+    lines.append("hidden tests: " + ", ".join(counts))
+    lines += [f"FAILED {test_id}" for test_id in failed]
+    return "\n".join(lines) + "\n"
+
+
+def collect_evidence(results: Mapping[str, Mapping[str, Any]], tasks: Sequence[Any], *,
+                     grader_log: bool, max_tokens: int) -> Evidence:
+    """The evidence pack of one generation's ``results`` (task id -> the journal's result),
+    for the tasks in ``tasks`` only (the study tasks; any other result is ignored). With
+    ``grader_log=False`` the test output is :func:`test_verdicts`, never the log."""
+    by_id = {t.instance_id: t for t in tasks}
+    records = []
+    for task_id, result in sorted(results.items()):
+        if task_id not in by_id:
+            continue
+        trajectory_path = Path(result.get("trajectory") or "")
+        log_path = Path(result.get("grade_log") or "")
+        if grader_log:
+            test_output = log_path.read_text(errors="replace") if log_path.is_file() else ""
+        else:
+            report_path = log_path.parent / "report.json"
+            try:
+                report = json.loads(report_path.read_text()) if log_path.name and report_path.is_file() else {}
+            except (OSError, ValueError):
+                report = {}
+            test_output = test_verdicts(report if isinstance(report, dict) else {})
+        records.append(TaskEvidence(
+            instance_id=task_id, resolved=bool(result["resolved"]),
+            problem_statement=by_id[task_id].problem_statement,
+            trajectory=load_gateway_trajectory(trajectory_path) if trajectory_path.is_file() else [],
+            test_output=test_output))
+    return build_evidence(records, max_tokens=max_tokens)

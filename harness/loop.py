@@ -24,13 +24,14 @@ from harness.acceptance import Decision, parse_rule
 from harness.agent_source import AgentSource, resolve_agent
 from harness.evaluate import TaskRunner
 from harness.executors import Executor, LocalPool, parse_executor
-from harness.evidence import TaskEvidence, build_evidence, load_gateway_trajectory
+from harness.evidence import collect_evidence
 from harness.gateway import Budget, Gateway, Ledger, Upstream
 from harness.journal import Journal, RunState, replay
 from harness.lineage import Lineage
 from harness.proposer import MetaProposer, ModelCallFailed, read_agent_files
 from harness.selection import GenerationRecord, parse_selector
 from harness.self_proposer import SelfProposer
+from harness.splits import check_unchanged, plan_splits, start_of_run_power
 
 __all__ = ["Executor", "LocalPool", "LoopSettings", "Controller", "StopRequested"]
 
@@ -64,7 +65,15 @@ class LoopSettings:
     stage_size: int = 3
     """Tasks in the first stage; the rest run only while the candidate can still win."""
     holdout: int = 0
-    """The last N tasks of the suite decide acceptance and are never shown to the proposer."""
+    """N tasks, drawn by a shuffle seeded with ``seed``, decide acceptance and are never
+    shown to the proposer (`harness.splits`); 0: off."""
+    study: str | None = None
+    """Split name(s), comma-separated, the proposer studies (the suite's ``split`` field)."""
+    decide: str | None = None
+    """Split name(s) acceptance is decided on; never shown to the proposer."""
+    report_split: str | None = None
+    """A split run only for the best (gen 0, each accepted generation): the report's
+    held-out curve; it never decides."""
     workers: int = 2
     seed: int = 0
     scripted: str | None = None
@@ -115,7 +124,6 @@ class Controller:
         self.lineage = Lineage(self.workspace, s.run)
         self.rule = parse_rule(s.acceptance)
         self.selector = parse_selector(s.selector)
-        self.rng = random.Random(s.seed)
         self.ledger = Ledger()
         self.ledger.run.cost_usd = self.state.spent_usd
         budget = Budget(per_task=s.task_budget_usd, per_run=s.budget_usd)
@@ -131,9 +139,17 @@ class Controller:
                                                         on_event=self._say)
         self._live_stage, self._live_best = "seed", 0
         self._agents: dict[str, AgentSource] = {}
-        split = len(self.tasks) - s.holdout
-        self.study = self.tasks[:split] if s.holdout else self.tasks
-        self.accept_on = self.tasks[split:] if s.holdout else self.tasks
+        # the one place the run's tasks are split (harness.splits; the CLI validated the options)
+        self.splits = plan_splits(self.tasks, study=s.study, decide=s.decide,
+                                  report=s.report_split, holdout=s.holdout, seed=s.seed)
+        self.study, self.accept_on = self.splits.study, self.splits.decide
+        self.report_on = self.splits.report
+        self.run_on = self.splits.run_each_generation
+        """What every candidate runs: study and deciding tasks, never the report split."""
+        recorded = self.run_dir / "splits.json"
+        if recorded.is_file():
+            check_unchanged(self.splits, json.loads(recorded.read_text()))
+        recorded.write_text(json.dumps(self.splits.as_dict(), indent=2))
 
     def close(self) -> None:
         """Release the executor (a Ray connection) and the gateway's relay endpoint."""
@@ -231,8 +247,11 @@ class Controller:
                 continue
             children = sum(1 for other in self.state.generations.values() if other.parent == number)
             score = (g.score or {}).get("rate", 0.0) if isinstance(g.score, dict) else 0.0
+            counts = g.score if isinstance(g.score, dict) else {}
             records.append(GenerationRecord(number, g.parent, score, bool(g.proposal_valid or number == 0),
-                                            g.verdict == "accepted", children))
+                                            g.verdict == "accepted", children,
+                                            resolved=int(counts.get("resolved", 0) or 0),
+                                            evaluated=int(counts.get("evaluated", 0) or 0)))
         return records
 
     # -- the run -------------------------------------------------------------------------
@@ -241,6 +260,8 @@ class Controller:
         s = self.settings
         resumed = bool(self.state.generations)
         self.journal.append("run_started", run=s.run, resumed=resumed, settings=asdict(s))
+        self._say(f"tasks: {self.splits.how}")
+        self._say(start_of_run_power(s, len(self.accept_on)))
         try:
             if 0 not in self.state.generations or not self.state.generations[0].recorded:
                 self._seed()
@@ -269,12 +290,25 @@ class Controller:
         if 0 not in self.state.generations:
             self.journal.append("generation_started", generation=0, parent=None)
         agent = self._parent_agent(0)
-        results = self.evaluate(0, agent, self.tasks)
+        results = self.evaluate(0, agent, self.run_on)
         score = self._score(results, self.accept_on)
+        held_out = self._held_out(0, agent)
         self.journal.append("proposal", generation=0, valid=True, reason="the seed agent")
         self.journal.append("decided", generation=0, verdict="accepted", reason="generation 0",
                             score=score)
-        self._record(0, gen0, score, "accepted", "the seed agent", results, tree=agent.tree_hash)
+        self._record(0, gen0, score, "accepted", "the seed agent", results, tree=agent.tree_hash,
+                     extra=held_out)
+
+    def _held_out(self, gen: int, agent: AgentSource) -> dict[str, Any]:
+        """The best's score on the report-only split (``{}`` without one): run for generation
+        0 and each accepted generation, shown as the report's held-out curve, never decides."""
+        if not self.report_on:
+            return {}
+        self._live_stage = f"report split ({len(self.report_on)} tasks)"
+        results = self.evaluate(gen, agent, self.report_on)
+        return {"report_split": {"split": self.settings.report_split,
+                                 **self._score(results, self.report_on),
+                                 "outcomes": self._outcomes(results)}}
 
     def _score(self, results: dict[str, dict], tasks: list[TaskSpec]) -> dict[str, Any]:
         resolved = sum(1 for t in tasks if results.get(t.instance_id, {}).get("resolved"))
@@ -307,24 +341,16 @@ class Controller:
         return self._agents[sha]
 
     def _evidence(self, parent: int):
+        """The parent's evidence: study tasks only; no grader log where they also decide."""
         agent = self._parent_agent(parent)
-        results = self._results(agent.tree_hash, self.study)
-        by_id = {t.instance_id: t for t in self.study}
-        records = []
-        for task_id, result in sorted(results.items()):
-            trajectory_path = Path(result.get("trajectory") or "")
-            log_path = Path(result.get("grade_log") or "")
-            records.append(TaskEvidence(
-                instance_id=task_id, resolved=bool(result["resolved"]),
-                problem_statement=by_id[task_id].problem_statement,
-                trajectory=load_gateway_trajectory(trajectory_path) if trajectory_path.is_file() else [],
-                test_output=log_path.read_text(errors="replace") if log_path.is_file() else ""))
-        return build_evidence(records, max_tokens=self.settings.evidence_tokens)
+        return collect_evidence(self._results(agent.tree_hash, self.study), self.study,
+                                grader_log=not self.splits.studies_deciding,
+                                max_tokens=self.settings.evidence_tokens)
 
     def _selfcheck(self, worktree: Path) -> list[str]:
         """The edited agent's own checks, run in a sandbox (it is model-written code)."""
         copy = resolve_agent(str(worktree))
-        image = self.grader.builder.ensure_task(self.tasks[0])
+        image = self.grader.builder.ensure_task(self.study[0])
         run = _docker.run_script(
             image, f"cd /agent && {AGENT_VENV}/bin/python -m agent_seed selfcheck",
             timeout_s=300, user=SANDBOX_USER,
@@ -343,7 +369,7 @@ class Controller:
             key = f"gen-{gen:04d}.self"
             proposer = SelfProposer(DockerEnvironment(self.grader.builder,
                                                       timeout_s=self.settings.agent_timeout_s),
-                                    self.agent_gateway, self.tasks[0],
+                                    self.agent_gateway, self.study[0],
                                     max_attempts=self.settings.max_proposal_attempts,
                                     extra_check=self._selfcheck, channel_key=key,
                                     generation=f"gen-{gen:04d}")
@@ -383,8 +409,11 @@ class Controller:
         s = self.settings
         state = self.state.generations.get(gen)
         if state is None or state.parent is None:
-            parent = self.selector.select(self._archive(), self.rng).number
-            self.journal.append("generation_started", generation=gen, parent=parent)
+            # one seeded draw per generation, recorded: a resumed run draws exactly the same
+            selection_seed = f"{s.seed}:{gen}"
+            parent = self.selector.select(self._archive(), random.Random(selection_seed)).number
+            self.journal.append("generation_started", generation=gen, parent=parent,
+                                selection_seed=selection_seed)
             self.state = replay(Journal.read(self.journal_path))
         else:
             parent = state.parent
@@ -430,8 +459,8 @@ class Controller:
             early = self.rule.decide(optimistic, best)
             self._say(f"gen {gen}: cannot beat best even if it resolves every remaining task; stopping early")
         else:
-            self._live_stage = f"stage 2 (all {len(self.tasks)} tasks)"
-            results = self.evaluate(gen, candidate, self.tasks)
+            self._live_stage = f"stage 2 (all {len(self.run_on)} tasks)"
+            results = self.evaluate(gen, candidate, self.run_on)
         accept_results = {t.instance_id: results[t.instance_id] for t in self.accept_on
                           if t.instance_id in results}
         decision = (self.rule.decide({**self._outcomes(accept_results)}, best) if early is None
@@ -442,6 +471,7 @@ class Controller:
                                   early.tasks, early.wins, early.losses, early.p_value))
         verdict = "accepted" if decision.accepted else "rejected"
         score = self._score(results, self.accept_on)
+        held_out = self._held_out(gen, candidate) if decision.accepted else {}
         self.journal.append("decided", generation=gen, verdict=verdict, reason=decision.reason,
                             score=score)
         self._say(f"gen {gen}: {verdict}: {decision.reason}")
@@ -449,4 +479,4 @@ class Controller:
         sha = self.lineage.commit(gen, message=message, trailers={
             "Ratchet-Score": f"{score['resolved']}/{score['tasks']}", "Ratchet-Verdict": verdict})
         self._record(gen, sha, score, verdict, headline, results, tree=candidate.tree_hash,
-                     extra={"parent": parent, "decision": asdict(decision)})
+                     extra={"parent": parent, "decision": asdict(decision), **held_out})

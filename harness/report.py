@@ -74,6 +74,9 @@ class GenerationSummary:
     """Tokens the meta model spent proposing this generation."""
     diagnosis: str = ""
     sha: str | None = None
+    held_out: tuple[int, int] | None = None
+    """(resolved, tasks) on the report-only split: run for the best only (generation 0 and
+    each accepted generation), never used to decide."""
 
     @property
     def rate(self) -> float | None:
@@ -148,6 +151,13 @@ def _meta_tokens(log: Path) -> int:
             continue
         total += int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
     return total
+
+
+def _held_out(metrics: dict[str, Any]) -> tuple[int, int] | None:
+    split = metrics.get("report_split")
+    if not isinstance(split, dict) or not split.get("tasks"):
+        return None
+    return int(split.get("resolved") or 0), int(split["tasks"])
 
 
 def _status(gen: GenerationState, metrics: dict[str, Any]) -> str:
@@ -259,7 +269,8 @@ def load_run(workspace: Path, run: str, *, with_diffs: bool = True) -> RunReport
             agent_cost_usd=agent_cost.get(number, 0.0), meta_cost_usd=meta_cost.get(number, 0.0),
             agent_tokens=agent_tokens.get(number, 0),
             meta_tokens=_meta_tokens(run_dir / "trajectories" / "meta" / f"gen-{number:04d}.meta.jsonl"),
-            diagnosis=diagnoses.get(number, ""), sha=gen.sha or metrics.get("sha")))
+            diagnosis=diagnoses.get(number, ""), sha=gen.sha or metrics.get("sha"),
+            held_out=_held_out(metrics)))
 
     changes = []
     if with_diffs:
@@ -312,6 +323,9 @@ class Plot:
     line: str = ""
     """An SVG ``points`` list (the best-so-far line), or ''."""
     note: str = ""
+    heldout_line: str = ""
+    """The best's rate on the report-only split, as ``points`` (a step at each acceptance)."""
+    heldout_marks: list[Mark] = field(default_factory=list)
 
 
 _W, _H, _L, _T, _R, _B = 1180.0, 260.0, 64.0, 22.0, 16.0, 34.0
@@ -370,9 +384,25 @@ def rate_chart(report: RunReport) -> Plot:
             line.append((x, y_of(best_rate)))
     if line:  # on to the end of the last generation's slot
         line.append((line[-1][0] + slot / 2, line[-1][1]))
+    held, held_marks, held_rate = [], [], None
+    for gen in report.generations:  # the held-out curve: the best's report-split rate
+        x = x_of(gen.number)
+        if gen.held_out is not None and gen.status == "accepted":
+            resolved, total = gen.held_out
+            if held_rate is not None:
+                held.append((x, y_of(held_rate)))
+            held_rate = resolved / total
+            held_marks.append(Mark("heldout", x, y_of(held_rate),
+                                   title=f"gen {gen.number} on the report-only split: "
+                                         f"{resolved}/{total} resolved ({held_rate:.0%})"))
+        if held_rate is not None:
+            held.append((x, y_of(held_rate)))
+    if held:
+        held.append((held[-1][0] + slot / 2, held[-1][1]))
     return Plot(_W, _H, _L, _T, _R, _B, _x_ticks(numbers, x_of),
                 [Tick(y_of(r), f"{r:.0%}") for r in (0, 0.25, 0.5, 0.75, 1.0)], marks,
-                " ".join(f"{x:.1f},{y:.1f}" for x, y in line))
+                " ".join(f"{x:.1f},{y:.1f}" for x, y in line),
+                heldout_line=" ".join(f"{x:.1f},{y:.1f}" for x, y in held), heldout_marks=held_marks)
 
 
 def spend_chart(report: RunReport, what: str) -> Plot:

@@ -4,6 +4,9 @@
 line of accepted improvements. ``archive`` is the Darwin Gödel Machine's open-ended
 variant: any valid generation may be a parent, high scorers and little-explored ones
 more often, so a stepping stone that did not beat the best can still lead somewhere.
+``clade`` is the Huxley-Gödel Machine's: an agent is credited with its whole clade's
+results (itself and every descendant), and parents are drawn by Thompson sampling on that
+posterior, so a lineage that keeps producing good children gets explored further.
 
 Selectors are pure functions of the archive and an ``random.Random``: the controller owns
 the seed, so a resumed run draws the same parents.
@@ -22,6 +25,7 @@ __all__ = [
     "SELECTORS",
     "ArchiveSelector",
     "BestSelector",
+    "CladeSelector",
     "GenerationRecord",
     "ParentSelector",
     "parse_selector",
@@ -43,6 +47,11 @@ class GenerationRecord:
     """Moved ``best`` forward. Generation 0 counts as accepted whatever this says."""
     children: int
     """Generations already proposed from this one."""
+    resolved: int = 0
+    """Tasks it resolved among those it was run on."""
+    evaluated: int = 0
+    """Tasks it was actually run on (a stopped evaluation runs fewer): a task never run is
+    no evidence either way, so ``evaluated - resolved`` are its only failures."""
 
 
 class ParentSelector(Protocol):
@@ -129,9 +138,71 @@ class ArchiveSelector:
         return by_number[chosen]
 
 
-SELECTORS: dict[str, type[BestSelector | ArchiveSelector]] = {
+@dataclass(frozen=True)
+class CladeSelector:
+    """HGM-style: credit each agent with its clade's results, pick by Thompson sampling.
+
+    The clade of generation i is i and all its descendants. Its successes S_i and failures
+    F_i are the tasks they resolved and failed, summed over the clade, counting only tasks
+    that were run (``evaluated``), never an unrun task as a failure. Each valid generation
+    draws ``theta_i ~ Beta(prior_a + tau*S_i, prior_b + tau*F_i)`` and the highest draw is
+    the parent: the clade-metaproductivity estimate of the Huxley-Gödel Machine (Wang et
+    al., 2025), explored in proportion to the chance that it is the most productive. A
+    smaller ``tau`` widens the posteriors (more exploration). Draws are made in order of
+    generation number with the given ``rng``: the same archive and seed pick the same.
+    """
+
+    FORM: ClassVar[str] = "clade"
+    prior_a: float = 1.0
+    prior_b: float = 1.0
+    tau: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("prior_a", "prior_b", "tau"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+    @staticmethod
+    def clade_counts(archive: Sequence[GenerationRecord]) -> dict[int, tuple[int, int]]:
+        """(successes, failures) of each generation's clade, by number."""
+        by_number = {r.number: r for r in archive}
+        if len(by_number) != len(archive):
+            raise ValueError("the archive lists a generation number twice")
+        counts = {n: [0, 0] for n in by_number}
+        for record in archive:
+            own = (max(0, record.resolved), max(0, record.evaluated - record.resolved))
+            seen: set[int] = set()
+            node: int | None = record.number
+            while node is not None and node in by_number and node not in seen:  # up to the root
+                seen.add(node)
+                counts[node][0] += own[0]
+                counts[node][1] += own[1]
+                node = by_number[node].parent
+        return {n: (s, f) for n, (s, f) in counts.items()}
+
+    def select(self, archive: Sequence[GenerationRecord], rng: random.Random) -> GenerationRecord:
+        if not archive:
+            raise ValueError("cannot select a parent from an empty archive: "
+                             "record generation 0 (the seed agent) first")
+        counts = self.clade_counts(archive)
+        valid = sorted((r for r in archive if r.valid or r.number == 0), key=lambda r: r.number)
+        if not valid:
+            raise ValueError(f"no valid generation among {len(archive)} to select a parent from")
+        best, best_draw = valid[0], -1.0
+        for record in valid:
+            successes, failures = counts[record.number]
+            draw = rng.betavariate(self.prior_a + self.tau * successes,
+                                   self.prior_b + self.tau * failures)
+            if draw > best_draw:
+                best, best_draw = record, draw
+        return best
+
+
+SELECTORS: dict[str, type[BestSelector | ArchiveSelector | CladeSelector]] = {
     "best": BestSelector,
     "archive": ArchiveSelector,
+    "clade": CladeSelector,
 }
 """Selector names for ``parse_selector``; ``best`` is the default."""
 
@@ -141,7 +212,7 @@ def _known() -> str:
 
 
 def parse_selector(name: str) -> ParentSelector:
-    """``"best"`` or ``"archive"`` -> a selector with its default parameters.
+    """``"best"``, ``"archive"`` or ``"clade"`` -> a selector with its default parameters.
 
     Raises ValueError naming the known selectors for an unknown name or a parameter (none
     is taken from a name; build ``ArchiveSelector(lam=..., midpoint=...)`` for others).

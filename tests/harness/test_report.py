@@ -353,3 +353,38 @@ def test_diff_html_writes_the_reports_diff_view(real_run, tmp_path):
     assert out.returncode == 2 and "no generation 7" in out.stderr
     written = write_report(workspace, run, tmp_path / "elsewhere" / "r.html")
     assert written.is_file()
+
+
+def test_the_report_split_is_drawn_as_the_best_held_out_curve(tmp_path):
+    """The report-only split is run for the best only (gen 0 and each acceptance); the page
+    draws it as its own step line, moving at acceptances, and names the split."""
+    import json
+    from dataclasses import replace
+
+    from harness.journal import Journal
+    from harness.report import load_run, rate_chart
+
+    report = _made_up_report()
+    report.settings["report_split"] = "heldout"
+    report.generations[0] = replace(report.generations[0], held_out=(2, 10))
+    report.generations[1] = replace(report.generations[1], held_out=(6, 10))
+    rate = rate_chart(report)
+    assert [m.title.split(":")[1].strip() for m in rate.heldout_marks] == [
+        "2/10 resolved (20%)", "6/10 resolved (60%)"]
+    ys = {float(p.split(",")[1]) for p in rate.heldout_line.split()}
+    assert ys == {round(m.y, 1) for m in rate.heldout_marks}
+    html = render_report(report)
+    assert html.count('data-mark="heldout"') == 2 and 'data-mark="heldout-line"' in html
+    assert "report-only split heldout" in html and "report-only <b>heldout</b>" in html
+    assert 'data-mark="heldout' not in render_report(_made_up_report())  # no split, no curve
+
+    run = tmp_path / "runs" / "r"
+    (run / "gens" / "0000").mkdir(parents=True)
+    journal = Journal(run / "journal.jsonl")
+    journal.append("run_started", run="r", resumed=False, settings={"report_split": "heldout"})
+    journal.append("generation_started", generation=0, parent=None)
+    journal.append("decided", generation=0, verdict="accepted", reason="generation 0",
+                   score={"resolved": 1, "tasks": 3, "evaluated": 3, "rate": 1 / 3})
+    (run / "gens" / "0000" / "metrics.json").write_text(json.dumps({"report_split": {
+        "split": "heldout", "resolved": 4, "tasks": 17, "evaluated": 17}}))
+    assert load_run(tmp_path, "r", with_diffs=False).generations[0].held_out == (4, 17)

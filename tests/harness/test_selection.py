@@ -150,16 +150,16 @@ def test_archive_parameters_are_checked(kwargs):
 def test_parse_selector():
     assert parse_selector("best") == BestSelector()
     assert parse_selector(" Archive ") == ArchiveSelector()
-    assert set(SELECTORS) == {"best", "archive"}
+    assert set(SELECTORS) == {"best", "archive", "clade"}
 
 
 def test_unknown_selector_lists_the_known_ones():
     with pytest.raises(ValueError, match=r"unknown parent selector 'tournament'; "
-                                         r"known selectors: best, archive"):
+                                         r"known selectors: best, archive, clade"):
         parse_selector("tournament")
 
 
 def test_selector_parameter_is_refused_with_the_expected_form():
     with pytest.raises(ValueError, match=r"bad parent selector 'best:2'.*expected best.*"
-                                         r"known selectors: best, archive"):
+                                         r"known selectors: best, archive, clade"):
         parse_selector("best:2")
