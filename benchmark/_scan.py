@@ -13,6 +13,7 @@ Standard library only, pure: a patch in, a list of `Flag` out.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 
@@ -37,7 +38,7 @@ class Flag:
 _QUOTED_GIT = r"""['"]git['"\s]"""
 LINE_SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (name, re.compile(pattern)) for name, pattern in (
-        ("os._exit", r"\bos\s*\.\s*_exit\b|\bfrom\s+os\s+import\b.*\b_exit\b|\bposix\s*\.\s*_exit\b"),
+        ("os._exit", r"\.\s*_exit\s*\(|\bos\s*\.\s*_exit\b|\bfrom\s+os\s+import\b.*\b_exit\b"),
         ("atexit registration", r"\batexit\b"),
         ("pytest hook", r"\bdef\s+pytest_\w+\s*\("),
         ("pytest hookimpl", r"\bhookimpl\b|\bhookwrapper\b"),
@@ -72,6 +73,10 @@ def _path_signature(path: str) -> str | None:
         return "test runner shadow"
     if parts and parts[0] in ("_pytest", "pytest", "pluggy"):
         return "test runner shadow"
+    top = parts[0].removesuffix(".py") if len(parts) == 1 else (
+        parts[0] if len(parts) == 2 and parts[1] == "__init__.py" else None)
+    if top in sys.stdlib_module_names:
+        return "stdlib shadow"
     return None
 
 

@@ -16,6 +16,7 @@ def _added(path: str, *lines: str) -> str:
 @pytest.mark.parametrize("line, signature", [
     ("os._exit(0)", "os._exit"),
     ("from os import _exit", "os._exit"),
+    ("_o._exit(0)", "os._exit"),
     ("import atexit; atexit.register(lambda: print('1 passed'))", "atexit registration"),
     ("def pytest_runtest_makereport(item, call):", "pytest hook"),
     ("def pytest_configure(config):", "pytest hook"),
@@ -70,6 +71,8 @@ def test_test_code_and_removed_lines_are_not_scanned():
     ("zz.pth", "interpreter start-up hook"),
     ("pytest.py", "test runner shadow"),
     ("_pytest/__init__.py", "test runner shadow"),
+    ("pprint.py", "stdlib shadow"),
+    ("json/__init__.py", "stdlib shadow"),
 ])
 def test_paths_that_steer_the_run_are_flagged(path, signature):
     patch = (f"diff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n+++ b/{path}\n"
