@@ -89,36 +89,15 @@ cd {repo} || {{ echo "the repository {repo} is gone" >&2; exit 3; }}
 """
 
 
-def _read_back(path: str, limit: int, *, tail: bool = False) -> list[str]:
-    """A command, run as the sandbox user, printing at most `limit` bytes of `path` when it
-    is a regular file (a FIFO, a dangling symlink, a directory: nothing)."""
-    return ["sh", "-c", f'[ -f "$1" ] && exec {"tail" if tail else "head"} -c {limit} "$1"', "-", path]
-
-
-def _rehome_repo(archive: bytes, target: str) -> bytes:
-    """`archive` (a tar whose top directory is a repo) re-rooted at `target` and owned by the
-    sandbox user, for put_archive at ``/``; only files, directories and symlinks are kept,
-    and a member naming an absolute path or ``..`` is an error."""
-    parts = PurePosixPath(target.strip("/")).parts
-    out = io.BytesIO()
-    with tarfile.open(fileobj=io.BytesIO(archive)) as source, \
-            tarfile.open(fileobj=out, mode="w") as sink:
-        for depth in range(1, len(parts) + 1):  # the parents, root's; the repo dir, the sandbox's
-            info = tarfile.TarInfo("/".join(parts[:depth]))
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            info.uid = info.gid = SANDBOX_UID if depth == len(parts) else 0
-            sink.addfile(info)
-        for member in source.getmembers():
-            name = PurePosixPath(member.name)
-            if name.is_absolute() or ".." in name.parts:
-                raise ValueError(f"repo archive member {member.name!r} leaves its directory")
-            if len(name.parts) < 2 or not (member.isfile() or member.isdir() or member.issym()):
-                continue  # the top directory itself (added above), devices, hard links
-            member.name = "/".join(parts + name.parts[1:])
-            member.uid = member.gid = SANDBOX_UID
-            member.uname = member.gname = ""
-            sink.addfile(member, source.extractfile(member) if member.isfile() else None)
-    return out.getvalue()
+def finish_command(limit: int = OUTPUT_LIMIT) -> list[str]:
+    """Run as the sandbox user once the agent is done: kill every other process of that
+    user (``kill -1`` spares the caller, PID 1 and the root keeper; twice, for what was
+    forking), then print the trajectory file on stdout and the tail of the agent's log on
+    stderr, at most `limit` bytes each, and only when they are regular files (a FIFO, a
+    dangling symlink or a directory gives nothing)."""
+    return ["sh", "-c", 'kill -9 -1 2>/dev/null; kill -9 -1 2>/dev/null; '
+            f'[ -f "$1" ] && head -c {limit} "$1"; [ -f "$2" ] && tail -c {limit} "$2" >&2; exit 0',
+            "-", _TRAJECTORY_OUT, _AGENT_LOG]
 
 
 @dataclass
@@ -198,11 +177,10 @@ exec timeout -k 5 {inner} {AGENT_VENV}/bin/python -m agent_seed run --problem {_
                                  f"{image}: {prepared.stderr.decode(errors='replace')[-500:]}")
             exit_code, timed_out = box.run(["bash", _SCRIPT], user=SANDBOX_USER,
                                            timeout_s=inner + 15)
-            box.kill_user(SANDBOX_USER)  # nothing of the agent's runs while its patch is taken
+            # nothing of the agent's runs any more while its patch is taken
+            finished = box.capture(finish_command(), user=SANDBOX_USER)
             collected = box.capture(["bash", "-c", collect_script(repo, state)])
-            log = box.capture(_read_back(_AGENT_LOG, OUTPUT_LIMIT, tail=True),
-                              user=SANDBOX_USER).stdout.decode("utf-8", "replace")
-            raw = box.capture(_read_back(_TRAJECTORY_OUT, OUTPUT_LIMIT), user=SANDBOX_USER).stdout
+        raw, log = finished.stdout, finished.stderr.decode("utf-8", "replace")
         patch, problems = _patch_of(collected)
         for problem in problems:
             log += f"\n[ratchet] {problem}\n"

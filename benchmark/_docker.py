@@ -253,7 +253,7 @@ class Sandbox:
                 self.kill_user(user)
                 return -1, True
             time.sleep(pause)
-            pause = min(1.0, pause * 1.5)
+            pause = min(0.25, pause * 1.5)
 
     def capture(self, command: list[str], *, user: str = "root",
                 environment: dict | None = None) -> ExecResult:
