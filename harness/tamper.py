@@ -56,10 +56,14 @@ def proposal_flags(worktree: Path) -> list[dict]:
     worktree's own index is untouched."""
     with tempfile.TemporaryDirectory(prefix="ratchet-scan-") as scratch:
         env = {**os.environ, "GIT_INDEX_FILE": str(Path(scratch) / "index")}
-        _git(worktree, "read-tree", "HEAD", env=env)
-        _git(worktree, "add", "-A", env=env)
-        diff = _git(worktree, "diff", "--cached", "--no-ext-diff", "--no-textconv", "HEAD",
-                    env=env)
+        try:
+            _git(worktree, "read-tree", "HEAD", env=env)
+            _git(worktree, "add", "-A", env=env)
+            diff = _git(worktree, "diff", "--cached", "--no-ext-diff", "--no-textconv", "HEAD",
+                        env=env)
+        except subprocess.CalledProcessError as exc:  # shown as a flag; the loop goes on
+            return [{"path": "", "line": 0, "signature": "the proposal's diff could not be scanned",
+                     "text": (exc.stderr or "").strip()[:200]}]
     return [flag.as_dict() for flag in scan_patch(diff)]
 
 

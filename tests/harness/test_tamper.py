@@ -181,3 +181,9 @@ def test_a_resolved_flagged_task_is_listed_apart_and_tampering_is_counted():
     assert "resolved, flagged" in _verdict(True, flags=[flag])
     assert "TAMPERED" in _verdict(False, tampered=True)
     assert "yes" in _verdict(True, flags=[])
+
+
+def test_a_diff_that_cannot_be_read_is_a_flag_not_a_crash(tmp_path):
+    (tmp_path / "agent_seed").mkdir()  # not a git repository: git fails
+    (flag,) = proposal_flags(tmp_path)
+    assert flag["signature"] == "the proposal's diff could not be scanned" and flag["text"]
