@@ -409,7 +409,9 @@ def audit(
 ) -> None:
     """Attack the grader on every task: known grader-fooling patches must all come out
     unresolved, and the gold patch resolved."""
+    from benchmark import InfraError
     from benchmark._audit import audit as run_audit
+    from harness.executors import ExecutorError
 
     loaded = _load(suite)
     out = _run_dir("audit", run_id)
@@ -422,6 +424,8 @@ def audit(
         try:
             rows = run_audit(grader, loaded.tasks, fork_bomb=fork_bomb, executor=pool,
                              on_done=lambda result: progress.advance(bar))
+        except (InfraError, ExecutorError) as exc:
+            raise _fail(f"the audit could not run: {exc}")
         finally:
             pool.close()
     tasks = list(dict.fromkeys(row.instance_id for row in rows))
