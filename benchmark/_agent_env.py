@@ -89,6 +89,32 @@ cd {repo} || {{ echo "the repository {repo} is gone" >&2; exit 3; }}
 """
 
 
+def _rehome_repo(archive: bytes, target: str) -> bytes:
+    """`archive` (a tar whose top directory is a repo) re-rooted at `target` and owned by the
+    sandbox user, for put_archive at ``/``; only files, directories and symlinks are kept,
+    and a member naming an absolute path or ``..`` is an error."""
+    parts = PurePosixPath(target.strip("/")).parts
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as source, \
+            tarfile.open(fileobj=out, mode="w") as sink:
+        for depth in range(1, len(parts) + 1):  # the parents, root's; the repo dir, the sandbox's
+            info = tarfile.TarInfo("/".join(parts[:depth]))
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            info.uid = info.gid = SANDBOX_UID if depth == len(parts) else 0
+            sink.addfile(info)
+        for member in source.getmembers():
+            name = PurePosixPath(member.name)
+            if name.is_absolute() or ".." in name.parts:
+                raise ValueError(f"repo archive member {member.name!r} leaves its directory")
+            if len(name.parts) < 2 or not (member.isfile() or member.isdir() or member.issym()):
+                continue  # the top directory itself (added above), devices, hard links
+            member.name = "/".join(parts + name.parts[1:])
+            member.uid = member.gid = SANDBOX_UID
+            member.uname = member.gname = ""
+            sink.addfile(member, source.extractfile(member) if member.isfile() else None)
+    return out.getvalue()
+
+
 def finish_command(limit: int = OUTPUT_LIMIT) -> list[str]:
     """Run as the sandbox user once the agent is done: kill every other process of that
     user (``kill -1`` spares the caller, PID 1 and the root keeper; twice, for what was
