@@ -21,7 +21,9 @@ unchanged), the time from container start to the first model call (the agent's i
 start-up, imports and set-up), the gaps between one model answer and the next request (the
 agent's commands plus its own loop: the only command times visible from outside, since the
 agent's trajectory keeps no per-command timing), and the time from the last answer to the
-container's exit (the last command, the final save, ``git add``/``git diff``). The agent's own
+agent's exit as the harness sees it (the last command, the final save), and the harness's
+own execs: preparing its git dir, killing the agent's processes, ``git add``/``git diff``
+and reading back the log and trajectory. The agent's own
 ``elapsed_s`` (its trajectory) is reported beside them.
 
 Before measuring, every task runs once unmeasured, so no run pays a cold page cache. Medians
@@ -54,7 +56,7 @@ import docker.models.containers as _containers  # noqa: E402
 import docker.models.images as _images  # noqa: E402
 
 from _common import LoadSampler, time_calls  # noqa: E402  (bench/ is sys.path[0])
-from benchmark import Grader  # noqa: E402
+from benchmark import Grader, _docker  # noqa: E402
 from benchmark._agent_env import AgentRun, DockerEnvironment  # noqa: E402
 from benchmark._images import ImageBuilder  # noqa: E402
 from benchmark._suites import load_suite, suite_path  # noqa: E402
@@ -81,9 +83,9 @@ for _cls, _name, _label in (
     (_containers.ContainerCollection, "create", "create"),
     (_containers.Container, "put_archive", "put_archive"),
     (_containers.Container, "start", "start"),
-    (_containers.Container, "wait", "wait"),
-    (_containers.Container, "logs", "logs"),
-    (_containers.Container, "get_archive", "get_archive (patch, trajectory)"),
+    (_docker.Sandbox, "run", "agent exec"),
+    (_docker.Sandbox, "capture", "capture (prepare, patch, log, trajectory)"),
+    (_docker.Sandbox, "kill_user", "kill the agent's processes"),
     (_containers.Container, "remove", "remove"),
     (_images.ImageCollection, "get", "image lookup"),
 ):
@@ -144,7 +146,8 @@ def _measure(task: TaskSpec, agent: AgentSource, builder: ImageBuilder,
     starts = [c["time"] for c in calls]
     ends = [c["time"] + c["usage"]["model_seconds"] for c in calls]
     docker_in = api.get("create", 0.0) + api.get("put_archive", 0.0) + api.get("start", 0.0)
-    docker_out = api.get("logs", 0.0) + api.get("get_archive (patch, trajectory)", 0.0)
+    docker_out = (api.get("capture (prepare, patch, log, trajectory)", 0.0)
+                  + api.get("kill the agent's processes", 0.0))
     row = {
         "agent": outcome.agent_seconds,
         "model": outcome.model_seconds,
@@ -153,8 +156,8 @@ def _measure(task: TaskSpec, agent: AgentSource, builder: ImageBuilder,
         "  start to first model call": starts[0] - api["@start"],
         "  between calls (commands + agent loop)": sum(
             nxt - end for end, nxt in zip(ends, starts[1:])),
-        "  last answer to container exit": api["@wait"] - ends[-1],
-        "  docker logs + fetch patch/trajectory": docker_out,
+        "  last answer to agent exit (seen by the harness)": api["@agent exec"] - ends[-1],
+        "  prepare + kill + take patch, log, trajectory": docker_out,
         "agent process elapsed_s (its trajectory)": float(
             (run.trajectory or {}).get("elapsed_s") or float("nan")),
         "grade": outcome.grade_seconds,

@@ -10,8 +10,16 @@ pids and wall-clock limits. It sees:
 - ``/run/ratchet/llm.sock``: the gateway, its only way out; no credential is passed in;
 - ``/run/ratchet/task/problem.md``: the problem statement.
 
-The patch is ``git diff`` of /testbed (new files included), taken in the same container
-after the agent exits, and read back with the agent's own trajectory file.
+The patch leaves the sandbox only through the harness: once the agent's process exits (or
+is killed at its time limit), every process of the sandbox user is killed, and the harness
+takes ``git diff`` itself, as root, through the Docker API, reading git's output straight
+from the exec: no path the agent could have pre-created (read-only, a symlink, a FIFO) is
+ever read or written. Git runs on a git directory of the harness's own, made before the
+agent started in a root-only directory (only the objects are shared), with hooks, fsmonitor,
+external diff and textconv off and no system or global config, so nothing the agent wrote
+into ``.git/`` (config, hooks, HEAD, the index, info/exclude) steers the diff. What the
+harness cannot read back (an unreadable file, a patch past its size limit) is the agent's
+failure, with the reason, never an internal error.
 """
 
 from __future__ import annotations
@@ -19,13 +27,14 @@ from __future__ import annotations
 import io
 import json
 import secrets
-import shlex
 import tarfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from benchmark import _docker
+from benchmark._errors import InfraError
 from benchmark._images import AGENT_VENV, SANDBOX_UID, SANDBOX_USER, ImageBuilder
 from benchmark._task import TaskSpec
 
@@ -35,8 +44,49 @@ SOCKET_IN_SANDBOX = "/run/ratchet/llm.sock"
 REPO_IN_SANDBOX = "/work/agent-repo"
 """Where a ``repo_archive`` given to :meth:`DockerEnvironment.run_agent` is unpacked."""
 _PROBLEM = "/run/ratchet/task/problem.md"
-_PATCH_OUT = "/tmp/ratchet-patch.diff"
-_TRAJECTORY_OUT = "/tmp/agent-out/trajectory.json"
+_SCRIPT = "/run/ratchet/task/run.sh"
+_AGENT_OUT = "/tmp/agent-out"
+_TRAJECTORY_OUT = f"{_AGENT_OUT}/trajectory.json"
+_AGENT_LOG = f"{_AGENT_OUT}/agent.log"
+PATCH_LIMIT = 32 * 1024 * 1024
+"""The largest patch the harness takes (bytes); a larger one is the agent's failure."""
+OUTPUT_LIMIT = 8 * 1024 * 1024
+"""The most of the agent's own log and trajectory file read back (bytes)."""
+_GIT = ("git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c 'safe.directory=*' "
+        "-c core.quotepath=off -c diff.external= -c core.attributesFile=/dev/null")
+_GIT_ENV = "export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null GIT_OPTIONAL_LOCKS=0 GIT_PAGER=cat"
+
+
+def prepare_script(repo: str, state: str) -> str:
+    """Root, before the agent starts: the base tree and a git dir of the harness's own in
+    `state` (mode 700), sharing only the repo's objects; the repo's excludes are copied
+    while they are still the image's."""
+    return f"""set -eu
+umask 077
+{_GIT_ENV} HOME={state}
+mkdir -m 700 {state}
+{_GIT} --git-dir={repo}/.git rev-parse --verify 'HEAD^{{tree}}' > {state}/base
+{_GIT} init -q --bare {state}/git
+{_GIT} --git-dir={state}/git config core.bare false
+echo {repo}/.git/objects > {state}/git/objects/info/alternates
+cp {repo}/.git/info/exclude {state}/git/info/exclude 2>/dev/null || true
+"""
+
+
+def collect_script(repo: str, state: str, limit: int = PATCH_LIMIT) -> str:
+    """Root, after every agent process is gone: ``git diff`` of `repo` against the base,
+    new files included, on stdout (at most `limit` + 1 bytes); a failure says why on stderr."""
+    fail = lambda code, what: (f'|| {{ echo "{what} failed: $(head -c 2000 {state}/err)" >&2; '
+                               f"exit {code}; }}")
+    return f"""set -u -o pipefail
+{_GIT_ENV} HOME={state} GIT_DIR={state}/git GIT_INDEX_FILE={state}/index GIT_WORK_TREE={repo}
+cd {repo} || {{ echo "the repository {repo} is gone" >&2; exit 3; }}
+{_GIT} read-tree "$(cat {state}/base)" 2>{state}/err {fail(4, "git read-tree")}
+{_GIT} add -A >/dev/null 2>{state}/err {fail(5, "git add")}
+{_GIT} diff --cached --no-color --no-ext-diff --no-textconv --binary "$(cat {state}/base)" \
+    2>{state}/err | head -c {limit + 1}
+[ "${{PIPESTATUS[0]}}" = 0 ] {fail(6, "git diff")}
+"""
 
 
 def _rehome_repo(archive: bytes, target: str) -> bytes:
@@ -65,6 +115,17 @@ def _rehome_repo(archive: bytes, target: str) -> bytes:
     return out.getvalue()
 
 
+def finish_command(limit: int = OUTPUT_LIMIT) -> list[str]:
+    """Run as the sandbox user once the agent is done: kill every other process of that
+    user (``kill -1`` spares the caller, PID 1 and the root keeper; twice, for what was
+    forking), then print the trajectory file on stdout and the tail of the agent's log on
+    stderr, at most `limit` bytes each, and only when they are regular files (a FIFO, a
+    dangling symlink or a directory gives nothing)."""
+    return ["sh", "-c", 'kill -9 -1 2>/dev/null; kill -9 -1 2>/dev/null; '
+            f'[ -f "$1" ] && head -c {limit} "$1"; [ -f "$2" ] && tail -c {limit} "$2" >&2; exit 0',
+            "-", _TRAJECTORY_OUT, _AGENT_LOG]
+
+
 @dataclass
 class AgentRun:
     """What one agent run left behind. `trajectory` is the agent's own (untrusted) record;
@@ -78,6 +139,8 @@ class AgentRun:
     log: str
     trajectory: dict[str, Any] | None = None
     error: str | None = None
+    problems: list[str] = field(default_factory=list)
+    """Why the patch could not be taken (the agent's failure: it is graded as no change)."""
 
     @property
     def steps(self) -> int:
@@ -111,43 +174,58 @@ class DockerEnvironment:
         user, and the patch is the ``git diff`` there (the self proposer's "improve this
         agent" run). None (the default) is the task repo at /testbed.
         """
+        started = time.monotonic()
         image = self.builder.ensure_task(task)
         repo = "/testbed" if repo_archive is None else REPO_IN_SANDBOX
-        archives = [("/", _docker.make_tar({_PROBLEM: task.problem_statement}))]
-        if repo_archive is not None:
-            archives.append(("/", _rehome_repo(repo_archive, REPO_IN_SANDBOX)))
-        marker = f"RATCHET-AGENT-EXIT-{secrets.token_hex(6)}"
+        state = f"/run/ratchet-harness-{secrets.token_hex(8)}"
         inner = max(10, int(self.timeout_s) - 30)  # leave time to collect the patch
         script = f"""set -u
+mkdir -p {_AGENT_OUT}
+exec > {_AGENT_LOG} 2>&1
 cd /agent
-timeout -k 5 {inner} {AGENT_VENV}/bin/python -m agent_seed run --problem {_PROBLEM} \\
-    --repo {repo} --out {shlex.quote(str(Path(_TRAJECTORY_OUT).parent))}
-echo "{marker}: $?"
-cd {repo}
-git add -A >/dev/null 2>&1
-git -c core.quotepath=off diff --cached --no-color --no-ext-diff --no-textconv --binary HEAD > {_PATCH_OUT}
+exec timeout -k 5 {inner} {AGENT_VENV}/bin/python -m agent_seed run --problem {_PROBLEM} \
+    --repo {repo} --out {_AGENT_OUT}
 """
-        run = _docker.run_script(
-            image, script,
-            archives=archives,
-            timeout_s=self.timeout_s, limits=self.limits, user=SANDBOX_USER,
+        archives = [("/", _docker.make_tar({_PROBLEM: task.problem_statement,
+                                            _SCRIPT: script}))]
+        if repo_archive is not None:
+            archives.append(("/", _rehome_repo(repo_archive, REPO_IN_SANDBOX)))
+        with _docker.sandbox(
+            image, archives=archives, limits=self.limits,
             volumes={str(agent_dir.resolve()): {"bind": "/agent", "mode": "ro"},
                      str(socket_path): {"bind": SOCKET_IN_SANDBOX, "mode": "rw"}},
             environment={"RATCHET_LLM_SOCKET": SOCKET_IN_SANDBOX, "RATCHET_MODEL": model,
                          "HOME": "/home/sandbox", "PYTHONDONTWRITEBYTECODE": "1"},
-            fetch=[_PATCH_OUT, _TRAJECTORY_OUT],
-        )
-        exit_code = -1
-        for line in run.log.splitlines():
-            if line.startswith(marker + ":"):
-                exit_code = int(line.split(":", 1)[1])
+        ) as box:
+            prepared = box.capture(["bash", "-c", prepare_script(repo, state)])
+            if prepared.exit_code != 0:
+                raise InfraError(f"could not prepare the sandbox's repository {repo} in "
+                                 f"{image}: {prepared.stderr.decode(errors='replace')[-500:]}")
+            exit_code, timed_out = box.run(["bash", _SCRIPT], user=SANDBOX_USER,
+                                           timeout_s=inner + 15)
+            # nothing of the agent's runs any more while its patch is taken
+            finished = box.capture(finish_command(), user=SANDBOX_USER)
+            collected = box.capture(["bash", "-c", collect_script(repo, state)])
+        raw, log = finished.stdout, finished.stderr.decode("utf-8", "replace")
+        patch, problems = _patch_of(collected)
+        for problem in problems:
+            log += f"\n[ratchet] {problem}\n"
         trajectory = None
-        raw = run.files.get(_TRAJECTORY_OUT)
         if raw:
             try:
                 trajectory = json.loads(raw)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 trajectory = None
-        patch = (run.files.get(_PATCH_OUT) or b"").decode("utf-8", "replace")
-        return AgentRun(task.instance_id, patch, exit_code, run.timed_out or exit_code == 124,
-                        run.seconds, run.log, trajectory)
+        return AgentRun(task.instance_id, patch, exit_code, timed_out or exit_code == 124,
+                        time.monotonic() - started, log, trajectory
+                        if isinstance(trajectory, dict) else None, problems=problems)
+
+
+def _patch_of(collected: "_docker.ExecResult") -> tuple[str, list[str]]:
+    """The patch from the collecting exec's output, or "" and why not (the agent's doing)."""
+    if len(collected.stdout) > PATCH_LIMIT:
+        return "", [f"the patch could not be taken: it is larger than {PATCH_LIMIT} bytes"]
+    if collected.exit_code != 0:
+        why = collected.stderr.decode("utf-8", "replace").strip()[-1000:] or f"exit {collected.exit_code}"
+        return "", [f"the patch could not be taken: {why}"]
+    return collected.stdout.decode("utf-8", "replace"), []

@@ -13,7 +13,7 @@ import tarfile
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -26,7 +26,11 @@ from benchmark._errors import DockerUnavailable, ImageBuildError, InfraError
 __all__ = [
     "CONTAINER_LABEL",
     "OWNER_ENV",
+    "LOG_CONFIG",
+    "LOG_READ_LIMIT",
+    "ExecResult",
     "RunResult",
+    "Sandbox",
     "SandboxLimits",
     "commit_script",
     "connect",
@@ -34,7 +38,14 @@ __all__ = [
     "import_rootfs",
     "make_tar",
     "run_script",
+    "sandbox",
 ]
+
+LOG_CONFIG = docker.types.LogConfig(type="json-file", config={"max-size": "8m", "max-file": "2"})
+"""The log driver's cap for every sandbox: what the code inside prints (to its stdout, or to
+``/proc/1/fd/1``) can take at most 16 MB of the host's disk, whatever it writes."""
+LOG_READ_LIMIT = 16 * 1024 * 1024
+"""The most of a container's log the harness reads back (its tail): memory stays bounded."""
 
 _local = threading.local()
 
@@ -99,19 +110,6 @@ class RunResult:
     log: str
     timed_out: bool
     seconds: float
-    files: dict[str, bytes | None] = field(default_factory=dict)
-    """Files read back from the finished container (`fetch`); None where absent."""
-
-
-def _read_file(container: Any, path: str) -> bytes | None:
-    try:
-        stream, _ = container.get_archive(path)
-    except docker.errors.NotFound:
-        return None
-    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
-        member = archive.next()
-        handle = archive.extractfile(member) if member is not None else None
-        return handle.read() if handle is not None else None
 
 
 def _hardened(limits: SandboxLimits) -> dict:
@@ -123,6 +121,7 @@ def _hardened(limits: SandboxLimits) -> dict:
         pids_limit=limits.pids,
         mem_limit=limits.memory,
         nano_cpus=int(limits.cpus * 1e9),
+        log_config=LOG_CONFIG,
     )
 
 
@@ -136,6 +135,14 @@ def _wait(container, timeout_s: float) -> tuple[int, bool]:
             raise
         container.kill()
         return -1, True
+
+
+
+def _capped(raw: bytes, limit: int = LOG_READ_LIMIT) -> str:
+    """A log as text, at most `limit` bytes of its end (the verdict is read from the end)."""
+    if len(raw) > limit:
+        raw = b"[ratchet: the log was cut to its last %d bytes]\n" % limit + raw[-limit:]
+    return raw.decode("utf-8", "replace")
 
 
 _SCRIPT_IN_CONTAINER = "/ratchet-run.sh"
@@ -179,7 +186,7 @@ def _finished_container(image: str, script: str, *, archives: Iterable[tuple[str
             container.put_archive(directory, data)
         container.start()
         exit_code, timed_out = _wait(container, timeout_s)
-        log = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+        log = _capped(container.logs(stdout=True, stderr=True))
         yield container, exit_code, timed_out, log
     finally:
         try:
@@ -198,7 +205,6 @@ def run_script(
     volumes: dict | None = None,
     environment: dict | None = None,
     user: str = "root",
-    fetch: Iterable[str] = (),
 ) -> RunResult:
     """Run `script` in a fresh, hardened container of `image`, then remove it.
 
@@ -210,12 +216,105 @@ def run_script(
         with _finished_container(image, script, archives=archives, timeout_s=timeout_s,
                                  volumes=volumes or {}, environment=environment or {}, user=user,
                                  **_hardened(limits)) as (container, exit_code, timed_out, log):
-            files = {path: _read_file(container, path) for path in fetch}
-            return RunResult(exit_code, log, timed_out, time.monotonic() - started, files)
+            return RunResult(exit_code, log, timed_out, time.monotonic() - started)
     except docker.errors.ImageNotFound as exc:
         raise InfraError(f"image {image!r} is missing: {exc.explanation}") from exc
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise InfraError(f"Docker failed while running a container of {image!r}: {exc}") from exc
+
+
+@dataclass
+class ExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise InfraError(f"Docker failed while {what}: {exc}") from exc
+
+
+class Sandbox:
+    """A running container whose PID 1 (docker's init, over a root ``sleep``) outlives what
+    runs in it, so the harness can look at what a run left behind through the Docker API,
+    as root, after the untrusted processes are gone: nothing they wrote decides where the
+    harness reads or writes."""
+
+    def __init__(self, container: Any):
+        self.container = container
+
+    def run(self, command: list[str], *, user: str, timeout_s: float,
+            environment: dict | None = None) -> tuple[int, bool]:
+        """Run `command` detached as `user`; (exit code, timed out). Past `timeout_s` every
+        process of `user` is killed."""
+        api = self.container.client.api
+        with _translated("starting a process in a sandbox"):
+            exec_id = api.exec_create(self.container.id, command, user=user,
+                                      environment=environment or {})["Id"]
+            api.exec_start(exec_id, detach=True)
+        deadline, pause = time.monotonic() + timeout_s, 0.05
+        while True:
+            with _translated("waiting on a process in a sandbox"):
+                state = api.exec_inspect(exec_id)
+            if not state["Running"] and state["ExitCode"] is not None:
+                return int(state["ExitCode"]), False
+            if time.monotonic() > deadline:
+                self.kill_user(user)
+                return -1, True
+            time.sleep(pause)
+            pause = min(0.25, pause * 1.5)
+
+    def capture(self, command: list[str], *, user: str = "root",
+                environment: dict | None = None) -> ExecResult:
+        """Run `command` to its end and read its stdout and stderr straight from the Docker
+        API (bound the output in the command itself, e.g. ``| head -c N``)."""
+        with _translated("reading from a sandbox"):
+            result = self.container.exec_run(command, user=user, environment=environment or {},
+                                             demux=True)
+        out, err = result.output if result.output else (b"", b"")
+        return ExecResult(int(result.exit_code if result.exit_code is not None else -1),
+                          out or b"", err or b"")
+
+    def kill_user(self, user: str) -> None:
+        """SIGKILL every process of `user` (``kill -1`` as that user spares PID 1 and the
+        root keeper); twice, for what was forking meanwhile."""
+        with _translated("stopping a sandbox's processes"):
+            for _ in range(2):
+                self.container.exec_run(["bash", "-c", "kill -9 -1"], user=user)
+
+
+@contextmanager
+def sandbox(image: str, *, archives: Iterable[tuple[str, bytes]] = (),
+            limits: SandboxLimits = SandboxLimits(), volumes: dict | None = None,
+            environment: dict | None = None) -> Iterator[Sandbox]:
+    """A fresh hardened container of `image`, started, its `archives` copied in; removed
+    afterwards whatever happened. Its keeper process runs as root (with every capability
+    dropped), so no process of the sandbox user can stop it or write to its output."""
+    try:
+        container = connect().containers.create(
+            image, ["sleep", "infinity"], detach=True, user="root", volumes=volumes or {},
+            environment=environment or {}, labels=_labels(), **_hardened(limits))
+    except docker.errors.ImageNotFound as exc:
+        raise InfraError(f"image {image!r} is missing: {exc.explanation}") from exc
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise InfraError(f"Docker could not create a container of {image!r}: {exc}") from exc
+    try:
+        try:
+            for directory, data in archives:
+                container.put_archive(directory, data)
+            container.start()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise InfraError(f"Docker could not start a container of {image!r}: {exc}") from exc
+        yield Sandbox(container)
+    finally:
+        try:
+            container.remove(force=True, v=True)
+        except docker.errors.DockerException:
+            pass
 
 
 def commit_script(

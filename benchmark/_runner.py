@@ -27,6 +27,7 @@ from benchmark._grading import (
     grade_log,
 )
 from benchmark._images import SANDBOX_USER, ImageBuilder
+from benchmark._scan import scan_patch
 from benchmark._task import TaskSpec
 
 __all__ = ["GradeResult", "Grader", "GradingExecutor", "Job", "grade_locally", "map_unordered",
@@ -55,8 +56,13 @@ class GradeResult:
     set_aside: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     error: str | None = None
+    tampered: bool = False
+    """A trip-wire test passed, or the run's records disagree: never resolved, never accepted."""
+    tamper_reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
     log_path: str = ""
+    flags: list[dict] = field(default_factory=list)
+    """Tamper signatures in the patch's added non-test lines (`_scan`): shown, not a verdict."""
 
     def swebench_report(self) -> dict:
         """This result in the shape of the official harness's per-instance report.json."""
@@ -72,6 +78,9 @@ class GradeResult:
                     "set_aside": self.set_aside,
                     "problems": self.problems,
                     "error": self.error,
+                    "tampered": self.tampered,
+                    "tamper_reasons": self.tamper_reasons,
+                    "flags": self.flags,
                     "seconds": round(self.seconds, 3),
                     "log": self.log_path,
                 },
@@ -126,6 +135,7 @@ class Grader:
         if patch is None:  # the official harness's "patch_is_None": nothing to grade
             result.problems.append("no patch was submitted")
         else:
+            result.flags = [flag.as_dict() for flag in scan_patch(patch)]
             try:
                 self._run(task, patch, result, log_path)
             except InfraError as exc:
@@ -251,6 +261,8 @@ def run_report(tasks: list[TaskSpec], predictions: dict[str, str | None],
     by_id = {r.instance_id: r for r in results}
     resolved = sorted(i for i, r in by_id.items() if r.resolved)
     errors = sorted(i for i, r in by_id.items() if r.error)
+    tampered = sorted(i for i, r in by_id.items() if r.tampered)
+    flagged = sorted(i for i, r in by_id.items() if r.flags)
     empty = sorted(i for i, p in predictions.items() if not p)
     # as the official harness: an empty patch is not graded, so it is not "completed"
     completed = sorted(i for i, r in by_id.items() if not r.error and predictions.get(i))
@@ -271,6 +283,10 @@ def run_report(tasks: list[TaskSpec], predictions: dict[str, str | None],
         "unresolved_ids": sorted(set(completed) - set(resolved)),
         "error_ids": errors,
         "schema_version": 2,
+        "tampered_instances": len(tampered),
+        "tampered_ids": tampered,
+        "flagged_ids": flagged,
+        "resolved_flagged_ids": sorted(set(flagged) & set(resolved)),
         "ratchet": {r.instance_id: r.swebench_report()[r.instance_id]["ratchet"] for r in results},
     }
 

@@ -92,6 +92,8 @@ class BenchRun:
             "agent": self.agent.spec, "agent_tree": self.agent.tree_hash, "model": self.model_label,
             "tasks": len(outcomes), "resolved": sum(o.resolved for o in outcomes),
             "errors": sum(bool(o.error) for o in outcomes),
+            "tampered": sorted(o.instance_id for o in outcomes if o.tampered),
+            "resolved_flagged": sorted(o.instance_id for o in outcomes if o.resolved and o.flags),
             "prompt_tokens": sum(o.prompt_tokens for o in outcomes),
             "completion_tokens": sum(o.completion_tokens for o in outcomes),
             "cost_usd": sum(o.cost_usd for o in outcomes),

@@ -114,6 +114,35 @@ def _prepare_images(grader, tasks, progress: Progress, executor: str = "local") 
         progress.advance(bar)
 
 
+def _verdict(resolved: bool, *, error: Optional[str] = None, tampered: bool = False,
+             flags: list | None = None) -> str:
+    """A table cell: a resolved task whose patch carries scan flags is listed apart."""
+    if error:
+        return "[yellow]error[/]"
+    if tampered:
+        return "[bold red]TAMPERED[/]"
+    if resolved:
+        return "[yellow]resolved, flagged[/]" if flags else "[green]yes[/]"
+    return "[red]no[/]" + (" [dim](flagged)[/]" if flags else "")
+
+
+def _print_integrity(rows: list[tuple[str, bool, bool, list, list]]) -> None:
+    """(task, resolved, tampered, tamper reasons, flags) rows: what the user must see about
+    tampering and scan flags, after the table, and the counts."""
+    for task, _, tampered, reasons, flags in rows:
+        if tampered:
+            console.print(f"[bold red]tampered:[/] {task}: {'; '.join(reasons) or 'see its log'}",
+                          highlight=False)
+        for flag in flags[:10]:
+            console.print(f"[yellow]flag:[/] {task}: {flag['path']}:{flag['line']}: "
+                          f"{flag['signature']}: [dim]{flag['text']}[/]", highlight=False)
+    flagged = sorted(task for task, resolved, _, _, flags in rows if resolved and flags)
+    tampered = sum(1 for row in rows if row[2])
+    if flagged or tampered:
+        console.print(f"tampered: {tampered}; resolved, flagged ({len(flagged)}): "
+                      f"{', '.join(flagged) or '-'}")
+
+
 @bench.command()
 def prepare(
     suite: str = typer.Option(..., "--suite", "-s", help=SUITE_HELP),
@@ -170,8 +199,11 @@ def validate(
         table.add_column(column, overflow="fold")
     for v in verdicts:
         table.add_row(v.instance_id, "[green]yes[/]" if v.valid else "[red]no[/]",
-                      f"{v.gold.seconds:.1f}s", f"{v.empty.seconds:.1f}s", "; ".join(v.reasons))
+                      f"{v.gold.seconds:.1f}s" + (" [yellow]flagged[/]" if v.gold.flags else ""),
+                      f"{v.empty.seconds:.1f}s", "; ".join(v.reasons))
     console.print(table)
+    _print_integrity([(f"{v.instance_id} ({r.label})", r.resolved, r.tampered, r.tamper_reasons,
+                       r.flags) for v in verdicts for r in (v.gold, v.empty)])
     valid = sum(v.valid for v in verdicts)
     built = grader.builder.built
     console.print(f"{valid}/{len(verdicts)} valid in {time.monotonic() - started:.1f}s; "
@@ -244,13 +276,15 @@ def grade(
         finally:
             pool.close()
     table = Table(title=f"{predictions.name} on {loaded.path.name}")
-    for column in ("task", "resolved", "set aside", "note"):
+    for column in ("task", "resolved", "set aside", "flags", "note"):
         table.add_column(column, overflow="fold")
     for r in sorted(results, key=lambda r: r.instance_id):
-        state = "[yellow]error[/]" if r.error else ("[green]yes[/]" if r.resolved else "[red]no[/]")
+        state = _verdict(r.resolved, error=r.error, tampered=r.tampered, flags=r.flags)
         table.add_row(r.instance_id, state, ", ".join(i["path"] for i in r.set_aside),
-                      r.error or "; ".join(r.problems))
+                      str(len(r.flags)) if r.flags else "", r.error or "; ".join(r.problems))
     console.print(table)
+    _print_integrity([(r.instance_id, r.resolved, r.tampered, r.tamper_reasons, r.flags)
+                      for r in sorted(results, key=lambda r: r.instance_id)])
     report = run_report(loaded.tasks, {i: preds[i] for i in preds if i in by_id}, results, model=model)
     report_path = out / "report.json"
     report_path.write_text(json.dumps(report, indent=2))
@@ -349,10 +383,13 @@ def run_agent(
     for column in ("task", "resolved", "steps", "tokens in/out", "cost $", "time s", "note"):
         table.add_column(column, overflow="fold")
     for o in outcomes:
-        table.add_row(o.instance_id, "[green]yes[/]" if o.resolved else "[red]no[/]", str(o.steps),
+        table.add_row(o.instance_id, _verdict(o.resolved, tampered=o.tampered, flags=o.flags),
+                      str(o.steps),
                       f"{o.prompt_tokens}/{o.completion_tokens}", f"{o.cost_usd:.4f}",
                       f"{o.seconds:.1f}", o.error or ("" if o.submitted else "did not submit"))
     console.print(table)
+    _print_integrity([(o.instance_id, o.resolved, o.tampered, o.tamper_reasons, o.flags)
+                      for o in outcomes])
     resolved = sum(o.resolved for o in outcomes)
     console.print(f"resolved {resolved}/{len(outcomes)}; tokens "
                   f"{sum(o.prompt_tokens for o in outcomes)} in / "
@@ -360,6 +397,85 @@ def run_agent(
                   f"${sum(o.cost_usd for o in outcomes):.4f}. Predictions, trajectories and "
                   f"summary: {out}")
     if any(o.error for o in outcomes):
+        raise typer.Exit(1)
+
+
+@bench.command()
+def audit(
+    suite: str = typer.Option(..., "--suite", "-s", help=SUITE_HELP),
+    workers: int = typer.Option(2, "--workers", "-w", min=1),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    fork_bomb: bool = typer.Option(False, "--fork-bomb",
+                                   help="Also try a fork bomb at import (slow: it runs to the grading's time limit)."),
+    run_id: Optional[str] = typer.Option(None, help="Name of the output directory under runs/bench/."),
+) -> None:
+    """Attack the grader on every task: known grader-fooling patches must all come out
+    unresolved, and the gold patch resolved."""
+    from benchmark import InfraError
+    from benchmark._audit import audit as run_audit
+    from harness.executors import ExecutorError
+
+    loaded = _load(suite)
+    out = _run_dir("audit", run_id)
+    started = time.monotonic()
+    with _progress() as progress:
+        grader = _grader(out, progress, executor)
+        _prepare_images(grader, loaded.tasks, progress, executor)
+        pool = _executor(executor, workers, progress)
+        bar = progress.add_task("gold and attack patches", total=None)
+        try:
+            rows = run_audit(grader, loaded.tasks, fork_bomb=fork_bomb, executor=pool,
+                             on_done=lambda result: progress.advance(bar))
+        except (InfraError, ExecutorError) as exc:
+            raise _fail(f"the audit could not run: {exc}")
+        finally:
+            pool.close()
+    tasks = list(dict.fromkeys(row.instance_id for row in rows))
+    attacks = list(dict.fromkeys(row.attack for row in rows))
+    cell = {(r.instance_id, r.attack): r for r in rows}
+    style = {"blocked": "green", "caught": "green", "resolved": "green", "RESOLVED": "bold red",
+             "FAILED": "bold red", "error": "yellow"}
+    table = Table(title=f"audit of {loaded.path.name}: {len(tasks)} task(s) x {len(attacks) - 1} attack(s)")
+    table.add_column("attack", overflow="fold")
+    for number, _ in enumerate(tasks, start=1):
+        table.add_column(f"task {number}", overflow="fold")
+    for attack in attacks:
+        cells = []
+        for task in tasks:
+            row = cell.get((task, attack))
+            if row is None:
+                cells.append("[dim]n/a[/]")
+                continue
+            flags = f" [yellow]⚑{row.flags}[/]" if row.flags else ""
+            cells.append(f"[{style[row.verdict]}]{row.verdict}[/]{flags}")
+        table.add_row(attack, *cells)
+    console.print(table)
+    for number, task in enumerate(tasks, start=1):
+        console.print(f"[dim]task {number}: {task}[/]", highlight=False)
+    through = [r for r in rows if r.verdict == "RESOLVED"]
+    gold_failed = [r for r in rows if r.attack == "gold" and r.verdict != "resolved"]
+    errors = [r for r in rows if r.error]
+    for r in [*through, *gold_failed, *errors]:
+        console.print(f"[red]{r.verdict}:[/] {r.instance_id}: {r.attack}: "
+                      f"{r.error or r.note or 'graded resolved without a fix'}",
+                      highlight=False)
+    summary = {
+        "suite": suite, "tasks": len(tasks), "attacks": len(rows) - len(tasks),
+        "attacks_resolved": len(through),
+        "attacks_caught_tampering": sum(1 for r in rows if r.verdict == "caught"),
+        "attacks_flagged": sum(1 for r in rows if r.attack != "gold" and r.flags),
+        "gold_resolved": sum(1 for r in rows if r.attack == "gold" and r.verdict == "resolved"),
+        "errors": len(errors), "seconds": round(time.monotonic() - started, 1),
+    }
+    report_path = out / "audit.json"
+    report_path.write_text(json.dumps({"summary": summary, "rows": [r.as_dict() for r in rows]},
+                                      indent=2))
+    console.print(f"{summary['attacks_resolved']}/{summary['attacks']} attacks resolved "
+                  f"({summary['attacks_caught_tampering']} caught tampering, "
+                  f"{summary['attacks_flagged']} flagged by the scan); gold resolved "
+                  f"{summary['gold_resolved']}/{len(tasks)}; errors {len(errors)}; "
+                  f"{summary['seconds']}s. Report: {report_path}")
+    if through or gold_failed or errors:
         raise typer.Exit(1)
 
 

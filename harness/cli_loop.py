@@ -278,13 +278,37 @@ def _score_text(score: dict) -> str:
     return text if evaluated == score["tasks"] else f"{text} ({evaluated} run, stopped early)"
 
 
+def _integrity(gen_number: int, metrics: dict, tampering: dict[int, list[str]]) -> tuple[str, list[str]]:
+    """The log's integrity cell for one generation, and lines detailing its flags."""
+
+    tampered = sorted(set(tampering.get(gen_number, [])) | set(metrics.get("tampered") or []))
+    flagged = metrics.get("flagged") or []
+    proposal = metrics.get("proposal_flags") or []
+    cell = []
+    if tampered:
+        cell.append(f"[bold red]TAMPERED on {len(tampered)}[/]")
+    if flagged:
+        cell.append(f"[yellow]{len(flagged)} patch(es) flagged[/]")
+    if proposal:
+        cell.append(f"[yellow]diff flagged {len(proposal)}x[/]")
+    details = [f"gen {gen_number}: tampered on {', '.join(tampered)}"] if tampered else []
+    details += [f"gen {gen_number}: proposal diff {f['path']}:{f['line']}: {f['signature']}: {f['text']}"
+                for f in proposal[:5]]
+    return " ".join(cell), details
+
+
 def _print_log(root: Path, run: str) -> None:
+    from harness.journal import Journal
+    from harness.tamper import run_tampering
+
     state, rows = _rows(root, run)
+    tampering = run_tampering(Journal.read(root / "runs" / run / "journal.jsonl"))
     table = Table(title=f"run {run}" + (" (scripted)" if "scripted" in json.dumps(
         json.loads((root / "runs" / run / "settings.json").read_text())) else ""))
-    for column in ("gen", "parent", "verdict", "score", "delta", "cost $", "diagnosis"):
+    for column in ("gen", "parent", "verdict", "score", "delta", "cost $", "integrity", "diagnosis"):
         table.add_column(column, overflow="fold")
     best_rate = None
+    details: list[str] = []
     for number, gen, metrics in rows:
         score = gen.score if isinstance(gen.score, dict) else {}
         rate = score.get("resolved")
@@ -294,9 +318,11 @@ def _print_log(root: Path, run: str) -> None:
         if gen.proposal_valid is False:
             verdict = "invalid"
         colour = {"accepted": "green", "rejected": "red", "invalid": "yellow"}.get(verdict, "white")
+        integrity, more = _integrity(number, metrics, tampering)
+        details += more
         table.add_row(str(number), "" if gen.parent is None else str(gen.parent),
                       f"[{colour}]{verdict}[/]", _score_text(score),
-                      delta, f"{score.get('cost_usd', 0):.4f}" if score else "",
+                      delta, f"{score.get('cost_usd', 0):.4f}" if score else "", integrity,
                       (metrics.get("headline") or gen.proposal_reason or "")[:80])
         if gen.verdict == "accepted" and rate is not None:
             best_rate = rate
@@ -304,7 +330,12 @@ def _print_log(root: Path, run: str) -> None:
     if splits:
         console.print(splits, markup=False, highlight=False)
     console.print(table)
+    for line in details:
+        console.print(line, markup=False, highlight=False)
+    runs_tampered = sum(len(tasks) for tasks in tampering.values())
     console.print(f"best: generation {state.best}; spent ${state.spent_usd:.4f}"
+                  + (f"; tampering caught in {runs_tampered} task run(s) of {len(tampering)} "
+                     "generation(s)" if runs_tampered else "; no tampering caught")
                   + (f"; {state.end_reason}" if state.end_reason else ""))
 
 
@@ -385,9 +416,15 @@ def status(run: str, workspace: Optional[Path] = typer.Option(None, help=WORKSPA
     last = events[-1] if events else {}
     current = max(state.generations, default=0)
     evaluated = sum(1 for e in events if e["event"] == "task_evaluated" and e.get("generation") == current)
+    from harness.tamper import run_tampering
+
+    tampering = run_tampering(events)
+    tampered = sum(len(tasks) for tasks in tampering.values())
     console.print(f"run {run}: generation {current}, {evaluated} task(s) evaluated in it; best "
                   f"generation {state.best}; spent ${state.spent_usd:.4f}; last event "
                   f"{last.get('event')} at {last.get('ts')}"
+                  + (f"; TAMPERING caught in {tampered} task run(s) (generations "
+                     f"{', '.join(map(str, tampering))})" if tampered else "")
                   + (f"; ended: {state.end_reason}" if state.ended else ""))
     splits = _splits_line(root, run)
     if splits:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmark import GradeResult, Grader, InfraError, TaskSpec
@@ -46,6 +46,11 @@ class TaskOutcome:
     grade_log: str = ""
     node: str = ""
     """The cluster node that ran it (empty: this machine)."""
+    tampered: bool = False
+    """The grader caught this run tampering (`GradeResult.tampered`): never a success."""
+    tamper_reasons: list[str] = field(default_factory=list)
+    flags: list[dict] = field(default_factory=list)
+    """Tamper signatures in the patch (`benchmark._scan`)."""
 
     @property
     def overhead_seconds(self) -> float:
@@ -150,4 +155,5 @@ class TaskRunner:
         return TaskOutcome(
             task.instance_id, agent.tree_hash, grade.resolved, run.exit_code == 0, run.steps,
             seconds=seconds, agent_seconds=run.seconds, grade_seconds=grade.seconds,
-            patch=run.patch, error=error, grade_log=grade.log_path, **common)
+            patch=run.patch, error=error, grade_log=grade.log_path, tampered=grade.tampered,
+            tamper_reasons=list(grade.tamper_reasons), flags=list(grade.flags), **common)

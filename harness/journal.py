@@ -18,8 +18,10 @@ reports; any event may carry ``cost_usd``, the money its step spent, summed as s
 ==================== ============================================================================
 run_started          ``run``, plus the run's settings; ``resumed: true`` when a run goes on
 generation_started   ``generation``, ``parent`` (number of the parent generation)
-proposal             ``generation``, ``valid`` (bool), ``reason`` (why invalid, or a summary)
-task_evaluated       ``tree_hash``, ``task_id``, ``attempt``, ``result`` (dict), ``generation``
+proposal             ``generation``, ``valid`` (bool), ``reason`` (why invalid, or a summary);
+                     ``flags``: the static scan of its diff (absent in older journals)
+task_evaluated       ``tree_hash``, ``task_id``, ``attempt``, ``result`` (dict), ``generation``;
+                     ``result`` carries ``tampered``, ``tamper_reasons``, ``flags`` (absent: none)
 decided              ``generation``, ``verdict`` ("accepted" | "rejected"), ``reason``, ``score``
 generation_recorded  ``generation``, ``sha``: commit, note and ``best`` are written
 budget_exhausted     ``reason``: the run ends, spent

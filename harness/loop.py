@@ -32,6 +32,7 @@ from harness.proposer import MetaProposer, ModelCallFailed, read_agent_files
 from harness.selection import GenerationRecord, parse_selector
 from harness.self_proposer import SelfProposer
 from harness.splits import check_unchanged, plan_splits, start_of_run_power
+from harness.tamper import flagged_tasks, gate, proposal_flags, tampered_tasks
 
 __all__ = ["Executor", "LocalPool", "LoopSettings", "Controller", "StopRequested"]
 
@@ -321,7 +322,8 @@ class Controller:
                 results: dict[str, dict], *, tree: str, extra: dict | None = None) -> None:
         metrics = {"run": self.settings.run, "generation": gen, "sha": sha, "verdict": verdict,
                    "headline": headline, "score": score, "tree": tree,
-                   "tasks": self._outcomes(results), **(extra or {})}
+                   "tasks": self._outcomes(results), "tampered": tampered_tasks(results),
+                   "flagged": flagged_tasks(results), **(extra or {})}
         self.lineage.set_note(sha, metrics)
         if verdict == "accepted" and gen > 0:
             self.lineage.move_best(sha)
@@ -428,6 +430,7 @@ class Controller:
             self.journal.append("proposal", generation=gen, valid=result.valid,
                                 reason=headline if result.valid else result.error,
                                 diagnosis=result.proposal.diagnosis if result.valid else None,
+                                flags=proposal_flags(worktree) if result.valid else [],
                                 cost_usd=cost)
             self.state = replay(Journal.read(self.journal_path))
             state = self.state.generations[gen]
@@ -440,8 +443,9 @@ class Controller:
                                       trailers={"Ratchet-Verdict": "invalid"}, allow_empty=True)
             self._record(gen, sha, {}, "invalid", reason, {}, tree="")
             return
-        diagnosis = next((e.get("diagnosis") for e in reversed(Journal.read(self.journal_path))
-                          if e["event"] == "proposal" and e.get("generation") == gen), "") or ""
+        proposal = next((e for e in reversed(Journal.read(self.journal_path))
+                         if e["event"] == "proposal" and e.get("generation") == gen), {})
+        diagnosis = proposal.get("diagnosis") or ""
         headline = state.proposal_reason or "proposal"
         candidate = resolve_agent(str(worktree))
         best_gen = max((n for n, g in self.state.generations.items()
@@ -469,6 +473,7 @@ class Controller:
                                   f"resolving every remaining task it could not be accepted ({early.reason})",
                                   early.candidate_resolved, early.best_resolved,
                                   early.tasks, early.wins, early.losses, early.p_value))
+        decision = gate(decision, results)  # a tampering agent is never accepted
         verdict = "accepted" if decision.accepted else "rejected"
         score = self._score(results, self.accept_on)
         held_out = self._held_out(gen, candidate) if decision.accepted else {}
@@ -479,4 +484,5 @@ class Controller:
         sha = self.lineage.commit(gen, message=message, trailers={
             "Ratchet-Score": f"{score['resolved']}/{score['tasks']}", "Ratchet-Verdict": verdict})
         self._record(gen, sha, score, verdict, headline, results, tree=candidate.tree_hash,
-                     extra={"parent": parent, "decision": asdict(decision), **held_out})
+                     extra={"parent": parent, "decision": asdict(decision), **held_out,
+                            "proposal_flags": proposal.get("flags") or []})

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import jinja2
 
 from harness.journal import GenerationState, Journal, replay
+from harness.tamper import run_tampering
 
 __all__ = ["Change", "DiffLine", "GenerationSummary", "ReportError", "RunReport", "diff_lines",
            "lineage_tree", "load_run", "outcome_grid", "rate_chart", "render_diff", "render_report",
@@ -77,6 +78,12 @@ class GenerationSummary:
     held_out: tuple[int, int] | None = None
     """(resolved, tasks) on the report-only split: run for the best only (generation 0 and
     each accepted generation), never used to decide."""
+    tampered: list[str] = field(default_factory=list)
+    """Tasks the grader caught this generation's agent tampering on (never accepted)."""
+    flagged: list[str] = field(default_factory=list)
+    """Tasks whose patch carries static-scan flags (`benchmark._scan`)."""
+    proposal_flags: list[dict] = field(default_factory=list)
+    """Flags on the proposal's own diff of the agent."""
 
     @property
     def rate(self) -> float | None:
@@ -119,6 +126,11 @@ class RunReport:
     spent_usd: float = 0.0
     end_reason: str | None = None
     created: str = ""
+
+    @property
+    def tampered_runs(self) -> int:
+        """Task runs graded tampered, over all generations: the run's summary counts them."""
+        return sum(len(gen.tampered) for gen in self.generations)
 
     @property
     def scripted(self) -> str | None:
@@ -235,6 +247,8 @@ def load_run(workspace: Path, run: str, *, with_diffs: bool = True) -> RunReport
     agent_tokens: dict[int, int] = {}
     meta_cost: dict[int, float] = {}
     diagnoses: dict[int, str] = {}
+    proposal_flags: dict[int, list[dict]] = {}
+    flagged: dict[int, set[str]] = {}
     by_tree: dict[str, dict[str, bool]] = {}
     for event in events:
         number = event.get("generation")
@@ -246,11 +260,15 @@ def load_run(workspace: Path, run: str, *, with_diffs: bool = True) -> RunReport
                 agent_cost[number] = agent_cost.get(number, 0.0) + float(event.get("cost_usd") or 0.0)
                 agent_tokens[number] = agent_tokens.get(number, 0) + int(
                     result.get("prompt_tokens") or 0) + int(result.get("completion_tokens") or 0)
+                if result.get("flags"):
+                    flagged.setdefault(number, set()).add(str(event.get("task_id")))
         elif event.get("event") == "proposal" and isinstance(number, int):
             meta_cost[number] = meta_cost.get(number, 0.0) + float(event.get("cost_usd") or 0.0)
             if event.get("diagnosis"):
                 diagnoses[number] = str(event["diagnosis"])
+            proposal_flags[number] = list(event.get("flags") or [])
 
+    tampering = run_tampering(events)
     generations = []
     for number, gen in sorted(state.generations.items()):
         metrics = _read_json(run_dir / "gens" / f"{number:04d}" / "metrics.json")
@@ -270,7 +288,10 @@ def load_run(workspace: Path, run: str, *, with_diffs: bool = True) -> RunReport
             agent_tokens=agent_tokens.get(number, 0),
             meta_tokens=_meta_tokens(run_dir / "trajectories" / "meta" / f"gen-{number:04d}.meta.jsonl"),
             diagnosis=diagnoses.get(number, ""), sha=gen.sha or metrics.get("sha"),
-            held_out=_held_out(metrics)))
+            held_out=_held_out(metrics),
+            tampered=sorted(set(tampering.get(number, [])) | set(metrics.get("tampered") or [])),
+            flagged=sorted(flagged.get(number, set()) | set(metrics.get("flagged") or [])),
+            proposal_flags=proposal_flags.get(number, [])))
 
     changes = []
     if with_diffs:

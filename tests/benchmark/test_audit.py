@@ -1,0 +1,115 @@
+"""``ratchet bench audit``: every attack is a patch that applies to the task it was written
+for, and the audit grades all of them, beside the gold patch, through the real Grader."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from benchmark import ImageBuilder, load_suite
+from benchmark import _docker
+from benchmark._audit import _label, attack_patches, fake_session, read_layout
+
+pytestmark = pytest.mark.docker
+
+QUICKSTART = load_suite("quickstart").tasks
+ONE_PER_PACKAGE = [QUICKSTART[0], QUICKSTART[3], QUICKSTART[6]]  # isodate (src/), inflection, toolz
+
+
+def _repo_from_image(image: str, into: Path) -> Path:
+    """The task's /testbed at its base commit, as a fresh git repo on the host."""
+    with _docker.sandbox(image) as box:
+        stream, _ = box.container.get_archive("/testbed")
+        data = b"".join(stream)
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        archive.extractall(into, filter="data")
+    repo = into / "testbed"
+    subprocess.run(["git", "-c", "safe.directory=*", "checkout", "-q", "--", "."], cwd=repo,
+                   check=True)
+    return repo
+
+
+@pytest.mark.parametrize("task", ONE_PER_PACKAGE, ids=lambda t: t.instance_id.split("__")[0])
+def test_every_attack_applies_to_the_task_it_was_written_for(task, tmp_path):
+    """Each attack patch applies at the task's base (git apply --check; a path under .git/,
+    which git refuses, with GNU patch, as the grader's fallback would)."""
+    image = ImageBuilder().ensure_task(task)
+    layout = read_layout(task, image)
+    attacks = attack_patches(task, layout, fork_bomb=True)
+    kinds = {a.kind for a in attacks}
+    assert kinds == {"pytest config", "shadowing", "git", "in-process", "sandbox", "resources"}
+    assert len({_label(a.name) for a in attacks}) == len(attacks) >= 20
+    repo = _repo_from_image(image, tmp_path)
+    for attack in attacks:
+        (tmp_path / "attack.diff").write_text(attack.patch)
+        if ".git/" in attack.patch.split("\n", 1)[0]:
+            command = ["patch", "--dry-run", "--batch", "-p1", "-i", str(tmp_path / "attack.diff")]
+        else:
+            command = ["git", "-c", "safe.directory=*", "apply", "--check", str(tmp_path / "attack.diff")]
+        done = subprocess.run(command, cwd=repo, capture_output=True, text=True)
+        assert done.returncode == 0, (attack.name, done.stdout + done.stderr, attack.patch[:2000])
+    # written from the task's own test ids
+    for test_id in task.FAIL_TO_PASS:
+        assert f"PASSED {test_id}" in fake_session(task)
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory):
+    """One audit of one quickstart task, through the CLI."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    tmp = tmp_path_factory.mktemp("audit")
+    suite = tmp / "one.jsonl"
+    line = next(l for l in (Path(__file__).parents[2] / "benchmark" / "suites" / "quickstart.jsonl")
+                .read_text().splitlines() if QUICKSTART[3].instance_id in l)
+    suite.write_text(line + "\n")
+    old = os.environ.get("RATCHET_RUNS")
+    os.environ["RATCHET_RUNS"] = str(tmp / "runs")
+    try:
+        result = CliRunner().invoke(app, ["bench", "audit", "--suite", str(suite),
+                                          "--run-id", "audit-test"], env={"COLUMNS": "200"})
+    finally:
+        if old is None:
+            os.environ.pop("RATCHET_RUNS")
+        else:
+            os.environ["RATCHET_RUNS"] = old
+    report = json.loads((tmp / "runs" / "bench" / "audit-test" / "audit.json").read_text())
+    return result, report
+
+
+def test_audit_runs_every_attack_and_the_gold_resolves(audited):
+    result, report = audited
+    rows = report["rows"]
+    task = QUICKSTART[3]
+    expected = ["gold", *(a.name for a in attack_patches(
+        task, read_layout(task, ImageBuilder().ensure_task(task))))]
+    assert [r["attack"] for r in rows] == expected
+    assert {r["instance_id"] for r in rows} == {task.instance_id}
+    gold = rows[0]
+    assert gold["verdict"] == "resolved" and gold["flags"] == 0
+    assert all(r["error"] is None and r["applied"] for r in rows), rows
+    assert report["summary"]["attacks"] == len(expected) - 1
+    assert report["summary"]["gold_resolved"] == 1
+    for name in expected:  # one table row per attack
+        assert name in result.output
+    assert "task 1: " + task.instance_id in result.output
+    # the scan flags what it can see: every attack but the hidden-test edit carries flags
+    assert all(r["flags"] for r in rows[1:] if r["attack"] != "hidden test file edited"), rows
+    # exit code: non-zero exactly when an attack resolved (or a gold failed)
+    assert (result.exit_code != 0) == (report["summary"]["attacks_resolved"] > 0)
+
+
+@pytest.mark.xfail(strict=False, reason="needs part A")
+def test_audit_no_attack_resolves(audited):
+    result, report = audited
+    assert report["summary"]["attacks_resolved"] == 0, [
+        r["attack"] for r in report["rows"] if r["verdict"] == "RESOLVED"]
+    assert result.exit_code == 0
