@@ -8,6 +8,7 @@ Everything else hands it data (an image, a script, files to copy in) and gets da
 from __future__ import annotations
 
 import io
+import shutil
 import tarfile
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Any, Iterable, Iterator
 
 import docker
 import docker.errors
+import docker.types
 import requests.exceptions
 
 from benchmark._errors import DockerUnavailable, ImageBuildError, InfraError
@@ -30,6 +32,7 @@ __all__ = [
     "image_exists",
     "import_rootfs",
     "make_tar",
+    "run_grading",
     "run_script",
 ]
 
@@ -78,6 +81,8 @@ class SandboxLimits:
     memory: str = "4g"
     pids: int = 1024
     cpus: float = 2.0
+    output_bytes: int = 16 << 20
+    """Test output kept per grading; past it the output is dropped and the run unresolved."""
 
 
 @dataclass
@@ -203,6 +208,113 @@ def run_script(
         raise InfraError(f"image {image!r} is missing: {exc.explanation}") from exc
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise InfraError(f"Docker failed while running a container of {image!r}: {exc}") from exc
+
+
+# What the root grading wrapper needs of root's powers, and no more: own the repo and a home
+# for the sandbox user (a prebuilt image's /testbed is root's), write trip-wires into the
+# user's test files, drop to the user for every step, and kill all of the user's processes.
+_WRAPPER_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "KILL"]
+_WRAPPER_LAUNCH = ('PY=/usr/bin/python3; [ -x "$PY" ] || PY=$(command -v python3); '
+                   'exec "$PY" -I /ratchet/bin/wrapper.py')
+KILL_GRACE_S = 5.0
+"""How long past its limit the host waits for the wrapper before it kills the container."""
+
+
+@dataclass
+class GradingRun:
+    """A finished grading container: what its wrapper left in its output directory (copied
+    to the host), the host's own view of the end, and the container's last log lines."""
+
+    files: dict[str, Path]
+    killed: bool
+    oom_killed: bool
+    seconds: float
+    log_tail: str
+
+
+def tree_tar(entries: Iterable[tuple[str, bytes | str | None, int]]) -> bytes:
+    """A tar of (path, content or None for a directory, mode) entries, owned by root."""
+    buffer = io.BytesIO()
+    now = int(time.time())
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for path, content, mode in entries:
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.mode, info.mtime = mode, now
+            if content is None:
+                info.type = tarfile.DIRTYPE
+                archive.addfile(info)
+                continue
+            data = content.encode() if isinstance(content, str) else content
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _fetch_dir(container: Any, path: str, target: Path, cap: int) -> dict[str, Path]:
+    """Copy the files of `path` out of a (stopped) container into `target`, streaming: at
+    most `cap` bytes of tar reach the disk, and none are held in memory beyond a chunk."""
+    target.mkdir(parents=True, exist_ok=True)
+    raw = target / ".out.tar"
+    try:
+        stream, _ = container.get_archive(path)
+    except docker.errors.NotFound:
+        return {}
+    written = 0
+    with raw.open("wb") as handle:
+        for chunk in stream:
+            if written + len(chunk) > cap:
+                raise InfraError(f"the grading output of {container.short_id} passed {cap} bytes")
+            handle.write(chunk)
+            written += len(chunk)
+    files = {}
+    with tarfile.open(raw) as archive:
+        for member in archive:
+            if not member.isfile():
+                continue
+            name = Path(member.name).name
+            source = archive.extractfile(member)
+            if source is None:
+                continue
+            with (target / name).open("wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+            files[name] = target / name
+    raw.unlink()
+    return files
+
+
+def run_grading(image: str, archive: bytes, *, timeout_s: float, limits: SandboxLimits,
+                out_dir: Path) -> GradingRun:
+    """One grading container: the root wrapper (`_wrapper`) runs with only the powers it
+    needs, everything else as the sandbox user; the host waits `timeout_s` plus a grace and
+    then kills the whole container (a fork bomb cannot keep it alive), then copies the
+    wrapper's output directory to `out_dir` and removes the container."""
+    started = time.monotonic()
+    create = dict(_hardened(limits), cap_add=_WRAPPER_CAPS, user="root", working_dir="/",
+                  log_config=docker.types.LogConfig(
+                      type="json-file", config={"max-size": "1m", "max-file": "1"}))
+    try:
+        container = connect().containers.create(image, ["bash", "-c", _WRAPPER_LAUNCH],
+                                                detach=True, **create)
+    except docker.errors.ImageNotFound as exc:
+        raise InfraError(f"image {image!r} is missing: {exc.explanation}") from exc
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise InfraError(f"Docker failed to create a grading container of {image!r}: {exc}") from exc
+    try:
+        container.put_archive("/", archive)
+        container.start()
+        _, killed = _wait(container, timeout_s + KILL_GRACE_S)
+        container.reload()
+        oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+        tail = container.logs(stdout=True, stderr=True, tail=50).decode("utf-8", "replace")
+        files = _fetch_dir(container, "/ratchet/out", out_dir, 3 * limits.output_bytes + (16 << 20))
+        return GradingRun(files, killed, oom, time.monotonic() - started, tail)
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise InfraError(f"Docker failed while grading in a container of {image!r}: {exc}") from exc
+    finally:
+        try:
+            container.remove(force=True, v=True)
+        except docker.errors.DockerException:
+            pass
 
 
 def commit_script(
