@@ -283,7 +283,7 @@ def _fetch_dir(container: Any, path: str, target: Path, cap: int) -> dict[str, P
 
 
 def run_grading(image: str, archive: bytes, *, timeout_s: float, limits: SandboxLimits,
-                out_dir: Path) -> GradingRun:
+                out_dir: Path, fetch_cap: int | None = None) -> GradingRun:
     """One grading container: the root wrapper (`_wrapper`) runs with only the powers it
     needs, everything else as the sandbox user; the host waits `timeout_s` plus a grace and
     then kills the whole container (a fork bomb cannot keep it alive), then copies the
@@ -306,7 +306,8 @@ def run_grading(image: str, archive: bytes, *, timeout_s: float, limits: Sandbox
         container.reload()
         oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
         tail = container.logs(stdout=True, stderr=True, tail=50).decode("utf-8", "replace")
-        files = _fetch_dir(container, "/ratchet/out", out_dir, 3 * limits.output_bytes + (16 << 20))
+        cap = fetch_cap if fetch_cap is not None else 3 * limits.output_bytes + (16 << 20)
+        files = _fetch_dir(container, "/ratchet/out", out_dir, cap)
         return GradingRun(files, killed, oom, time.monotonic() - started, tail)
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise InfraError(f"Docker failed while grading in a container of {image!r}: {exc}") from exc

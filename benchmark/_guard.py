@@ -320,7 +320,8 @@ def _after_apply_problems(repo: str, written: list[str], listed: set[str],
         elif os.path.islink(full):
             problems.append(f"{path}: symlink")
         elif rules.get("unlisted", True) and path not in listed and not any(
-                path.startswith(p.rstrip("/") + "/") for p in listed):
+                path.startswith(p.rstrip("/") + "/") or p.startswith(path.rstrip("/") + "/")
+                for p in listed):  # git names a wholly new or ignored directory as dir/
             problems.append(f"{path}: written but named in no header of the patch")
     for path in written:
         if protected_reason(path, frozenset(spec["hidden_test_files"]),

@@ -185,8 +185,10 @@ class Grader:
         run = None
         for attempt in range(2):  # one retry: a transient daemon hiccup is not a verdict
             try:
-                run = _docker.run_grading(image, archive, timeout_s=timeout, limits=self.limits,
-                                          out_dir=log_path.parent / "out")
+                run = _docker.run_grading(
+                    image, archive, timeout_s=timeout, limits=self.limits,
+                    out_dir=log_path.parent / "out",
+                    fetch_cap=None if self.defences.output_cap else 1 << 40)
                 break
             except InfraError:
                 if attempt:
