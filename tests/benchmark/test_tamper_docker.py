@@ -340,7 +340,7 @@ def test_git_runs_no_hook_or_fsmonitor_the_package_writes_at_test_time(task):
 
 
 def test_fork_bomb_at_import_ends_within_ten_seconds_of_the_limit(task, module_source, tmp_path):
-    limit = 15
+    limit = 10
     bomb = task.model_copy(update={"environment": task.environment.model_copy(
         update={"timeout_s": limit})})
     code = ("\nimport os as _os, sys as _sys\nif '_pytest' in _sys.modules:\n"
@@ -376,9 +376,17 @@ def test_huge_output_is_capped_and_the_graders_memory_stays_bounded(task, module
     """300 MB printed at import: with the cap the output is dropped past 16 MiB, the run is
     unresolved and the grading process grows by well under 200 MB; without it, the whole
     output reaches the grading process."""
-    code = ("\nimport sys as _sys\nif '_pytest' in _sys.modules:\n"
-            "    _line = 'x' * 1023 + '\\n'\n    for _ in range(300 * 1024):\n"
-            "        _sys.stdout.write(_line)\n")
+    code = textwrap.dedent("""
+        import sys as _sys
+        if "_pytest" in _sys.modules:
+            import gc as _gc
+            for _capman in [o for o in _gc.get_objects() if type(o).__name__ == "CaptureManager"]:
+                _capman.suspend_global_capture(in_=True)  # past pytest's capture
+            _line = "x" * 1023 + "\\n"
+            for _ in range(300 * 1024):
+                _sys.stdout.write(_line)
+            _sys.stdout.flush()
+        """)
     patch_file = tmp_path / "loud.diff"
     patch_file.write_text(_append(MODULE, module_source, code))
     root = Path(__file__).resolve().parents[2]
@@ -394,3 +402,4 @@ def test_huge_output_is_capped_and_the_graders_memory_stays_bounded(task, module
     assert any("more than" in p for p in on["problems"]), figures
     assert on["grew_mb"] < 200, figures
     assert off["grew_mb"] > 200, figures
+    print(f"grading process growth: {on['grew_mb']:.0f} MB with the cap, {off['grew_mb']:.0f} MB without")
