@@ -403,3 +403,28 @@ def test_huge_output_is_capped_and_the_graders_memory_stays_bounded(task, module
     assert on["grew_mb"] < 200, figures
     assert off["grew_mb"] > 200, figures
     print(f"grading process growth: {on['grew_mb']:.0f} MB with the cap, {off['grew_mb']:.0f} MB without")
+
+
+def test_prebuilt_image_with_a_root_owned_testbed_still_grades(task, tmp_path):
+    """An official image's /testbed is root's: the wrapper gives it to the sandbox user,
+    and gold still resolves (empty does not), the tests running unprivileged."""
+    import docker
+
+    from benchmark import _docker
+
+    base = ImageBuilder().ensure_task(task)
+    tag = f"ratchet-test/prebuilt:{os.getpid()}"
+    _docker.commit_script(base, "chown -R root:root /testbed", tag=tag,
+                          log_path=tmp_path / "build.log")
+    try:
+        prebuilt = task.model_copy(update={"image": tag, "source": None})
+        grader = Grader(ImageBuilder(), tmp_path / "grades")
+        gold, empty = (grader.grade(prebuilt, p, label=l) for p, l in ((task.patch, "gold"), ("", "empty")))
+        assert gold.resolved and not gold.tampered, _says(gold)
+        assert not empty.resolved and empty.tests_ran, _says(empty)
+        report = json.loads((Path(gold.log_path).parent / "report.json").read_text())
+        assert report[task.instance_id]["ratchet"]["tampered"] is False
+        assert report[task.instance_id]["ratchet"]["tamper_reasons"] == []
+    finally:
+        docker.from_env().images.remove(tag, force=True)
+
