@@ -274,6 +274,9 @@ class Grader:
             log.write(f"ratchet steps: {json.dumps(report.get('steps', {}))}\n")
         if tests_log:
             tests_log.unlink()
+        if report.get("timed_out") and "exit_code" not in report:
+            result.problems.append(f"grading timed out after {timeout}s before the tests ran")
+            return
         if guard.get("refused"):
             result.problems.append("the patch was refused: " + "; ".join(guard["refused"]))
             return

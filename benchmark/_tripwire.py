@@ -66,6 +66,11 @@ def _targets(tree: ast.Module, name: str) -> tuple[ast.ClassDef | None, ast.Func
     return None
 
 
+def _parametrized(tree: ast.Module, test: str) -> bool:
+    found = _targets(tree, test)
+    return bool(found) and any(_is_parametrize(d) for d in found[1].decorator_list)
+
+
 def _first_line(node: ast.stmt) -> int:
     decorators = getattr(node, "decorator_list", None) or []
     return min([node.lineno, *(d.lineno for d in decorators)])
@@ -86,9 +91,11 @@ def _copy(lines: list[str], func: ast.FunctionDef, new_name: str, assertion: str
     unit = body_indent[len(def_indent):]
     kept = []  # parametrize only: any other decorator could skip, xfail or retry the copy
     for decorator in func.decorator_list:
-        text = "".join(lines[decorator.lineno - 1: decorator.end_lineno])
-        if "parametrize" in text:
-            kept.append(text if text.endswith("\n") else text + "\n")
+        if _is_parametrize(decorator):
+            one = _first_case_only(lines, decorator)
+            if one is None:
+                return None
+            kept.append(def_indent + one + "\n")
     header = "".join(lines[func.lineno - 1: body_start - 1])
     header, count = re.subn(rf"\bdef\s+{re.escape(func.name)}\s*\(", f"def {new_name}(", header,
                             count=1)
@@ -100,6 +107,30 @@ def _copy(lines: list[str], func: ast.FunctionDef, new_name: str, assertion: str
         wrapped += "\n"
     return ("".join(kept) + header + f"{body_indent}try:\n{wrapped}"
             f"{body_indent}finally:\n{body_indent}{unit}{assertion}\n")
+
+
+def _is_parametrize(decorator: ast.expr) -> bool:
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    return isinstance(target, ast.Attribute) and target.attr == "parametrize"
+
+
+def _segment(lines: list[str], node: ast.AST) -> str:
+    return ast.get_source_segment("".join(lines), node) or ""
+
+
+def _first_case_only(lines: list[str], decorator: ast.expr) -> str | None:
+    """``@....parametrize(names, values, ...)`` with only the first case (a copy fails once,
+    not once per case: failures are what costs time); ``ids`` go, as they would no longer
+    match. None where the call is not of that shape."""
+    if not (isinstance(decorator, ast.Call) and len(decorator.args) == 2):
+        return None
+    func = _segment(lines, decorator.func)
+    names, values = (_segment(lines, arg) for arg in decorator.args)
+    keywords = [f"{k.arg}={_segment(lines, k.value)}" for k in decorator.keywords
+                if k.arg in ("indirect", "scope")]
+    if not (func and names and values):
+        return None
+    return f"@{func}({names}, list({values})[:1]{''.join(', ' + k for k in keywords)})"
 
 
 def _vocabulary(tree: ast.Module) -> list[str]:
@@ -139,6 +170,7 @@ def plant(path: str, source: str, wanted: list[str], rng: random.Random,
              if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
     candidates = list(dict.fromkeys(test.split("[", 1)[0] for test in wanted))
     rng.shuffle(candidates)
+    candidates.sort(key=lambda test: "[" in test or _parametrized(tree, test))  # cheap first
     inserts: list[tuple[int, str, Planted]] = []  # (after line, text, planted)
     used_classes: set[str] = set()
     for test in candidates:

@@ -60,6 +60,10 @@ def git_env(base: dict[str, str], *, hooks_off: bool = True) -> dict[str, str]:
     return env
 
 
+class _OutOfTime(Exception):
+    """The deadline passed in a step before the tests."""
+
+
 class Wrapper:
     def __init__(self, spec: dict):
         self.spec = spec
@@ -91,7 +95,12 @@ class Wrapper:
             args, cwd=self.repo, env=env or self.user_env(), user=self.uid, group=self.gid,
             extra_groups=[], stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, close_fds=True)
-        out, _ = proc.communicate(stdin, timeout=max(1.0, self.deadline - time.monotonic()))
+        try:
+            out, _ = proc.communicate(stdin, timeout=max(0.1, self.deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.kill_others()
+            proc.wait()
+            raise _OutOfTime from None
         self.kill_others()
         return proc.returncode, out[:limit].decode("utf-8", "replace")
 
@@ -162,7 +171,8 @@ class Wrapper:
                     source = handle.read()
             except (OSError, UnicodeDecodeError):
                 continue
-            new_source, here = _tripwire.plant(path, source, wanted, rng)
+            left = int(self.spec.get("tripwire_count", 2)) - len(planted)
+            new_source, here = _tripwire.plant(path, source, wanted, rng, count=left)
             if here:
                 with open(full, "w", encoding="utf-8") as handle:  # owner stays the user's
                     handle.write(new_source)
@@ -329,6 +339,8 @@ def main() -> int:
     wrapper = Wrapper(spec)
     try:
         result = wrapper.run()
+    except _OutOfTime:
+        result = dict(wrapper.result, timed_out=True)
     except BaseException as exc:  # the host reads the reason; a crash is never a verdict
         import traceback
 

@@ -64,7 +64,7 @@ def test_planted_copies_fail_even_where_the_original_passes_or_returns_early(tmp
         assert status[f"test_x.py::{name}"] == "PASSED", out
     for p in planted:
         found = statuses_of(p, status)
-        assert found and set(found) == {"FAILED"}, (p, out)
+        assert found == ["FAILED"], (p, out)  # a parametrized copy keeps one case: one failure
 
 
 def test_names_are_fresh_per_grading_and_drawn_from_the_file():
