@@ -257,8 +257,11 @@ def main() -> int:
         per_task: dict[str, dict] = {}
         for t in tasks:
             rows = defaultdict(list)
+            grader.prestart(t)  # as run_jobs does: the container is started ahead of its job
             for n in range(args.repeat):
                 result, seconds, phases = _grade_timed(grader, t, f"gold-{n}")
+                if n + 1 < args.repeat:
+                    grader.prestart(t)  # starts while the bare run below runs
                 if not result.resolved:
                     print(f"  WARNING {t.instance_id}: ratchet did not resolve the gold patch: "
                           f"{result.problems} {result.error}")
@@ -276,6 +279,7 @@ def main() -> int:
             per_task[t.instance_id]["raw"] = dict(rows)
             print(f"  measured {t.instance_id}")
     finally:
+        grader.close()
         for b in bare.values():
             b.close()
 

@@ -32,8 +32,10 @@ __all__ = [
     "image_exists",
     "import_rootfs",
     "make_tar",
+    "remove_quietly",
     "run_grading",
     "run_script",
+    "start_grading_container",
 ]
 
 _local = threading.local()
@@ -282,14 +284,13 @@ def _fetch_dir(container: Any, path: str, target: Path, cap: int) -> dict[str, P
     return files
 
 
-def run_grading(image: str, archive: bytes, *, timeout_s: float, limits: SandboxLimits,
-                out_dir: Path, fetch_cap: int | None = None) -> GradingRun:
-    """One grading container: the root wrapper (`_wrapper`) runs with only the powers it
-    needs, everything else as the sandbox user; the host waits `timeout_s` plus a grace and
-    then kills the whole container (a fork bomb cannot keep it alive), then copies the
-    wrapper's output directory to `out_dir` and removes the container."""
-    started = time.monotonic()
+def start_grading_container(image: str, limits: SandboxLimits, code: bytes, *,
+                            ready: bytes | None = None) -> Any:
+    """Create and start a grading container with the wrapper's code (`code`, a tar) in it.
+    Without `ready` (the job's files, ending with the go file) the wrapper waits for them:
+    a container started ahead of its patch, so a grading does not wait for a start."""
     create = dict(_hardened(limits), cap_add=_WRAPPER_CAPS, user="root", working_dir="/",
+                  labels={"ratchet.grading": "1"},
                   log_config=docker.types.LogConfig(
                       type="json-file", config={"max-size": "1m", "max-file": "1"}))
     try:
@@ -300,22 +301,50 @@ def run_grading(image: str, archive: bytes, *, timeout_s: float, limits: Sandbox
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise InfraError(f"Docker failed to create a grading container of {image!r}: {exc}") from exc
     try:
-        container.put_archive("/", archive)
+        container.put_archive("/", code)
+        if ready is not None:
+            container.put_archive("/", ready)
         container.start()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        remove_quietly(container)
+        raise InfraError(f"Docker failed to start a grading container of {image!r}: {exc}") from exc
+    return container
+
+
+def remove_quietly(container: Any) -> None:
+    try:
+        container.remove(force=True, v=True)
+    except (docker.errors.DockerException, requests.exceptions.RequestException):
+        pass
+
+
+def run_grading(image: str, code: bytes, job: bytes, *, timeout_s: float,
+                limits: SandboxLimits, out_dir: Path, fetch_cap: int | None = None,
+                started: Any = None) -> GradingRun:
+    """One grading: the root wrapper (`_wrapper`) runs with only the powers it needs,
+    everything else as the sandbox user. `started` is a container `start_grading_container`
+    started ahead (never one that graded before); else one is made here. The host waits
+    `timeout_s` plus a grace, then kills the whole container (a fork bomb cannot keep it
+    alive), copies the wrapper's output directory to `out_dir` and removes the container."""
+    began = time.monotonic()
+    if started is None:
+        container = start_grading_container(image, limits, code, ready=job)
+    else:
+        container = started
+    try:
+        if started is not None:
+            container.put_archive("/", job)
         _, killed = _wait(container, timeout_s + KILL_GRACE_S)
         container.reload()
         oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
         tail = container.logs(stdout=True, stderr=True, tail=50).decode("utf-8", "replace")
         cap = fetch_cap if fetch_cap is not None else 3 * limits.output_bytes + (16 << 20)
         files = _fetch_dir(container, "/ratchet/out", out_dir, cap)
-        return GradingRun(files, killed, oom, time.monotonic() - started, tail)
+        return GradingRun(files, killed, oom, time.monotonic() - began, tail)
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise InfraError(f"Docker failed while grading in a container of {image!r}: {exc}") from exc
     finally:
-        try:
-            container.remove(force=True, v=True)
-        except docker.errors.DockerException:
-            pass
+        remove_quietly(container)
 
 
 def commit_script(

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 import traceback
+import weakref
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +46,18 @@ _GUARD_SOURCE = Path(_guard.__file__).read_text(encoding="utf-8")
 _WRAPPER_SOURCE = Path(_wrapper.__file__).read_text(encoding="utf-8")
 _TRIPWIRE_SOURCE = Path(_tripwire.__file__).read_text(encoding="utf-8")
 TRIPWIRES_PER_GRADING = 2
+# The wrapper's code and the directories of a grading (root-only ones 0700): the same for
+# every grading, so a container can be started with it ahead of its job.
+_CODE_TAR = _docker.tree_tar([
+    ("ratchet", None, 0o755),
+    ("ratchet/bin", None, 0o755),
+    ("ratchet/bin/wrapper.py", _WRAPPER_SOURCE, 0o644),
+    ("ratchet/bin/guard.py", _GUARD_SOURCE, 0o644),
+    ("ratchet/bin/_tripwire.py", _TRIPWIRE_SOURCE, 0o644),
+    ("ratchet/in", None, 0o755),
+    ("ratchet/secret", None, 0o700),
+    ("ratchet/out", None, 0o700),
+])
 _APPLY_CMDS = (  # the official harness's chain (swebench.harness.run_evaluation.GIT_APPLY_CMDS)
     ["git", "apply", "--verbose"],
     ["git", "apply", "--verbose", "--3way"],
@@ -135,6 +149,27 @@ class Grader:
         self.out_dir = out_dir
         self.limits = limits
         self.defences = defences
+        self._ready: dict[str, list] = {}
+        self._ready_lock = threading.Lock()
+        weakref.finalize(self, _remove_all, self._ready, self._ready_lock)
+
+    def prestart(self, task: TaskSpec) -> None:
+        """Start a fresh grading container of `task`'s image now, ahead of its patch: the
+        next grading of that image takes it instead of waiting for a start. Each container
+        grades once; one never taken is removed by `close` (or when the grader goes)."""
+        image = self.builder.ensure_task(task)
+        container = _docker.start_grading_container(image, self.limits, _CODE_TAR)
+        with self._ready_lock:
+            self._ready.setdefault(image, []).append(container)
+
+    def _take(self, image: str):
+        with self._ready_lock:
+            waiting = self._ready.get(image)
+            return waiting.pop(0) if waiting else None
+
+    def close(self) -> None:
+        """Remove the containers started ahead that no grading took."""
+        _remove_all(self._ready, self._ready_lock)
 
     def grade(self, task: TaskSpec, patch: str | None, *, label: str = "model") -> GradeResult:
         started = time.monotonic()
@@ -181,14 +216,15 @@ class Grader:
             return
         image = self.builder.ensure_task(task)
         timeout = task.environment.timeout_s if task.environment else 900
-        archive = self._archive(task, patch, timeout)
+        job = self._archive(task, patch, timeout)
         run = None
         for attempt in range(2):  # one retry: a transient daemon hiccup is not a verdict
             try:
                 run = _docker.run_grading(
-                    image, archive, timeout_s=timeout, limits=self.limits,
+                    image, _CODE_TAR, job, timeout_s=timeout, limits=self.limits,
                     out_dir=log_path.parent / "out",
-                    fetch_cap=None if self.defences.output_cap else 1 << 40)
+                    fetch_cap=None if self.defences.output_cap else 1 << 40,
+                    started=self._take(image) if attempt == 0 else None)
                 break
             except InfraError:
                 if attempt:
@@ -197,8 +233,8 @@ class Grader:
         self._read(task, run, result, log_path, timeout)
 
     def _archive(self, task: TaskSpec, patch: str, timeout: float) -> bytes:
-        """The files of one grading: public code and the patch for the sandbox user; the
-        spec (hidden tests, test command) and the output directory for root only."""
+        """The job of one grading: the guard's spec and the patch for the sandbox user; the
+        spec (hidden tests, test command) for root only."""
         d = self.defences
         steps = test_steps(task)
         pytest_log = parser_name(task) in _PYTEST_PARSERS
@@ -231,19 +267,12 @@ class Grader:
             "output_cap": self.limits.output_bytes if d.output_cap else None,
             "defences": asdict(d),
         }
-        return _docker.tree_tar([
-            ("ratchet", None, 0o755),
-            ("ratchet/bin", None, 0o755),
-            ("ratchet/bin/wrapper.py", _WRAPPER_SOURCE, 0o644),
-            ("ratchet/bin/guard.py", _GUARD_SOURCE, 0o644),
-            ("ratchet/bin/_tripwire.py", _TRIPWIRE_SOURCE, 0o644),
+        return _docker.tree_tar([  # into the directories of _CODE_TAR; the go file last
             ("ratchet/bin/guard.json", json.dumps(guard_spec), 0o644),
-            ("ratchet/in", None, 0o755),
             ("ratchet/in/model.patch", patch if not patch or patch.endswith("\n") else patch + "\n",
              0o644),
-            ("ratchet/secret", None, 0o700),
             ("ratchet/secret/spec.json", json.dumps(spec), 0o600),
-            ("ratchet/out", None, 0o700),
+            ("ratchet/secret/go", b"", 0o600),
         ])
 
     def _read(self, task: TaskSpec, run: _docker.GradingRun, result: GradeResult,
@@ -341,10 +370,38 @@ def map_unordered(fn: Callable[[T], R], items: Iterable[T], *, workers: int = 2)
                 future.cancel()
 
 
+def _remove_all(ready: dict[str, list], lock: threading.Lock) -> None:
+    with lock:
+        containers = [c for waiting in ready.values() for c in waiting]
+        ready.clear()
+    for container in containers:
+        _docker.remove_quietly(container)
+
+
 def grade_locally(grader: Grader, jobs: Sequence[Job], *, workers: int = 2) -> Iterator[GradeResult]:
-    """Grade every job on a pool of `workers` threads; results in completion order."""
-    return map_unordered(lambda job: grader.grade(job.task, job.patch, label=job.label), jobs,
-                         workers=workers)
+    """Grade every job on a pool of `workers` threads; results in completion order. When a
+    job starts, the container of the job `workers` places behind it is started, so it
+    need not wait for one."""
+    jobs = list(jobs)
+    workers = max(1, workers)
+
+    def one(index: int) -> GradeResult:
+        ahead = index + workers
+        if ahead < len(jobs) and jobs[ahead].patch is not None:
+            try:
+                grader.prestart(jobs[ahead].task)
+            except Exception:  # noqa: BLE001 - its own grading starts one, or reports why
+                pass
+        job = jobs[index]
+        return grader.grade(job.task, job.patch, label=job.label)
+
+    def stream() -> Iterator[GradeResult]:
+        try:
+            yield from map_unordered(one, range(len(jobs)), workers=workers)
+        finally:
+            grader.close()
+
+    return stream()
 
 
 def run_jobs(grader: Grader, jobs: Iterable[Job], *, workers: int = 2,

@@ -40,6 +40,9 @@ except ImportError:  # pragma: no cover - the container's layout
     import _tripwire  # type: ignore[no-redef]  # noqa: E402
 
 SPEC = "/ratchet/secret/spec.json"
+GO = "/ratchet/secret/go"
+"""Put last, after the spec: a container started ahead of its job waits for it."""
+IDLE_S = 3600
 OUT = "/ratchet/out"
 BIN = "/ratchet/bin"
 _CHUNK = 1 << 16
@@ -334,6 +337,11 @@ def _junit_cases(data: bytes) -> dict:
 
 def main() -> int:
     os.umask(0o022)
+    idle_until = time.monotonic() + IDLE_S
+    while not os.path.exists(GO):  # started ahead of its job: wait for it
+        if time.monotonic() > idle_until:
+            return 0
+        time.sleep(0.005)
     with open(SPEC, encoding="utf-8") as handle:
         spec = json.load(handle)
     wrapper = Wrapper(spec)
