@@ -5,16 +5,16 @@ SWE-bench harness, measured in one run on the same images and gold patches.
 
 Per task, `--repeat` times, interleaved:
   (a) grade   - ``Grader.grade(task, task.patch)`` wall time (image already built): a fresh
-                hardened container, the guard (one ``python3 -I`` process that applies the
-                patch and sets aside protected files), test patch, tests, log grading, removal.
+                hardened container, the root grading wrapper (guard: apply + set aside as the
+                sandbox user; test patch; trip-wires; tests as the sandbox user with junit),
+                the copy-out of its output, grading, removal.
   (b) bare    - the task's test command plus its test files, run with ``docker exec`` (the
                 SDK's exec_run) in an already-running container of the same image, as the
                 same user as grading, in which the gold patch and the test patch were
                 applied beforehand (untimed).
-  (c) parts   - one extra, instrumented grading (not part of (a)) whose container script
-                prints timestamps between its steps (same files, user and limits as
-                ``Grader._run``), plus the Docker API calls of (a) timed (create,
-                put_archive, start, wait, logs, remove, image lookup).
+  (c) parts   - the wrapper's own timing of its steps in each grading of (a) (the
+                ``ratchet steps:`` line of eval.log), plus the Docker API calls of (a) timed
+                (create, put_archive, start, wait, get_archive, logs, remove, image lookup).
 Per suite, `--repeat` times, alternating which goes first:
   (d) ratchet  - ``run_jobs`` over every gold prediction, 2 workers, in this process.
   (e) official - ``python -m swebench.harness.run_evaluation`` on a local dataset built by
@@ -33,7 +33,6 @@ import io
 import json
 import os
 import re
-import secrets
 import signal
 import statistics
 import subprocess
@@ -54,17 +53,10 @@ import docker.models.containers as _containers  # noqa: E402
 import docker.models.images as _images  # noqa: E402
 
 from _common import LoadSampler, time_calls  # noqa: E402  (bench/ is sys.path[0])
-from benchmark import _docker, _guard  # noqa: E402
+from benchmark import _docker  # noqa: E402
 from benchmark._grading import swebench_instance  # noqa: E402
 from benchmark._images import SANDBOX_USER, ImageBuilder  # noqa: E402
-from benchmark._runner import (  # noqa: E402
-    _APPLY_CMDS,
-    _GUARD_SOURCE,
-    Grader,
-    Job,
-    _container_script,
-    run_jobs,
-)
+from benchmark._runner import Grader, Job, run_jobs  # noqa: E402
 from benchmark._suites import load_suite, suite_path  # noqa: E402
 from benchmark._task import TaskSpec, load_tasks  # noqa: E402
 
@@ -85,6 +77,8 @@ for _cls, _name, _label in (
     (_containers.Container, "start", "start"),
     (_containers.Container, "wait", "wait (script)"),
     (_containers.Container, "logs", "logs"),
+    (_containers.Container, "get_archive", "get_archive (wrapper output)"),
+    (_containers.Container, "reload", "reload (container state)"),
     (_containers.Container, "remove", "remove"),
     (_images.ImageCollection, "get", "image lookup"),
 ):
@@ -103,62 +97,21 @@ def _grade_timed(grader: Grader, task: TaskSpec, label: str):
     return result, seconds, phases
 
 
-# --- in-script breakdown: ratchet's container script with timestamps between its steps ---
+# --- in-container breakdown: the wrapper times its own steps ---------------------------------
 
-_STEP_AFTER = (
-    # one interpreter: record pre-existing paths, apply the patch, set protected files aside
-    ("guard (python3 -I: apply + set aside)",
-     lambda ln: ln.startswith('"$PY" -I /ratchet/guard.py ')),
-)
+def _script_steps(result) -> dict[str, float]:
+    """The ``ratchet steps: {...}`` line the grader writes into eval.log from the wrapper."""
+    text = Path(result.log_path).read_text(encoding="utf-8", errors="replace")
+    m = re.search(r"^ratchet steps: (\{.*\})$", text, re.MULTILINE)
+    steps = json.loads(m.group(1)) if m else {}
+    steps["wrapper total"] = sum(steps.values()) if steps else float("nan")
+    return steps
 
 
 def _grading_user(task: TaskSpec) -> str:
-    """The user `Grader._run` grades as (the sandbox user for images ratchet built)."""
-    return "root" if task.image else SANDBOX_USER
-
-
-def _instrumented_script(task: TaskSpec, tag: str) -> str:
-    stamp = 'echo "@@STEP {} $(date +%s.%N)"'
-    out = [stamp.format("start")]
-    for line in _container_script(task, tag).splitlines():
-        if line.startswith("echo '>>>>> Start Test Output"):
-            out.append(stamp.format("test patch (restore + git apply)"))
-        out.append(line)
-        for name, matches in _STEP_AFTER:
-            if matches(line):
-                out.append(stamp.format(name))
-        if line == "RATCHET_TEST_EXIT=$?":
-            out.append(stamp.format("tests"))
-    out.append(stamp.format("end (restore test files)"))
-    return "\n".join(out) + "\n"
-
-
-def _script_steps(grader: Grader, task: TaskSpec, image: str) -> dict[str, float]:
-    """One instrumented grading run (same files, spec, user and limits as Grader._run)."""
-    tag = f" [{secrets.token_hex(8)}]"
-    files = {
-        "ratchet/model.patch": task.patch if task.patch.endswith("\n") else task.patch + "\n",
-        "ratchet/guard.py": _GUARD_SOURCE,
-        "ratchet/guard.json": json.dumps({
-            "patch_file": "/ratchet/model.patch",
-            "apply_commands": _APPLY_CMDS,
-            "hidden_test_files": task.test_files,
-            "patch_paths": _guard.paths_named_in_patch(task.patch),
-        }),
-    }
-    run = _docker.run_script(image, _instrumented_script(task, tag),
-                             archives=[("/", _docker.make_tar(files))], timeout_s=900,
-                             limits=grader.limits, user=_grading_user(task))
-    if _guard.APPLIED_MARKER not in run.log:
-        raise RuntimeError(f"{task.instance_id}: the instrumented grading did not apply the "
-                           f"gold patch:\n{run.log[-1500:]}")
-    stamps = [(m.group(1), float(m.group(2)))
-              for m in re.finditer(r"^@@STEP (.+) (\d+\.\d+)$", run.log, re.MULTILINE)]
-    steps = {}
-    for (_, before), (name, at) in zip(stamps, stamps[1:]):
-        steps[name] = at - before
-    steps["script total"] = stamps[-1][1] - stamps[0][1] if stamps else float("nan")
-    return steps
+    """The user the tests run as in grading: always the sandbox user (the wrapper drops
+    to it, on ratchet's images and prebuilt ones alike)."""
+    return SANDBOX_USER
 
 
 # --- the bare test run: docker exec in a running container -----------------------------
@@ -304,8 +257,11 @@ def main() -> int:
         per_task: dict[str, dict] = {}
         for t in tasks:
             rows = defaultdict(list)
+            grader.prestart(t)  # as run_jobs does: the container is started ahead of its job
             for n in range(args.repeat):
                 result, seconds, phases = _grade_timed(grader, t, f"gold-{n}")
+                if n + 1 < args.repeat:
+                    grader.prestart(t)  # starts while the bare run below runs
                 if not result.resolved:
                     print(f"  WARNING {t.instance_id}: ratchet did not resolve the gold patch: "
                           f"{result.problems} {result.error}")
@@ -317,12 +273,13 @@ def main() -> int:
                 rows["bare inside"].append(inside)
                 for k, v in phases.items():
                     rows["api: " + k].append(v)
-                for k, v in _script_steps(grader, t, images[t.instance_id]).items():
-                    rows["script: " + k].append(v)
+                for k, v in _script_steps(result).items():
+                    rows["wrapper: " + k].append(v)
             per_task[t.instance_id] = {k: med(v) for k, v in rows.items()}
             per_task[t.instance_id]["raw"] = dict(rows)
             print(f"  measured {t.instance_id}")
     finally:
+        grader.close()
         for b in bare.values():
             b.close()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tarfile
 import threading
 import time
@@ -19,6 +20,7 @@ from typing import Any, Iterable, Iterator
 
 import docker
 import docker.errors
+import docker.types
 import requests.exceptions
 
 from benchmark._errors import DockerUnavailable, ImageBuildError, InfraError
@@ -37,8 +39,11 @@ __all__ = [
     "image_exists",
     "import_rootfs",
     "make_tar",
+    "remove_quietly",
+    "run_grading",
     "run_script",
     "sandbox",
+    "start_grading_container",
 ]
 
 LOG_CONFIG = docker.types.LogConfig(type="json-file", config={"max-size": "8m", "max-file": "2"})
@@ -102,6 +107,8 @@ class SandboxLimits:
     memory: str = "4g"
     pids: int = 1024
     cpus: float = 2.0
+    output_bytes: int = 16 << 20
+    """Test output kept per grading; past it the output is dropped and the run unresolved."""
 
 
 @dataclass
@@ -315,6 +322,139 @@ def sandbox(image: str, *, archives: Iterable[tuple[str, bytes]] = (),
             container.remove(force=True, v=True)
         except docker.errors.DockerException:
             pass
+# What the root grading wrapper needs of root's powers, and no more: own the repo and a home
+# for the sandbox user (a prebuilt image's /testbed is root's), write trip-wires into the
+# user's test files, drop to the user for every step, and kill all of the user's processes.
+_WRAPPER_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "KILL"]
+_WRAPPER_LAUNCH = ('PY=/usr/bin/python3; [ -x "$PY" ] || PY=$(command -v python3); '
+                   'exec "$PY" -I /ratchet/bin/wrapper.py')
+KILL_GRACE_S = 5.0
+"""How long past its limit the host waits for the wrapper before it kills the container."""
+
+
+@dataclass
+class GradingRun:
+    """A finished grading container: what its wrapper left in its output directory (copied
+    to the host), the host's own view of the end, and the container's last log lines."""
+
+    files: dict[str, Path]
+    killed: bool
+    oom_killed: bool
+    seconds: float
+    log_tail: str
+
+
+def tree_tar(entries: Iterable[tuple[str, bytes | str | None, int]]) -> bytes:
+    """A tar of (path, content or None for a directory, mode) entries, owned by root."""
+    buffer = io.BytesIO()
+    now = int(time.time())
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for path, content, mode in entries:
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.mode, info.mtime = mode, now
+            if content is None:
+                info.type = tarfile.DIRTYPE
+                archive.addfile(info)
+                continue
+            data = content.encode() if isinstance(content, str) else content
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _fetch_dir(container: Any, path: str, target: Path, cap: int) -> dict[str, Path]:
+    """Copy the files of `path` out of a (stopped) container into `target`, streaming: at
+    most `cap` bytes of tar reach the disk, and none are held in memory beyond a chunk."""
+    target.mkdir(parents=True, exist_ok=True)
+    raw = target / ".out.tar"
+    try:
+        stream, _ = container.get_archive(path)
+    except docker.errors.NotFound:
+        return {}
+    written = 0
+    with raw.open("wb") as handle:
+        for chunk in stream:
+            if written + len(chunk) > cap:
+                raise InfraError(f"the grading output of {container.short_id} passed {cap} bytes")
+            handle.write(chunk)
+            written += len(chunk)
+    files = {}
+    with tarfile.open(raw) as archive:
+        for member in archive:
+            if not member.isfile():
+                continue
+            name = Path(member.name).name
+            source = archive.extractfile(member)
+            if source is None:
+                continue
+            with (target / name).open("wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+            files[name] = target / name
+    raw.unlink()
+    return files
+
+
+def start_grading_container(image: str, limits: SandboxLimits, code: bytes, *,
+                            ready: bytes | None = None) -> Any:
+    """Create and start a grading container with the wrapper's code (`code`, a tar) in it.
+    Without `ready` (the job's files, ending with the go file) the wrapper waits for them:
+    a container started ahead of its patch, so a grading does not wait for a start."""
+    create = dict(_hardened(limits), cap_add=_WRAPPER_CAPS, user="root", working_dir="/",
+                  labels={"ratchet.grading": "1", **_labels()},
+                  log_config=docker.types.LogConfig(
+                      type="json-file", config={"max-size": "1m", "max-file": "1"}))
+    try:
+        container = connect().containers.create(image, ["bash", "-c", _WRAPPER_LAUNCH],
+                                                detach=True, **create)
+    except docker.errors.ImageNotFound as exc:
+        raise InfraError(f"image {image!r} is missing: {exc.explanation}") from exc
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise InfraError(f"Docker failed to create a grading container of {image!r}: {exc}") from exc
+    try:
+        container.put_archive("/", code)
+        if ready is not None:
+            container.put_archive("/", ready)
+        container.start()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        remove_quietly(container)
+        raise InfraError(f"Docker failed to start a grading container of {image!r}: {exc}") from exc
+    return container
+
+
+def remove_quietly(container: Any) -> None:
+    try:
+        container.remove(force=True, v=True)
+    except (docker.errors.DockerException, requests.exceptions.RequestException):
+        pass
+
+
+def run_grading(image: str, code: bytes, job: bytes, *, timeout_s: float,
+                limits: SandboxLimits, out_dir: Path, fetch_cap: int | None = None,
+                started: Any = None) -> GradingRun:
+    """One grading: the root wrapper (`_wrapper`) runs with only the powers it needs,
+    everything else as the sandbox user. `started` is a container `start_grading_container`
+    started ahead (never one that graded before); else one is made here. The host waits
+    `timeout_s` plus a grace, then kills the whole container (a fork bomb cannot keep it
+    alive), copies the wrapper's output directory to `out_dir` and removes the container."""
+    began = time.monotonic()
+    if started is None:
+        container = start_grading_container(image, limits, code, ready=job)
+    else:
+        container = started
+    try:
+        if started is not None:
+            container.put_archive("/", job)
+        _, killed = _wait(container, timeout_s + KILL_GRACE_S)
+        container.reload()
+        oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+        tail = container.logs(stdout=True, stderr=True, tail=50).decode("utf-8", "replace")
+        cap = fetch_cap if fetch_cap is not None else 3 * limits.output_bytes + (16 << 20)
+        files = _fetch_dir(container, "/ratchet/out", out_dir, cap)
+        return GradingRun(files, killed, oom, time.monotonic() - began, tail)
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise InfraError(f"Docker failed while grading in a container of {image!r}: {exc}") from exc
+    finally:
+        remove_quietly(container)
 
 
 def commit_script(

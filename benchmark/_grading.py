@@ -19,9 +19,10 @@ import re
 import shlex
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from benchmark._guard import APPLY_FAILED_MARKER
+from benchmark._tripwire import Planted, statuses_of
 from benchmark._task import TaskSpec
 
 __all__ = [
@@ -30,10 +31,13 @@ __all__ = [
     "APPLY_PATCH_FAIL",
     "TEST_EXIT_CODE",
     "TestOutcome",
+    "TestSteps",
     "eval_script_lines",
     "grade_log",
+    "grade_output",
     "parser_name",
     "swebench_instance",
+    "test_steps",
 ]
 
 # The SWE-bench harness's markers (swebench.harness.constants; a test keeps them equal).
@@ -61,33 +65,55 @@ def _modified_test_files(task: TaskSpec) -> list[str]:
     return list(dict.fromkeys(_MINUS_A.findall(task.test_patch)))
 
 
-def eval_script_lines(task: TaskSpec, *, marker_tag: str = "") -> list[str]:
-    """The eval script body (no shebang or ``set`` line), SWE-bench style.
+@dataclass(frozen=True)
+class TestSteps:
+    """What running a task's hidden tests takes: the data behind the eval script, handed to
+    the official harness as a script and to ratchet's grading wrapper as it is."""
 
-    `marker_tag` is appended to the output markers: ratchet passes a fresh nonce per run;
-    the official harness gets the plain markers it looks for.
-    """
-    # an image ratchet builds holds the task repo as a fresh one-commit repository: its base
-    # is HEAD, whatever upstream commit the tree came from; a prebuilt image keeps history
-    base = (task.base_commit or "HEAD") if task.image else "HEAD"
+    base: str
+    restore: list[str]
+    """Test files that exist at base: restored before the test patch is applied."""
+    remove: list[str]
+    """Test files the test patch creates: removed first."""
+    test_patch: str
+    test_command: str
+
+
+def test_steps(task: TaskSpec) -> TestSteps:
     env = task.environment
     test_cmd = env.test_cmd if env else "python -m pytest -rA -p no:cacheprovider"
     modified = _modified_test_files(task)
-    created = [path for path in task.test_files if path not in modified]
-    test_patch = task.test_patch if task.test_patch.endswith("\n") else task.test_patch + "\n"
+    return TestSteps(
+        # an image ratchet builds holds the task repo as a fresh one-commit repository: its
+        # base is HEAD, whatever upstream commit the tree came from; a prebuilt image keeps history
+        base=(task.base_commit or "HEAD") if task.image else "HEAD",
+        restore=modified,
+        remove=[path for path in task.test_files if path not in modified],
+        test_patch=task.test_patch if task.test_patch.endswith("\n") else task.test_patch + "\n",
+        test_command=f"{test_cmd} {shlex.join(task.test_files)}",
+    )
+
+
+def eval_script_lines(task: TaskSpec, *, marker_tag: str = "") -> list[str]:
+    """The eval script body (no shebang or ``set`` line), SWE-bench style.
+
+    `marker_tag` is appended to the output markers (the official harness gets the plain
+    markers it looks for).
+    """
+    steps = test_steps(task)
     lines = ["cd /testbed"]
-    if modified:
-        lines.append(f"git checkout {base} -- {shlex.join(modified)}")
-    if created:
-        lines.append(f"rm -rf -- {shlex.join(created)}")
+    if steps.restore:
+        lines.append(f"git checkout {steps.base} -- {shlex.join(steps.restore)}")
+    if steps.remove:
+        lines.append(f"rm -rf -- {shlex.join(steps.remove)}")
     lines += [
-        f"git apply --verbose - <<'{_TEST_PATCH_EOF}'\n{test_patch}{_TEST_PATCH_EOF}",
+        f"git apply --verbose - <<'{_TEST_PATCH_EOF}'\n{steps.test_patch}{_TEST_PATCH_EOF}",
         f": '{START_TEST_OUTPUT}{marker_tag}'",
-        f"{test_cmd} {shlex.join(task.test_files)}",
+        steps.test_command,
         f": '{END_TEST_OUTPUT}{marker_tag}'",
     ]
-    if modified:
-        lines.append(f"git checkout {base} -- {shlex.join(modified)}")
+    if steps.restore:
+        lines.append(f"git checkout {steps.base} -- {shlex.join(steps.restore)}")
     return lines
 
 
@@ -100,6 +126,8 @@ class TestOutcome:
     tests_status: dict[str, dict[str, list[str]]]
     status_map: dict[str, str]
     problems: list[str] = field(default_factory=list)
+    tampered: bool = False
+    tamper_reasons: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +135,8 @@ class TestOutcome:
             "tests_ran": self.tests_ran,
             "tests_status": self.tests_status,
             "problems": self.problems,
+            "tampered": self.tampered,
+            "tamper_reasons": self.tamper_reasons,
         }
 
 
@@ -156,7 +186,71 @@ def _trusted_pytest_block(output: str) -> tuple[str | None, str | None]:
 
 
 def grade_log(task: TaskSpec, log: str, *, marker_tag: str = "") -> TestOutcome:
-    """The verdict of one eval log, by the SWE-bench rule, read strictly (see module doc)."""
+    """The verdict of one eval log (test output between the nonce-tagged markers, the exit
+    code after them), by the SWE-bench rule, read strictly (see module doc)."""
+    output, exit_code = _between_markers(log, marker_tag)
+    return grade_output(task, output, exit_code)
+
+
+def _mangle(nodeid: str) -> tuple[str, str]:
+    """pytest's junitxml (classname, name) for a node id (``mangle_test_address``)."""
+    path, bracket, params = nodeid.partition("[")
+    names = path.split("::")
+    names[0] = re.sub(r"\.py$", "", names[0].replace("/", "."))
+    names[-1] += bracket + params
+    return ".".join(names[:-1]), names[-1]
+
+
+_PASSING = ("PASSED", "XFAIL", "XPASS")
+
+
+def _junit_disagreements(status_map: dict[str, str], exit_code: int | None,
+                         junit: dict) -> list[str]:
+    """Where pytest's own junit report contradicts the log or the exit code, in the
+    direction a forger wants (a test the log passes that junit failed or never ran)."""
+    by_class: dict[str, list[tuple[str, str]]] = {}
+    for classname, name, status in junit["cases"]:
+        by_class.setdefault(classname, []).append((name, status))
+    reasons = []
+    for nodeid, status in status_map.items():
+        if "::" not in nodeid or status not in _PASSING:
+            continue
+        classname, name = _mangle(nodeid)
+        truncated = "[" in name  # the parser cuts ids at their first space
+        found = [s for n, s in by_class.get(classname, ())
+                 if n == name or (truncated and n.startswith(name))]
+        if not found:
+            reasons.append(f"{nodeid} passed in the log but is not in pytest's junit report")
+        elif all(s in ("failed", "error") for s in found):
+            reasons.append(f"{nodeid} passed in the log but failed in pytest's junit report")
+    if exit_code == 0 and any(s in ("failed", "error") for _, _, s in junit["cases"]):
+        reasons.append("the tests exited 0 but pytest's junit report has failures")
+    return reasons
+
+
+def _tripwire_reasons(tripwires: Sequence[Planted], status_map: dict[str, str]) -> list[str]:
+    reasons = []
+    for planted in tripwires:
+        statuses = statuses_of(planted, status_map)
+        bad = sorted({s for s in statuses if s not in ("FAILED", "ERROR")})
+        if bad:
+            reasons.append(f"trip-wire test {planted.nodeid} (it must fail) came out {', '.join(bad)}")
+        elif not statuses and any(key.startswith(planted.file + "::") for key in status_map):
+            reasons.append(f"trip-wire test {planted.nodeid} is missing from a run that reported "
+                           "its file's other tests")
+    return reasons
+
+
+def _capped(reasons: list[str], most: int = 5) -> list[str]:
+    return reasons if len(reasons) <= most else [*reasons[:most], f"... and {len(reasons) - most} more"]
+
+
+def grade_output(task: TaskSpec, output: str | None, exit_code: int | None, *,
+                 tripwires: Sequence[Planted] = (), junit: dict | None = None) -> TestOutcome:
+    """The verdict of one test run: its output, the exit code the grading wrapper recorded,
+    the trip-wires it planted and pytest's junit report (``None``: not asked for), by the
+    SWE-bench rule. A trip-wire that did not fail, or a junit report that contradicts the
+    log, makes the run *tampered* (never resolved)."""
     from swebench.harness.constants import ResolvedStatus
     from swebench.harness.grading import get_eval_tests_report, get_resolution_status
     from swebench.harness.log_parsers import PARSER_REGISTRY
@@ -164,10 +258,10 @@ def grade_log(task: TaskSpec, log: str, *, marker_tag: str = "") -> TestOutcome:
     wanted = {"FAIL_TO_PASS": list(task.FAIL_TO_PASS), "PASS_TO_PASS": list(task.PASS_TO_PASS)}
     problems: list[str] = []
     parser = PARSER_REGISTRY[parser_name(task)]
-    output, exit_code = _between_markers(log, marker_tag)
+    pytest_log = parser_name(task) in _PYTEST_PARSERS
     if output is None:
         problems.append("the test output markers are missing: the tests never ran")
-    elif parser_name(task) in _PYTEST_PARSERS:
+    elif pytest_log:
         output, why = _trusted_pytest_block(output)
         if why:
             problems.append(why)
@@ -179,11 +273,22 @@ def grade_log(task: TaskSpec, log: str, *, marker_tag: str = "") -> TestOutcome:
         problems.append(f"the test command exited with {exit_code} but the log reports "
                         f"{'failures' if failed else 'no failure'}: the log does not describe the run")
     tests_ran = output is not None and not problems
+    tamper: list[str] = []
+    if tests_ran:
+        tamper += _tripwire_reasons(tripwires, status_map)
+        if junit is not None and pytest_log:
+            if not junit.get("valid"):
+                tamper.append("the log shows a finished pytest session but pytest wrote no valid "
+                              "junit report" + (f" ({junit['error']})" if junit.get("error") else ""))
+            else:
+                tamper += _junit_disagreements(status_map, exit_code, junit)
     if not tests_ran:
         status_map = {}
     tests_status = get_eval_tests_report(status_map, wanted)
-    resolved = tests_ran and get_resolution_status(tests_status) == ResolvedStatus.FULL.value
-    return TestOutcome(resolved, tests_ran, tests_status, status_map, problems)
+    resolved = (tests_ran and not tamper
+                and get_resolution_status(tests_status) == ResolvedStatus.FULL.value)
+    return TestOutcome(resolved, tests_ran, tests_status, status_map, problems,
+                       tampered=bool(tamper), tamper_reasons=_capped(tamper))
 
 
 def swebench_instance(task: TaskSpec, image: str) -> dict[str, Any]:

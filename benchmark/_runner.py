@@ -1,45 +1,99 @@
 """Grade patches in fresh sandboxes, many at a time, and write SWE-bench-shaped reports.
 
-One grading is one container from the task image: the candidate patch is applied (the
-official harness's chain of ``git apply`` then ``patch --fuzz``), files a patch may not
-change are set aside (see `_guard`), then the eval script runs the hidden tests. The log is
-graded by `_grading.grade_log`. One task's failure never stops a batch: an infrastructure
-problem is recorded as an error (with its cause) and never as the patch's failure.
+A patch is first admitted on its own headers (`_guard.header_problems`: nothing under
+``.git``, no escaping path, symlink or packaging metadata): a refused patch is the agent's
+failure and never reaches a container. One grading is then one container from the task
+image, run by a root-owned wrapper (`_wrapper`): as the sandbox user it applies the patch
+(the official harness's chain of ``git apply`` then ``patch --fuzz``), sets aside what the
+patch may not change (`_guard`), applies the hidden tests, plants trip-wires (`_tripwire`)
+and runs the tests; it records their exit code and output itself. The host grades what the
+wrapper wrote (`_grading.grade_output`). One task's failure never stops a batch: an
+infrastructure problem is recorded as an error (with its cause) and never as the patch's
+failure.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
+import sys
+import threading
 import time
 import traceback
+import weakref
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
-from benchmark import _docker, _guard
+from benchmark import _docker, _guard, _tripwire, _wrapper
 from benchmark._errors import InfraError
 from benchmark._grading import (
+    _PYTEST_PARSERS,
     END_TEST_OUTPUT,
+    START_TEST_OUTPUT,
     TEST_EXIT_CODE,
-    eval_script_lines,
-    grade_log,
+    grade_output,
+    parser_name,
+    test_steps,
 )
-from benchmark._images import SANDBOX_USER, ImageBuilder
+from benchmark._images import SANDBOX_UID, ImageBuilder
 from benchmark._scan import scan_patch
 from benchmark._task import TaskSpec
 
-__all__ = ["GradeResult", "Grader", "GradingExecutor", "Job", "grade_locally", "map_unordered",
-           "run_jobs", "run_report"]
+__all__ = ["Defences", "GradeResult", "Grader", "GradingExecutor", "Job", "grade_locally",
+           "map_unordered", "run_jobs", "run_report"]
 
 _GUARD_SOURCE = Path(_guard.__file__).read_text(encoding="utf-8")
+_WRAPPER_SOURCE = Path(_wrapper.__file__).read_text(encoding="utf-8")
+_TRIPWIRE_SOURCE = Path(_tripwire.__file__).read_text(encoding="utf-8")
+TRIPWIRES_PER_GRADING = 2
+# The wrapper's code and the directories of a grading (root-only ones 0700): the same for
+# every grading, so a container can be started with it ahead of its job.
+_CODE_TAR = _docker.tree_tar([
+    ("ratchet", None, 0o755),
+    ("ratchet/bin", None, 0o755),
+    ("ratchet/bin/wrapper.py", _WRAPPER_SOURCE, 0o644),
+    ("ratchet/bin/guard.py", _GUARD_SOURCE, 0o644),
+    ("ratchet/bin/_tripwire.py", _TRIPWIRE_SOURCE, 0o644),
+    ("ratchet/in", None, 0o755),
+    ("ratchet/secret", None, 0o700),
+    ("ratchet/out", None, 0o700),
+])
 _APPLY_CMDS = (  # the official harness's chain (swebench.harness.run_evaluation.GIT_APPLY_CMDS)
     ["git", "apply", "--verbose"],
     ["git", "apply", "--verbose", "--3way"],
     ["git", "apply", "--verbose", "--reject"],
     ["patch", "--batch", "--forward", "--fuzz=5", "-p1", "-i"],
 )
+
+
+@dataclass(frozen=True)
+class Defences:
+    """The grader's defences, each on by default. Only the tests that show each defence's
+    attack succeeding without it switch one off; nothing else may."""
+
+    refuse_git_paths: bool = True
+    refuse_packaging_metadata: bool = True
+    refuse_shadowing: bool = True
+    refuse_unlisted_paths: bool = True
+    config_files: tuple[str, ...] = _guard.CONFIG_FILES
+    hooks_off: bool = True
+    safe_path: bool = True
+    plugin_autoload_off: bool = True
+    tripwires: bool = True
+    junit: bool = True
+    output_cap: bool = True
+
+
+def shadow_names(task: TaskSpec) -> list[str]:
+    """Top-level module names a patch may not add: the standard library's, the test
+    runner's, and the plugins the task loads."""
+    plugins = {name.split(".", 1)[0] for name in _pytest_plugins(task)}
+    return sorted(set(sys.stdlib_module_names) | set(_guard.TEST_RUNNER_MODULES) | plugins)
+
+
+def _pytest_plugins(task: TaskSpec) -> tuple[str, ...]:
+    return task.environment.pytest_plugins if task.environment else ()
 
 
 @dataclass
@@ -57,7 +111,9 @@ class GradeResult:
     problems: list[str] = field(default_factory=list)
     error: str | None = None
     tampered: bool = False
-    """A trip-wire test passed, or the run's records disagree: never resolved, never accepted."""
+    """The run tampered with the test process (a trip-wire did not fail, pytest's junit
+    report contradicts the log, a test file changed while the tests ran): never resolved,
+    never accepted."""
     tamper_reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
     log_path: str = ""
@@ -77,9 +133,9 @@ class GradeResult:
                     "tests_ran": self.tests_ran,
                     "set_aside": self.set_aside,
                     "problems": self.problems,
-                    "error": self.error,
                     "tampered": self.tampered,
                     "tamper_reasons": self.tamper_reasons,
+                    "error": self.error,
                     "flags": self.flags,
                     "seconds": round(self.seconds, 3),
                     "log": self.log_path,
@@ -88,41 +144,37 @@ class GradeResult:
         }
 
 
-def _container_script(task: TaskSpec, marker_tag: str) -> str:
-    """Apply the patch and set aside what it may not touch (`_guard`), then run the eval
-    script. The official script's markers are `: '...'` lines that only show under
-    `set -x`; here they are echoed, and the test command's exit status is recorded after
-    the end marker."""
-    eval_lines = [f"echo {line[2:]}" if line.startswith(": '>>>>>") else line
-                  for line in eval_script_lines(task, marker_tag=marker_tag)]
-    end = f"echo '{END_TEST_OUTPUT}{marker_tag}'"
-    at = eval_lines.index(end)
-    eval_lines[at:at + 1] = ["RATCHET_TEST_EXIT=$?", end,
-                             f'echo "{TEST_EXIT_CODE}: $RATCHET_TEST_EXIT"']
-    return "\n".join([
-        "set -uo pipefail",
-        "cd /testbed",
-        'PY=/usr/bin/python3; [ -x "$PY" ] || PY=$(command -v python3)',
-        '"$PY" -I /ratchet/guard.py /testbed /ratchet/guard.json || exit 0',
-        *eval_lines,
-    ]) + "\n"
-
-
-def _set_aside(log: str) -> list[dict]:
-    for line in log.splitlines():
-        if line.startswith(_guard.SET_ASIDE_MARKER):
-            return json.loads(line[len(_guard.SET_ASIDE_MARKER):])
-    return []
-
-
 class Grader:
     """Grades patches for tasks; logs and a report.json per grading go under `out_dir`."""
 
     def __init__(self, builder: ImageBuilder, out_dir: Path,
-                 limits: _docker.SandboxLimits = _docker.SandboxLimits()):
+                 limits: _docker.SandboxLimits = _docker.SandboxLimits(),
+                 defences: Defences = Defences()):
         self.builder = builder
         self.out_dir = out_dir
         self.limits = limits
+        self.defences = defences
+        self._ready: dict[str, list] = {}
+        self._ready_lock = threading.Lock()
+        weakref.finalize(self, _remove_all, self._ready, self._ready_lock)
+
+    def prestart(self, task: TaskSpec) -> None:
+        """Start a fresh grading container of `task`'s image now, ahead of its patch: the
+        next grading of that image takes it instead of waiting for a start. Each container
+        grades once; one never taken is removed by `close` (or when the grader goes)."""
+        image = self.builder.ensure_task(task)
+        container = _docker.start_grading_container(image, self.limits, _CODE_TAR)
+        with self._ready_lock:
+            self._ready.setdefault(image, []).append(container)
+
+    def _take(self, image: str):
+        with self._ready_lock:
+            waiting = self._ready.get(image)
+            return waiting.pop(0) if waiting else None
+
+    def close(self) -> None:
+        """Remove the containers started ahead that no grading took."""
+        _remove_all(self._ready, self._ready_lock)
 
     def grade(self, task: TaskSpec, patch: str | None, *, label: str = "model") -> GradeResult:
         started = time.monotonic()
@@ -160,50 +212,138 @@ class Grader:
         return result
 
     def _run(self, task: TaskSpec, patch: str, result: GradeResult, log_path: Path) -> None:
+        d = self.defences
+        refused = _guard.header_problems(patch, git=d.refuse_git_paths,
+                                         metadata=d.refuse_packaging_metadata)
+        if refused:  # nothing of it reaches a container
+            result.problems.append("the patch was refused: " + "; ".join(refused))
+            log_path.write_text(f"{_guard.REFUSED_MARKER}\n" + "\n".join(refused) + "\n",
+                                encoding="utf-8")
+            return
         image = self.builder.ensure_task(task)
-        marker_tag = f" [{secrets.token_hex(8)}]"
-        guard_spec = {
-            "patch_file": "/ratchet/model.patch",
-            "apply_commands": _APPLY_CMDS,
-            "hidden_test_files": task.test_files,
-            "patch_paths": _guard.paths_named_in_patch(patch),
-        }
-        files = {
-            "ratchet/model.patch": patch if not patch or patch.endswith("\n") else patch + "\n",
-            "ratchet/guard.py": _GUARD_SOURCE,
-            "ratchet/guard.json": json.dumps(guard_spec),
-        }
         timeout = task.environment.timeout_s if task.environment else 900
+        job = self._archive(task, patch, timeout)
         run = None
         for attempt in range(2):  # one retry: a transient daemon hiccup is not a verdict
             try:
-                run = _docker.run_script(
-                    image, _container_script(task, marker_tag),
-                    archives=[("/", _docker.make_tar(files))],
-                    timeout_s=timeout, limits=self.limits,
-                    # images ratchet built give /testbed to the sandbox user; a prebuilt
-                    # (official) image expects root, as its own harness runs it
-                    user="root" if task.image else SANDBOX_USER,
-                )
+                run = _docker.run_grading(
+                    image, _CODE_TAR, job, timeout_s=timeout, limits=self.limits,
+                    out_dir=log_path.parent / "out",
+                    fetch_cap=None if self.defences.output_cap else 1 << 40,
+                    started=self._take(image) if attempt == 0 else None)
                 break
             except InfraError:
                 if attempt:
                     raise
         assert run is not None
-        log_path.write_text(run.log, encoding="utf-8")
-        if _guard.APPLIED_MARKER not in run.log:
+        self._read(task, run, result, log_path, timeout)
+
+    def _archive(self, task: TaskSpec, patch: str, timeout: float) -> bytes:
+        """The job of one grading: the guard's spec and the patch for the sandbox user; the
+        spec (hidden tests, test command) for root only."""
+        d = self.defences
+        steps = test_steps(task)
+        pytest_log = parser_name(task) in _PYTEST_PARSERS
+        guard_spec = {
+            "patch_file": "/ratchet/in/model.patch",
+            "apply_commands": _APPLY_CMDS,
+            "hidden_test_files": task.test_files,
+            "patch_paths": _guard.paths_named_in_patch(patch),
+            "config_files": list(d.config_files),
+            "shadow_names": shadow_names(task),
+            "rules": {"git": d.refuse_git_paths, "metadata": d.refuse_packaging_metadata,
+                      "shadow": d.refuse_shadowing, "unlisted": d.refuse_unlisted_paths},
+        }
+        targets: dict[str, list[str]] = {}
+        if d.tripwires and pytest_log:
+            for test in (*task.FAIL_TO_PASS, *task.PASS_TO_PASS):
+                file, sep, rest = test.partition("::")
+                if sep and file in task.test_files:
+                    targets.setdefault(file, []).append(rest)
+        test_cmd = task.environment.test_cmd if task.environment else ""
+        spec = {
+            "timeout_s": timeout, "uid": SANDBOX_UID, "gid": SANDBOX_UID, "repo": "/testbed",
+            "base": steps.base, "restore": steps.restore, "remove": steps.remove,
+            "test_patch": steps.test_patch, "test_command": steps.test_command,
+            "test_files": task.test_files, "tripwire_targets": targets,
+            "tripwire_count": TRIPWIRES_PER_GRADING,
+            # a test command that names its own junit file keeps it (ours would be ignored)
+            "junit": d.junit and pytest_log and "junit" not in test_cmd,
+            "pytest_plugins": list(_pytest_plugins(task)),
+            "output_cap": self.limits.output_bytes if d.output_cap else None,
+            "defences": asdict(d),
+        }
+        return _docker.tree_tar([  # into the directories of _CODE_TAR; the go file last
+            ("ratchet/bin/guard.json", json.dumps(guard_spec), 0o644),
+            ("ratchet/in/model.patch", patch if not patch or patch.endswith("\n") else patch + "\n",
+             0o644),
+            ("ratchet/secret/spec.json", json.dumps(spec), 0o600),
+            ("ratchet/secret/go", b"", 0o600),
+        ])
+
+    def _read(self, task: TaskSpec, run: _docker.GradingRun, result: GradeResult,
+              log_path: Path, timeout: float) -> None:
+        """The verdict from what the wrapper wrote; eval.log for people and the proposer."""
+        report_path = run.files.get("result.json")
+        if report_path is None:
+            if run.killed or run.oom_killed:
+                why = "timed out" if run.killed else "ran out of memory"
+                result.problems.append(f"grading {why} before the tests finished (limit {timeout}s)")
+                log_path.write_text(f"grading {why}\n{run.log_tail}", encoding="utf-8")
+                return
+            raise InfraError(f"the grading wrapper wrote no result; its last output: "
+                             f"{run.log_tail[-500:]!r}")
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        if report.get("crashed"):
+            raise InfraError(f"the grading wrapper failed: {report['crashed'][-800:]}")
+        guard = report.get("guard", {})
+        tests_log = run.files.get("tests.log")
+        output = tests_log.read_text(encoding="utf-8", errors="replace") if tests_log else None
+        exit_code = report.get("exit_code")
+        with log_path.open("w", encoding="utf-8") as log:
+            log.write(report.get("guard_output", ""))
+            log.write(report.get("test_patch_output", ""))
+            if output is not None:
+                log.write(f"{START_TEST_OUTPUT}\n{output}\n{END_TEST_OUTPUT}\n"
+                          f"{TEST_EXIT_CODE}: {exit_code}\n")
+            log.write(f"ratchet steps: {json.dumps(report.get('steps', {}))}\n")
+        if tests_log:
+            tests_log.unlink()
+        if report.get("timed_out") and "exit_code" not in report:
+            result.problems.append(f"grading timed out after {timeout}s before the tests ran")
+            return
+        if guard.get("refused"):
+            result.problems.append("the patch was refused: " + "; ".join(guard["refused"]))
+            return
+        if not guard.get("applied"):
             result.problems.append("the patch does not apply to the base commit")
             return
         result.patch_applied = True
-        result.set_aside = _set_aside(run.log)
-        outcome = grade_log(task, run.log, marker_tag=marker_tag)
+        result.set_aside = guard.get("set_aside", [])
+        if report.get("test_patch_failed"):
+            result.problems.append("the hidden test patch did not apply after the patch")
+            return
+        tripwires = [_tripwire.Planted(t["file"], t["test"]) for t in report.get("tripwires", [])]
+        outcome = grade_output(task, output, exit_code, tripwires=tripwires,
+                               junit=report.get("junit"))
         result.resolved = outcome.resolved
         result.tests_ran = outcome.tests_ran
         result.tests_status = outcome.tests_status
         result.problems += outcome.problems
-        if run.timed_out:
-            result.resolved = False
+        result.tampered = outcome.tampered
+        result.tamper_reasons = list(outcome.tamper_reasons)
+        if report.get("test_files_changed"):
+            result.tampered = True
+            result.tamper_reasons.append("the test files changed while the tests ran: "
+                                         + ", ".join(report["test_files_changed"]))
+        if report.get("output_capped"):
+            result.problems.append(
+                f"the tests printed more than {self.limits.output_bytes} bytes: the rest was "
+                "dropped and the tests stopped")
+        if report.get("timed_out") or run.killed:
             result.problems.append(f"grading timed out after {timeout}s")
+        if result.tampered or report.get("output_capped") or report.get("timed_out") or run.killed:
+            result.resolved = False
 
 
 @dataclass(frozen=True)
@@ -236,10 +376,38 @@ def map_unordered(fn: Callable[[T], R], items: Iterable[T], *, workers: int = 2)
                 future.cancel()
 
 
+def _remove_all(ready: dict[str, list], lock: threading.Lock) -> None:
+    with lock:
+        containers = [c for waiting in ready.values() for c in waiting]
+        ready.clear()
+    for container in containers:
+        _docker.remove_quietly(container)
+
+
 def grade_locally(grader: Grader, jobs: Sequence[Job], *, workers: int = 2) -> Iterator[GradeResult]:
-    """Grade every job on a pool of `workers` threads; results in completion order."""
-    return map_unordered(lambda job: grader.grade(job.task, job.patch, label=job.label), jobs,
-                         workers=workers)
+    """Grade every job on a pool of `workers` threads; results in completion order. When a
+    job starts, the container of the job `workers` places behind it is started, so it
+    need not wait for one."""
+    jobs = list(jobs)
+    workers = max(1, workers)
+
+    def one(index: int) -> GradeResult:
+        ahead = index + workers
+        if ahead < len(jobs) and jobs[ahead].patch is not None:
+            try:
+                grader.prestart(jobs[ahead].task)
+            except Exception:  # noqa: BLE001 - its own grading starts one, or reports why
+                pass
+        job = jobs[index]
+        return grader.grade(job.task, job.patch, label=job.label)
+
+    def stream() -> Iterator[GradeResult]:
+        try:
+            yield from map_unordered(one, range(len(jobs)), workers=workers)
+        finally:
+            grader.close()
+
+    return stream()
 
 
 def run_jobs(grader: Grader, jobs: Iterable[Job], *, workers: int = 2,

@@ -92,6 +92,18 @@ class TaskEnvironment(BaseModel):
     """A swebench log parser: ``pytest`` or any key of swebench's ``PARSER_REGISTRY``."""
     timeout_s: int = Field(default=900, gt=0)
     """Wall-clock limit for one grading run."""
+    pytest_plugins: tuple[str, ...] = ()
+    """pytest plugins the tests need, by module name. Grading turns entry-point autoload off
+    (``PYTEST_DISABLE_PLUGIN_AUTOLOAD=1``: a patch's packaging metadata could load one) and
+    loads these with ``-p``."""
+
+    @field_validator("pytest_plugins")
+    @classmethod
+    def _module_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$", name):
+                raise ValueError(f"{name!r} is not a module name (e.g. pytest_asyncio)")
+        return value
 
 
 def _json_list(value: Any) -> Any:

@@ -43,3 +43,70 @@ def test_every_path_a_patch_tool_could_write_is_named():
         "Index: x.pth\n--- /dev/null\n+++ x.pth\n@@ -0,0 +1 @@\n+import os\n"
     )
     assert paths_named_in_patch(patch) == ["pkg/mod.py", "old.py", "conftest.py", "x.pth"]
+
+
+def test_config_files_are_pytests_own_list():
+    """Every file name pytest discovers its configuration in, for the pinned pytest."""
+    from _pytest.config.findpaths import CONFIG_LOADERS_BY_NAME
+
+    from benchmark._guard import CONFIG_FILES
+
+    assert tuple(CONFIG_LOADERS_BY_NAME) == CONFIG_FILES
+
+
+@pytest.mark.parametrize("name", ["pytest.toml", ".pytest.toml", "sub/pytest.toml"])
+def test_pytest_toml_is_test_configuration(name):
+    assert protected_reason(name) == "test configuration"
+
+
+def _diff(path: str, extra: str = "") -> str:
+    return (f"diff --git a/{path} b/{path}\n{extra}--- /dev/null\n+++ b/{path}\n"
+            "@@ -0,0 +1 @@\n+x\n")
+
+
+@pytest.mark.parametrize("patch, reason", [
+    (_diff(".git/hooks/post-checkout", "new file mode 100755\n"), "inside .git"),
+    (_diff("sub/.git/config"), "inside .git"),
+    ('diff --git "a/\\056git/hooks/x" "b/\\056git/hooks/x"\n--- /dev/null\n'
+     '+++ "b/\\056git/hooks/x"\n@@ -0,0 +1 @@\n+x\n', "inside .git"),
+    ("--- /dev/null\n+++ z/.git/hooks/pre-commit\t2020-01-01\n@@ -0,0 +1 @@\n+x\n", "inside .git"),
+    ("*** /dev/null\n--- x/.git/config\n", "inside .git"),
+    ("Index: .git/config\n", "inside .git"),
+    ("--- /dev/null\n+++ /etc/passwd\n@@ -0,0 +1 @@\n+x\n", "absolute path"),
+    (_diff("../outside.py"), "escapes the repository"),
+    (_diff("a/../../home/sandbox/.bashrc"), "escapes the repository"),
+    (_diff("helper.egg-info/entry_points.txt"), "packaging metadata"),
+    (_diff("src/helper-1.0.dist-info/entry_points.txt"), "packaging metadata"),
+    (_diff("link.py", "new file mode 120000\n"), "symlink"),
+])
+def test_patch_headers_that_refuse_a_patch(patch, reason):
+    """Checked on the patch's own headers, before git apply or GNU patch reads it: GNU patch
+    writes under .git where git apply refuses, and decodes C-quoted names."""
+    from benchmark._guard import header_problems
+
+    problems = header_problems(patch)
+    assert problems and any(reason in p for p in problems), problems
+
+
+def test_an_honest_git_diff_is_admitted():
+    from benchmark._guard import header_problems
+
+    patch = (_diff("src/pkg/mod.py") + "diff --git a/old.py b/new.py\nsimilarity index 90%\n"
+             "rename from old.py\nrename to new.py\n"
+             "diff --git a/img.png b/img.png\nnew file mode 100644\nGIT binary patch\nliteral 1\n")
+    assert header_problems(patch) == []
+
+
+@pytest.mark.parametrize("path, module", [
+    ("pytest.py", "pytest"), ("_pytest/__init__.py", "_pytest"), ("pprint.py", "pprint"),
+    ("src/pprint.py", "pprint"), ("pluggy/__init__.py", "pluggy"), ("py.py", "py"),
+    ("json.cpython-311-x86_64-linux-gnu.so", "json"), ("src/_pytest/x.py", "_pytest"),
+    ("pkg/pprint.py", None), ("pprint.txt", None), ("docs/pytest.py", None), ("mypkg.py", None),
+])
+def test_new_top_level_modules_that_shadow(path, module):
+    import sys
+
+    from benchmark._guard import TEST_RUNNER_MODULES, shadowed_module
+
+    names = set(sys.stdlib_module_names) | set(TEST_RUNNER_MODULES)
+    assert shadowed_module(path, names) == module

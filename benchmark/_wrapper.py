@@ -1,0 +1,364 @@
+"""The grading wrapper: the root-owned process that runs one grading inside the task container.
+
+Nothing the tested code can touch decides anything. The wrapper runs as root and holds what
+matters: its spec (the hidden test patch, the test command), the output files and the exit
+code, all under root-only paths (``/ratchet/secret``, ``/ratchet/out``, mode 0700). Every
+step that reads the candidate's files runs as the unprivileged sandbox user in a child:
+
+1. the guard (`_guard`) applies the patch and sets aside what it may not change;
+2. the hidden test files are restored and the test patch applied (git with hooks and
+   fsmonitor off, no global or system git config);
+3. trip-wires (`_tripwire`) are planted in the test files, as root;
+4. the tests run as the sandbox user with ``PYTHONSAFEPATH=1`` and plugin autoload off;
+   their output (stdout and stderr) and pytest's junit XML come through pipes the wrapper
+   owns. It records the test command's exit status itself, caps the output while it
+   streams (past the cap, the tests are stopped), and past the deadline kills every
+   process but itself (``kill(-1)``, which a fork bomb cannot outrun);
+5. the test files are hashed again (a run that rewrote them is tampered with), and
+   ``result.json`` is written for the host, which reads it through the Docker API.
+
+No marker the tests print is trusted: the host never parses the wrapper's framing out of
+text the tests wrote. Standard library only; ``python3 -I /ratchet/bin/wrapper.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import selectors
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+try:  # in the container the modules sit side by side; on the host they are a package
+    from benchmark import _tripwire  # noqa: E402
+except ImportError:  # pragma: no cover - the container's layout
+    import _tripwire  # type: ignore[no-redef]  # noqa: E402
+
+SPEC = "/ratchet/secret/spec.json"
+GO = "/ratchet/secret/go"
+"""Put last, after the spec: a container started ahead of its job waits for it."""
+IDLE_S = 3600
+OUT = "/ratchet/out"
+BIN = "/ratchet/bin"
+_CHUNK = 1 << 16
+
+
+def git_env(base: dict[str, str], *, hooks_off: bool = True) -> dict[str, str]:
+    """An environment in which git runs no code of the repository's: hooks and fsmonitor
+    off, no global or system config (safe.directory is given here instead)."""
+    env = dict(base, GIT_TERMINAL_PROMPT="0", GIT_OPTIONAL_LOCKS="0")
+    if hooks_off:
+        pairs = [("core.hooksPath", "/dev/null"), ("core.fsmonitor", "false"),
+                 ("safe.directory", "*")]
+        env.update(GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL="/dev/null",
+                   GIT_CONFIG_COUNT=str(len(pairs)))
+        for index, (key, value) in enumerate(pairs):
+            env[f"GIT_CONFIG_KEY_{index}"] = key
+            env[f"GIT_CONFIG_VALUE_{index}"] = value
+    return env
+
+
+class _OutOfTime(Exception):
+    """The deadline passed in a step before the tests."""
+
+
+class Wrapper:
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.started = time.monotonic()
+        self.deadline = self.started + float(spec["timeout_s"])
+        self.uid, self.gid = int(spec["uid"]), int(spec["gid"])
+        self.repo = spec["repo"]
+        self.steps: dict[str, float] = {}
+        self.result: dict = {"steps": self.steps}
+        self._mark = self.started
+
+    def step(self, name: str) -> None:
+        now = time.monotonic()
+        self.steps[name] = round(now - self._mark, 4)
+        self._mark = now
+
+    # -- the sandbox user ---------------------------------------------------------------
+
+    def user_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "PYTEST_"))}
+        env.update(HOME=self.home, USER="sandbox", LOGNAME="sandbox")
+        env.pop("PYTHONOPTIMIZE", None)
+        return git_env(env, hooks_off=self.spec["defences"].get("hooks_off", True))
+
+    def as_user(self, args: list[str], *, stdin: bytes | None = None, env: dict | None = None,
+                limit: int = 1 << 20) -> tuple[int, str]:
+        """Run `args` as the sandbox user in the repo; (exit code, output up to `limit`)."""
+        proc = subprocess.Popen(
+            args, cwd=self.repo, env=env or self.user_env(), user=self.uid, group=self.gid,
+            extra_groups=[], stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, close_fds=True)
+        try:
+            out, _ = proc.communicate(stdin, timeout=max(0.1, self.deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.kill_others()
+            proc.wait()
+            raise _OutOfTime from None
+        self.kill_others()
+        return proc.returncode, out[:limit].decode("utf-8", "replace")
+
+    def kill_others(self) -> None:
+        """SIGKILL every process in the container but this one and init: the kernel walks
+        the process list under a lock that fork needs, so nothing escapes one call."""
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def prepare(self) -> None:
+        """The repo and a home belong to the sandbox user (a prebuilt image has root's)."""
+        if os.stat(self.repo).st_uid != self.uid:
+            for base, dirs, files in os.walk(self.repo):
+                for name in [*dirs, *files]:
+                    os.lchown(os.path.join(base, name), self.uid, self.gid)
+            os.lchown(self.repo, self.uid, self.gid)
+        home = "/home/sandbox"
+        if not (os.path.isdir(home) and os.stat(home).st_uid == self.uid):
+            home = "/tmp/ratchet-home-" + os.urandom(6).hex()
+            os.mkdir(home, 0o700)
+            os.chown(home, self.uid, self.gid)
+        self.home = home
+        self.step("prepare")
+
+    # -- the steps ------------------------------------------------------------------------
+
+    def guard(self) -> bool:
+        code, output = self.as_user([sys.executable, "-I", f"{BIN}/guard.py", self.repo,
+                                     f"{BIN}/guard.json"], env=self._guard_env())
+        self.result["guard_output"] = output
+        marker = "RATCHET-GUARD: "
+        lines = [line for line in output.splitlines() if line.startswith(marker)]
+        guard = json.loads(lines[-1][len(marker):]) if lines else {
+            "applied": False, "refused": [], "set_aside": [], "crashed": code}
+        self.result["guard"] = guard
+        self.step("guard")
+        return bool(guard.get("applied"))
+
+    def _guard_env(self) -> dict[str, str]:
+        env = self.user_env()
+        env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
+        return env
+
+    def test_patch(self) -> bool:
+        spec = self.spec
+        outputs = []
+        if spec["restore"]:
+            code, out = self.as_user(["git", "checkout", spec["base"], "--", *spec["restore"]])
+            outputs.append(out)
+        if spec["remove"]:
+            self.as_user(["rm", "-rf", "--", *spec["remove"]])
+        code, out = self.as_user(["git", "apply", "--verbose", "-"],
+                                 stdin=spec["test_patch"].encode())
+        outputs.append(out)
+        self.result["test_patch_output"] = "".join(outputs)
+        self.step("test patch")
+        return code == 0
+
+    def tripwires(self) -> None:
+        rng = random.Random(os.urandom(32))
+        planted = []
+        for path, wanted in self.spec["tripwire_targets"].items():
+            full = os.path.join(self.repo, path)
+            try:
+                with open(full, encoding="utf-8") as handle:
+                    source = handle.read()
+            except (OSError, UnicodeDecodeError):
+                continue
+            left = int(self.spec.get("tripwire_count", 2)) - len(planted)
+            new_source, here = _tripwire.plant(path, source, wanted, rng, count=left)
+            if here:
+                with open(full, "w", encoding="utf-8") as handle:  # owner stays the user's
+                    handle.write(new_source)
+                planted += [{"file": p.file, "test": p.test} for p in here]
+            if len(planted) >= int(self.spec.get("tripwire_count", 2)):
+                break
+        self.result["tripwires"] = planted
+        self.step("trip-wires")
+
+    def _hashes(self) -> dict[str, str | None]:
+        out = {}
+        for path in self.spec["test_files"]:
+            try:
+                with open(os.path.join(self.repo, path), "rb") as handle:
+                    out[path] = hashlib.sha256(handle.read()).hexdigest()
+            except OSError:
+                out[path] = None
+        return out
+
+    def tests(self) -> None:
+        spec, defences = self.spec, self.spec["defences"]
+        env = self.user_env()
+        if defences.get("safe_path", True):
+            env["PYTHONSAFEPATH"] = "1"
+        if defences.get("plugin_autoload_off", True):
+            env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+        addopts = [os.environ.get("PYTEST_ADDOPTS", "")]
+        addopts += [f"-p {plugin}" for plugin in spec.get("pytest_plugins", ())]
+        out_r, out_w = os.pipe()
+        junit_r = junit_w = None
+        passed_fds = [out_w]
+        if spec.get("junit"):
+            junit_r, junit_w = os.pipe()
+            os.fchown(junit_w, self.uid, self.gid)  # pytest reopens it by /dev/fd/N
+            passed_fds.append(junit_w)
+            addopts.append(f"--junitxml=/dev/fd/{junit_w}")
+        if any(addopts):
+            env["PYTEST_ADDOPTS"] = " ".join(a for a in addopts if a)
+        before = self._hashes()
+        proc = subprocess.Popen(
+            ["bash", "-c", spec["test_command"]], cwd=self.repo, env=env, user=self.uid,
+            group=self.gid, extra_groups=[], stdin=subprocess.DEVNULL, stdout=out_w,
+            stderr=out_w, pass_fds=tuple(passed_fds[1:]), close_fds=True, start_new_session=True)
+        for fd in passed_fds:
+            os.close(fd)
+        cap = spec.get("output_cap")
+        stream = _Streams(os.path.join(OUT, "tests.log"), out_r, junit_r, cap)
+        exit_code, timed_out = None, False
+        while True:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            if exit_code is None and proc.poll() is not None:
+                exit_code = proc.returncode
+                self.kill_others()  # what the tests left running may not write on
+            if not stream.pump(min(left, 0.5)) or stream.capped:
+                break
+        if not (timed_out or stream.capped) and exit_code is None:
+            try:
+                exit_code = proc.wait(timeout=max(0.0, self.deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                timed_out = True
+        if timed_out or stream.capped:
+            exit_code = None
+        self.kill_others()
+        stream.finish(time.monotonic() + 2)
+        proc.wait()
+        self.result.update(exit_code=exit_code, timed_out=timed_out,
+                           output_bytes=stream.written, output_dropped=stream.dropped,
+                           output_capped=stream.capped)
+        self.step("tests")
+        after = self._hashes()
+        self.result["test_files_changed"] = sorted(p for p in before if before[p] != after[p])
+        if junit_r is not None:
+            self.result["junit"] = _junit_cases(bytes(stream.junit))
+
+    def run(self) -> dict:
+        self.prepare()
+        if not self.guard():
+            return self.result
+        if not self.test_patch():
+            self.result["test_patch_failed"] = True
+            return self.result
+        if self.spec["tripwire_targets"]:
+            self.tripwires()
+        self.tests()
+        return self.result
+
+
+class _Streams:
+    """The tests' output to a file, capped while it streams (past the cap nothing more is
+    kept and the run is stopped), and the junit pipe into memory (capped too)."""
+
+    def __init__(self, path: str, out_fd: int, junit_fd: int | None, cap: int | None):
+        self.log = open(path, "wb")
+        self.cap = cap
+        self.junit = bytearray()
+        self.written = self.dropped = 0
+        self.capped = False
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(out_fd, selectors.EVENT_READ, "out")
+        if junit_fd is not None:
+            self.selector.register(junit_fd, selectors.EVENT_READ, "junit")
+
+    def pump(self, timeout: float) -> bool:
+        """Read what is ready; False once every pipe is at its end."""
+        if not self.selector.get_map():
+            return False
+        for key, _ in self.selector.select(timeout=timeout):
+            data = os.read(key.fd, _CHUNK)
+            if not data:
+                self.selector.unregister(key.fd)
+                os.close(key.fd)
+            elif key.data == "junit":
+                if len(self.junit) < (self.cap or 1 << 62):
+                    self.junit += data
+            elif self.cap is not None and self.written + len(data) > self.cap:
+                self.log.write(data[: self.cap - self.written])
+                self.dropped += len(data) - (self.cap - self.written)
+                self.written = self.cap
+                self.capped = True
+            elif not self.capped:
+                self.log.write(data)
+                self.written += len(data)
+        return bool(self.selector.get_map())
+
+    def finish(self, until: float) -> None:
+        """After the kill: what is still in the pipes, until they end or `until`."""
+        while time.monotonic() < until and self.pump(0.1):
+            pass
+        for key in list(self.selector.get_map().values()):
+            self.selector.unregister(key.fd)
+            os.close(key.fd)
+        self.log.close()
+
+
+def _junit_cases(data: bytes) -> dict:
+    """pytest's junit XML as (classname, name, status) triples; ``valid`` False when it is
+    absent, malformed, or more than one document."""
+    if not data.strip():
+        return {"present": False, "valid": False, "cases": []}
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as exc:
+        return {"present": True, "valid": False, "cases": [], "error": str(exc)[:200]}
+    cases = []
+    for case in root.iter("testcase"):
+        tags = {child.tag for child in case}
+        status = ("failed" if "failure" in tags else "error" if "error" in tags
+                  else "skipped" if "skipped" in tags else "passed")
+        cases.append([case.get("classname", ""), case.get("name", ""), status])
+        if len(cases) >= 200_000:
+            break
+    return {"present": True, "valid": True, "cases": cases}
+
+
+def main() -> int:
+    os.umask(0o022)
+    idle_until = time.monotonic() + IDLE_S
+    while not os.path.exists(GO):  # started ahead of its job: wait for it
+        if time.monotonic() > idle_until:
+            return 0
+        time.sleep(0.005)
+    with open(SPEC, encoding="utf-8") as handle:
+        spec = json.load(handle)
+    wrapper = Wrapper(spec)
+    try:
+        result = wrapper.run()
+    except _OutOfTime:
+        result = dict(wrapper.result, timed_out=True)
+    except BaseException as exc:  # the host reads the reason; a crash is never a verdict
+        import traceback
+
+        result = dict(wrapper.result, crashed=f"{exc!r}\n{traceback.format_exc()[-4000:]}")
+    tmp = os.path.join(OUT, "result.json.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(result, handle)
+    os.replace(tmp, os.path.join(OUT, "result.json"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
