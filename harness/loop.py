@@ -20,7 +20,7 @@ from benchmark import Grader, TaskSpec
 from benchmark import _docker
 from benchmark._agent_env import DockerEnvironment
 from benchmark._images import AGENT_VENV, SANDBOX_USER
-from harness.acceptance import Decision, parse_rule
+from harness.acceptance import DEFAULT_RULE, Decision, parse_rule
 from harness.agent_source import AgentSource, resolve_agent
 from harness.evaluate import TaskRunner
 from harness.executors import Executor, LocalPool, parse_executor
@@ -48,7 +48,7 @@ class LoopSettings:
     meta_model: str
     budget_usd: float | None = None
     task_budget_usd: float | None = None
-    acceptance: str = "strict"
+    acceptance: str = DEFAULT_RULE
     selector: str = "best"
     stage_size: int = 3
     """Tasks in the first stage; the rest run only while the candidate can still win."""
