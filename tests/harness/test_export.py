@@ -262,7 +262,8 @@ def real_run(tmp_path_factory) -> Path:
     tasks = load_suite(str(suite)).tasks
     ws = init_workspace(root / "ws", seed=Path(agent_seed.__file__).parent)
     settings = LoopSettings(run="r1", suite=str(suite), generations=2, agent_model="scripted",
-                            meta_model="scripted", scripted="demo", workers=2)
+                            meta_model="scripted", scripted="demo", workers=2,
+                            acceptance="strict")  # a deterministic scripted model: strict is exact
     grader = Grader(ImageBuilder(), ws / "runs" / "r1" / "grades")  # where `ratchet run` grades
     with ScriptedModelServer(demo_agent_script(tasks)) as agent_model, \
             ScriptedModelServer(demo_meta_script()) as meta_model:
