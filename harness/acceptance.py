@@ -400,15 +400,16 @@ def look_points(pairs: int) -> list[int]:
 
 def futility(spec: str, candidate: Mapping[Hashable, bool], best: Mapping[Hashable, bool],
              *, planned: int) -> Decision | None:
-    """A rejection if the pairs run so far show no gain (wins <= losses), else None.
+    """A rejection if the pairs run so far show no gain (wins <= losses, once any pair has
+    differed: 0 wins 0 losses is no evidence, and on a small suite it is common), else None.
 
     Only ever rejects, so it cannot raise any rule's false-accept rate; it stops a
     generation early when the evidence points the wrong way. The decision counts only the
     pairs that ran: nothing is imagined for the rest.
     """
     tally = _tally(candidate, best)
-    if tally.wins > tally.losses:
-        return None
+    if tally.wins > tally.losses or tally.wins + tally.losses == 0:
+        return None  # ahead, or no pair has differed yet: no evidence either way
     why = (f"stopped by the futility look after {tally.tasks} of {planned} pairs, "
            f"{'no gain' if tally.wins == tally.losses else 'worse than best'} so far")
     return replace(_decision(spec, tally, False, why), stopped_after=tally.tasks, planned=planned)
@@ -420,7 +421,8 @@ def decide_in_looks(rule: AcceptanceRule, order: Sequence[Hashable],
                     generations: int | None = None, looks: bool = True) -> Decision:
     """The loop's decision on one candidate: run pairs in ``order`` (``run(keys)`` returns the
     candidate's outcomes for those keys, doing the work), look for futility after 1/3 and
-    2/3 of them (``looks``), and let ``rule`` decide on all of them at the end."""
+    2/3 of them (``looks``), and let ``rule`` decide on all of them at the end. The caller
+    orders the pairs so that each look sees a fair sample (the loop shuffles the tasks)."""
     points = look_points(len(order)) if looks else [len(order)]
     outcomes: dict[Hashable, bool] = {}
     done = 0

@@ -374,7 +374,7 @@ def demo(generations: int = typer.Option(2, "--generations", "-g", min=1),
          workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) -> None:
     """The scripted demo on the quickstart suite: one real fix accepted, one bad change rejected."""
     run(suite="quickstart", generations=generations, budget_usd=None, model="scripted",
-        meta_model=None, scripted="demo", acceptance="sign", selector="best", attempts=2,
+        meta_model=None, scripted="demo", acceptance="sign", selector="best", attempts=1,
         proposals=1, stage_size=None, holdout=0, workers=2, proposer="meta", run_id=f"demo-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}",
         workspace=workspace)
 

@@ -22,8 +22,10 @@ from harness.scripted_model import Rule, Script, Usage
 
 __all__ = ["DEMO_META_USAGE", "demo_agent_script", "demo_meta_script", "SH_FENCED_REPOS"]
 
-SH_FENCED_REPOS = ("toolz",)
-"""Tasks of these repos get ```sh fences from the demo's agent model."""
+SH_FENCED_REPOS = ("toolz", "inflection")
+"""Tasks of these repos get ```sh fences from the demo's agent model: 6 of the 9 quickstart
+tasks, so the fix wins 6 pairs and loses none, which the default rule (the sign test at a
+run budget of 0.05 over 2 generations, p = 1/64 <= 0.025) accepts on one attempt."""
 DEMO_AGENT_USAGE = Usage(prompt_tokens=1000, completion_tokens=100)
 DEMO_META_USAGE = Usage(prompt_tokens=6000, completion_tokens=400)
 

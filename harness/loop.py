@@ -568,7 +568,10 @@ class Controller:
             made = pairs(self._results(candidate.tree_hash, self.accept_on, slots), ids, slots)
             return {key: value for key, value in made.items() if key in wanted}
 
-        order = [(task_id, j) for j in range(len(slots)) for task_id in ids]
+        # a seeded shuffle: each look sees a random sample of the tasks, not the suite's first
+        # package; the same order again on resume
+        shuffled = random.Random(f"{self.settings.seed}:{gen}").sample(ids, len(ids))
+        order = [(task_id, j) for j in range(len(slots)) for task_id in shuffled]
         decision = decide_in_looks(self.rule, order, run, best, generation=gen,
                                    generations=self.horizon or None)
         results = self._results(candidate.tree_hash, self.accept_on, slots)

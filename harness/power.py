@@ -7,8 +7,8 @@ effect d resolves task i with probability
     q_i = p_i + d (1 - p_i) / (1 - m)   (d >= 0)      q_i = p_i (1 + d / m)   (d < 0)
 
 with m the mean of the Beta, so the mean rate moves by exactly d and every q_i stays in
-[0, 1]. Each simulated generation draws fresh task rates, the best's K fresh baseline runs
-and the candidate's K runs, and hands them to `harness.acceptance.decide_in_looks`, the
+[0, 1]. Each simulated generation draws task rates, the best's K fresh baseline runs
+and the candidate's K runs (`draw_runs`), and hands them to `harness.acceptance.decide_in_looks`, the
 function the loop decides with (futility looks and the run's alpha correction included):
 nothing here re-implements a rule. ``bench/acceptance_power.py`` builds its tables on
 `simulate_generation`; `power` is the one number ``ratchet run`` prints at start.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from harness.acceptance import AcceptanceRule, Decision, decide_in_looks, parse_rule
 
-__all__ = ["Population", "power", "shifted", "simulate_generation"]
+__all__ = ["Population", "draw_runs", "power", "shifted", "simulate_generation"]
 
 
 @dataclass(frozen=True)
@@ -46,19 +46,18 @@ def shifted(rates: list[float], effect: float, mean: float) -> list[float]:
     return [p * (1 + effect / mean) for p in rates]
 
 
-def _runs(rates: list[float], attempts: int, rng: random.Random) -> dict[tuple[int, int], bool]:
+def draw_runs(rates: list[float], attempts: int, rng: random.Random) -> dict[tuple[int, int], bool]:
+    """One agent's runs: (task i, slot j) -> resolved, each with probability rates[i]."""
     return {(i, j): rng.random() < p for j in range(attempts) for i, p in enumerate(rates)}
 
 
-def simulate_generation(rule: AcceptanceRule, best_rates: list[float], candidate_rates: list[float],
-                        attempts: int, rng: random.Random, *, generation: int = 1,
+def simulate_generation(rule: AcceptanceRule, best_runs: dict[tuple[int, int], bool],
+                        candidate_runs: dict[tuple[int, int], bool], *, generation: int = 1,
                         generations: int | None = None, looks: bool = True) -> Decision:
-    """One decision of the loop: fresh baseline runs of the best, the candidate's runs in the
-    loop's order (attempt by attempt), `decide_in_looks` on them."""
-    best = _runs(best_rates, attempts, rng)
-    candidate = _runs(candidate_rates, attempts, rng)
-    order = [(i, j) for j in range(attempts) for i in range(len(candidate_rates))]
-    return decide_in_looks(rule, order, lambda keys: {k: candidate[k] for k in keys}, best,
+    """One decision of the loop on drawn runs: the candidate's runs in the loop's order
+    (attempt by attempt, task by task), `decide_in_looks` against the best's baseline runs."""
+    order = sorted(candidate_runs, key=lambda key: (key[1], key[0]))
+    return decide_in_looks(rule, order, lambda keys: {k: candidate_runs[k] for k in keys}, best_runs,
                            generation=generation, generations=generations, looks=looks)
 
 
@@ -79,8 +78,9 @@ def power(rule: str, n_tasks: int, attempts: int = 1, effect: float = 0.10, *,
     accepted = 0
     for _ in range(sims):
         rates = population.draw(n_tasks, rng)
-        decision = simulate_generation(parsed, rates, shifted(rates, effect, population.mean),
-                                       attempts, rng, generation=generation,
+        best = draw_runs(rates, attempts, rng)  # the best's fresh baseline
+        candidate = draw_runs(shifted(rates, effect, population.mean), attempts, rng)
+        decision = simulate_generation(parsed, best, candidate, generation=generation,
                                        generations=generations, looks=looks)
         accepted += decision.accepted
     return accepted / sims

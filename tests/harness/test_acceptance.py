@@ -229,6 +229,16 @@ def test_futility_stop_records_only_what_was_run():
     assert decision.candidate_resolved == 1 and "futility look after 3 of 9" in decision.reason
 
 
+def test_no_futility_stop_before_any_pair_differs():
+    """0 wins 0 losses at a look is no evidence: the evaluation goes on (a small suite whose
+    first third happens to be tasks both agents solve must not stop a real gain)."""
+    candidate, best = table(wins=6, both=3)
+    order = [f"t{i}" for i in (6, 7, 8, 0, 1, 2, 3, 4, 5)]  # the 3 ties first
+    decision = decide_in_looks(parse_rule("sign"), order, lambda ks: {k: candidate[k] for k in ks},
+                               best, generation=1, generations=2)
+    assert decision.accepted and decision.tasks == 9
+
+
 def test_no_futility_stop_while_ahead():
     candidate, best = table(wins=6, both=3)
     decision = decide_in_looks(parse_rule("sign"), list(candidate), lambda ks: {k: candidate[k] for k in ks},

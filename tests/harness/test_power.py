@@ -7,7 +7,7 @@ import random
 import pytest
 
 from harness.acceptance import parse_rule
-from harness.power import Population, power, shifted, simulate_generation
+from harness.power import Population, draw_runs, power, shifted, simulate_generation
 
 
 def test_shift_moves_the_mean_by_the_effect_and_keeps_rates_in_range():
@@ -34,7 +34,8 @@ def test_power_grows_with_attempts():
 def test_simulation_uses_the_real_decision_step():
     """A generation is decided by decide_in_looks: a futility stop shows in the decision."""
     rng = random.Random(0)
-    decision = simulate_generation(parse_rule("sign"), [0.5] * 30, [0.0] * 30, 1, rng)
+    decision = simulate_generation(parse_rule("sign"), draw_runs([1.0] * 30, 1, rng),
+                                   draw_runs([0.0] * 30, 1, rng))
     assert not decision.accepted and decision.stopped_after == 10 and decision.planned == 30
 
 
