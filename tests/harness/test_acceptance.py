@@ -346,3 +346,37 @@ def test_bad_parameter_says_the_expected_form_and_the_known_rules(spec, expected
 def test_registry_names():
     assert set(RULES) == {"strict", "margin", "sign", "mcnemar"}
     assert RULES["sign"] is RULES["mcnemar"]
+
+
+# --- run settings --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--attempts", "0", "attempts must be an integer in 1..99"),
+    ("--attempts", "100", "attempts must be an integer in 1..99"),
+    ("--proposals", "0", "proposals must be an integer in 1..39"),
+    ("--acceptance", "sign:0.05:weekly", "SPENDING must be one of run, open, each"),
+])
+def test_bad_run_settings_are_one_clear_error(tmp_path, option, value, message):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ratchet = str(Path(sys.executable).with_name("ratchet"))
+    assert subprocess.run([ratchet, "init", str(tmp_path / "ws")], capture_output=True).returncode == 0
+    out = subprocess.run([ratchet, "run", "--suite", "quickstart", option, value, "--scripted", "demo",
+                          "--workspace", str(tmp_path / "ws")], capture_output=True, text=True,
+                         env={"COLUMNS": "300", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert out.returncode != 0 and message in " ".join((out.stdout + out.stderr).split())
+    assert not (tmp_path / "ws" / "runs").exists() or not any((tmp_path / "ws" / "runs").glob("*/journal.jsonl"))
+
+
+def test_old_settings_load_with_the_planned_length_as_horizon(tmp_path):
+    """settings.json written before attempts/proposals/horizon existed still loads."""
+    import json
+
+    old = {"run": "r", "suite": "quickstart", "generations": 12, "agent_model": "m",
+           "meta_model": "m", "acceptance": "mcnemar:0.05", "stage_size": 3}
+    (tmp_path / "settings.json").write_text(json.dumps(old))
+    settings = LoopSettings.load(tmp_path / "settings.json")
+    assert (settings.horizon, settings.attempts, settings.proposals) == (12, 1, 1)
+    settings.check()
