@@ -4,8 +4,10 @@ Each seed is one run of the real controller (Docker sandboxes, real grading, rea
 the quickstart suite, with the stochastic scripted agent model of `harness.stochastic_demo`:
 task i is solved with probability rate_i (drawn once per seed from Beta(0.5, 0.75)); the
 meta model first proposes a lesson that moves the mean rate by ``--effect``, then a no-op
-lesson. Generation 1 should be accepted and generation 2 rejected. Prints, over the seeds,
-the rate of each outcome with its binomial standard error, and the agent runs per seed.
+lesson. Generation 1 is the improvement; generation 2 is the no-op if generation 1 was
+accepted, else (proposed again from the seed) a second try of the improvement. Prints, over
+the seeds, the accept rate of improvements and of no-ops with their binomial standard
+errors, and the agent runs per seed.
 
     python bench/loop_noise.py --seeds 10 --attempts 3 --effect 0.3
 """
@@ -58,24 +60,29 @@ def main() -> None:
     parser.add_argument("--suite", default="quickstart")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    improved = noop = runs = 0
+    improvements: list[bool] = []
+    noops: list[bool] = []
+    runs = 0
     with tempfile.TemporaryDirectory(prefix="ratchet-noise-") as tmp:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             started = time.monotonic()
             gen1, gen2, evaluations = one_seed(seed, args, Path(tmp))
-            improved += gen1 == "accepted"
-            noop += gen2 == "accepted"
+            improvements.append(gen1 == "accepted")
+            (noops if gen1 == "accepted" else improvements).append(gen2 == "accepted")
             runs += evaluations
-            print(f"seed {seed}: improvement {gen1}, no-op {gen2}, {evaluations} agent runs, "
-                  f"{time.monotonic() - started:.0f} s", flush=True)
-    n = args.seeds
+            second = "no-op" if gen1 == "accepted" else "improvement again"
+            print(f"seed {seed}: improvement {gen1}, then {second} {gen2}, {evaluations} agent "
+                  f"runs, {time.monotonic() - started:.0f} s", flush=True)
 
-    def rate(k: int) -> str:
-        p = k / n
-        return f"{p:.2f} +- {math.sqrt(p * (1 - p) / n):.2f}"
+    def rate(outcomes: list[bool]) -> str:
+        if not outcomes:
+            return "no trial"
+        n, p = len(outcomes), sum(outcomes) / len(outcomes)
+        return f"{p:.2f} +- {math.sqrt(p * (1 - p) / n):.2f} ({sum(outcomes)}/{n})"
 
-    print(f"\n{args.acceptance}, K={args.attempts}, effect {args.effect:+.2f}, {n} seeds: improvement "
-          f"accepted {rate(improved)}; no-op accepted {rate(noop)}; {runs / n:.0f} agent runs per seed")
+    print(f"\n{args.acceptance}, K={args.attempts}, effect {args.effect:+.2f}, {args.seeds} seeds: "
+          f"improvement accepted {rate(improvements)}; no-op accepted {rate(noops)}; "
+          f"{runs / args.seeds:.0f} agent runs per seed")
 
 
 if __name__ == "__main__":
