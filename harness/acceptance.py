@@ -14,26 +14,41 @@ and losses. Tasks both resolve, or both fail, say nothing about which agent is b
 **Ties never accept, under every rule** (wins <= losses is always a rejection): moving
 ``best`` to an agent that is merely as good would let the lineage drift on noise.
 
+Outcomes are keyed by anything hashable: a task id, or a (task id, slot) pair when each
+task is run several times (``--attempts K``): the loop pairs the candidate's j-th run of a
+task with the best's j-th fresh baseline run of it, so "task" below reads "pair" then.
+
 Rules are named by a spec string, ``parse_rule("margin:2")``; the :class:`Decision`
-records that spec, so a verdict says which rule made it.
+records that spec, so a verdict says which rule made it. The default is ``sign``, an exact
+test whose error budget is spent over the run (`level`). `decide_in_looks` is the whole
+decision step the loop takes, futility looks included; `harness.power` and
+``bench/acceptance_power.py`` drive that same function with simulated agents.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import ClassVar, Protocol
 
 __all__ = [
+    "DEFAULT_RULE",
+    "LOOKS",
     "RULES",
+    "SPENDINGS",
     "AcceptanceRule",
     "Decision",
     "MarginRule",
     "PairedExactTest",
     "StrictRule",
+    "decide_in_looks",
+    "futility",
+    "level",
+    "look_points",
     "one_sided_sign_p_value",
     "parse_rule",
+    "two_sided_mcnemar_p_value",
 ]
 
 
@@ -54,12 +69,25 @@ class Decision:
     losses: int
     p_value: float | None
     """Only for the paired exact test; ``None`` for count rules."""
+    level: float | None = None
+    """The level this generation was tested at (the run's budget, corrected); exact tests only."""
+    correction: str | None = None
+    """How ``level`` follows from the run's budget, e.g. "run budget 0.05 / 30 generations"."""
+    stopped_after: int | None = None
+    """A futility look stopped the evaluation after this many pairs (counts are of those)."""
+    planned: int | None = None
+    """The pairs the evaluation would have run to the end."""
 
 
 class AcceptanceRule(Protocol):
-    """The seam: implementations do not inherit from it, they only match it."""
+    """The seam: implementations do not inherit from it, they only match it. ``generation``
+    (1, 2, ...) and ``generations`` (the run's planned length, None if open-ended) let a
+    rule spend a run-wide error budget; count rules ignore them."""
 
-    def decide(self, candidate: Mapping[str, bool], best: Mapping[str, bool]) -> Decision: ...
+    spec: str
+
+    def decide(self, candidate: Mapping[Hashable, bool], best: Mapping[Hashable, bool], *,
+               generation: int = 1, generations: int | None = None) -> Decision: ...
 
 
 @dataclass(frozen=True)
@@ -85,7 +113,7 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
     return word if n == 1 else (plural or word + "s")
 
 
-def _tally(candidate: Mapping[str, bool], best: Mapping[str, bool]) -> _Tally:
+def _tally(candidate: Mapping[Hashable, bool], best: Mapping[Hashable, bool]) -> _Tally:
     shared = candidate.keys() & best.keys()
     wins = sum(1 for t in shared if candidate[t] and not best[t])
     losses = sum(1 for t in shared if best[t] and not candidate[t])
@@ -107,8 +135,8 @@ def _decision(rule: str, tally: _Tally, accepted: bool, why: str,
                     losses=tally.losses, p_value=p_value)
 
 
-def _reject_early(rule: str, tally: _Tally, candidate: Mapping[str, bool],
-                  best: Mapping[str, bool], p_value: float | None = None) -> Decision | None:
+def _reject_early(rule: str, tally: _Tally, candidate: Mapping[Hashable, bool],
+                  best: Mapping[Hashable, bool], p_value: float | None = None) -> Decision | None:
     """The rejections every rule shares: nothing to compare, a tie, or worse."""
     if tally.tasks == 0:
         return Decision(
@@ -129,9 +157,9 @@ def _reject_early(rule: str, tally: _Tally, candidate: Mapping[str, bool],
 class StrictRule:
     """Accept iff the candidate resolves strictly more of the shared tasks.
 
-    The plain ratchet. Use it on large suites or deterministic evaluations; on a small
-    suite with a sampling model one lucky task is enough to accept, so the lineage
-    overfits noise (prefer ``margin`` or ``sign`` there).
+    The plain ratchet, for deterministic evaluations only. Under noise it accepts a no-op
+    change in 37-48% of generations (measured, docs/acceptance.md: N = 9..300 tasks), so
+    nearly every 30-generation run accepts at least one; use ``sign`` (the default).
     """
 
     FORM: ClassVar[str] = "strict"
@@ -146,7 +174,8 @@ class StrictRule:
             raise ValueError("strict takes no parameter")
         return cls()
 
-    def decide(self, candidate: Mapping[str, bool], best: Mapping[str, bool]) -> Decision:
+    def decide(self, candidate: Mapping[Hashable, bool], best: Mapping[Hashable, bool], *,
+               generation: int = 1, generations: int | None = None) -> Decision:
         tally = _tally(candidate, best)
         return (_reject_early(self.spec, tally, candidate, best)
                 or _decision(self.spec, tally, True, "strictly more resolved"))
@@ -158,7 +187,8 @@ class MarginRule:
 
     A cheap guard against noise when you know roughly how many tasks flip between two
     runs of the same agent: set ``k`` above that. It ignores how many tasks flipped both
-    ways; the sign test weighs that too.
+    ways, so a fixed K is safe at one suite size only: measured (docs/acceptance.md),
+    margin:3 accepts a no-op in 5% of generations at N = 9 but 32% at N = 100.
     """
 
     FORM: ClassVar[str] = "margin:K (K a positive integer)"
@@ -182,7 +212,8 @@ class MarginRule:
             raise ValueError(f"K={param!r} is not an integer") from None
         return cls(k)
 
-    def decide(self, candidate: Mapping[str, bool], best: Mapping[str, bool]) -> Decision:
+    def decide(self, candidate: Mapping[Hashable, bool], best: Mapping[Hashable, bool], *,
+               generation: int = 1, generations: int | None = None) -> Decision:
         tally = _tally(candidate, best)
         rejected = _reject_early(self.spec, tally, candidate, best)
         if rejected:
@@ -197,8 +228,8 @@ class MarginRule:
 def one_sided_sign_p_value(wins: int, losses: int) -> float:
     """P(X >= wins) for X ~ Binomial(wins + losses, 1/2), exactly (integer sums).
 
-    The one-sided exact sign test on the discordant pairs, which is also the exact
-    McNemar test. With no discordant pair it is 1.0: no evidence at all.
+    The one-sided exact sign test on the discordant pairs. With no discordant pair it is
+    1.0: no evidence at all.
     """
     if wins < 0 or losses < 0:
         raise ValueError(f"wins and losses must be >= 0, got {wins} and {losses}")
@@ -206,54 +237,118 @@ def one_sided_sign_p_value(wins: int, losses: int) -> float:
     return sum(math.comb(n, k) for k in range(wins, n + 1)) / (1 << n)
 
 
+def two_sided_mcnemar_p_value(wins: int, losses: int) -> float:
+    """The two-sided exact McNemar test: 2 * P(X >= max(wins, losses)), capped at 1."""
+    return min(1.0, 2 * one_sided_sign_p_value(max(wins, losses), min(wins, losses)))
+
+
+SPENDINGS = ("run", "open", "each")
+"""How a run's error budget ALPHA is spent over its generations (see `level`)."""
+
+
+def level(alpha: float, spending: str, generation: int, generations: int | None) -> float:
+    """The level generation ``generation`` is tested at, for a run budget ``alpha``.
+
+    - ``run``: alpha / G for a run of G generations (Bonferroni): P(any false accept in the
+      run) <= alpha. A run extended past G (``resume --generations``) tests the extra
+      generations at the ``open`` level, so its total stays below alpha * (1 + 6/(pi^2 G)).
+    - ``open``: alpha_g = 6 alpha / (pi^2 g^2), which sums to alpha over g = 1, 2, ...: valid
+      however long the run goes, at the price of less power late.
+    - ``each``: alpha per generation, uncorrected (a run of 30 then accepts a no-op with
+      probability up to 1 - (1 - alpha)^30); for comparisons, not a safe default.
+    """
+    if generation < 1:
+        raise ValueError(f"generation must be >= 1, got {generation}")
+    if spending == "each":
+        return alpha
+    if spending == "run" and generations and generation <= generations:
+        return alpha / generations
+    if spending == "run" and not generations:
+        return alpha
+    return 6 * alpha / (math.pi ** 2 * generation ** 2)
+
+
+def _describe_level(alpha: float, spending: str, generation: int, generations: int | None) -> str:
+    at = level(alpha, spending, generation, generations)
+    if spending == "each":
+        return f"alpha {alpha:g} per generation, uncorrected"
+    if spending == "run" and generations and generation <= generations:
+        return f"run budget {alpha:g} / {generations} generations = {at:.4g}"
+    if spending == "run" and not generations:
+        return f"run budget {alpha:g}, one generation"
+    return f"6*{alpha:g}/(pi^2*{generation}^2) = {at:.4g} (open-ended)"
+
+
+DEFAULT_ALPHA = 0.05
+
+
 @dataclass(frozen=True)
 class PairedExactTest:
-    """Accept iff wins > losses and the one-sided exact sign test gives p <= alpha.
+    """Accept iff wins > losses and an exact paired test gives p <= the generation's level.
 
     For noisy evaluations (a sampling model, flaky tasks): it asks whether the candidate's
-    wins over the best's could be coin flips. The exact McNemar test on paired binary
-    outcomes is the same computation, so ``sign`` and ``mcnemar`` are two names for this
-    one class (``name`` only changes the recorded spec). It is conservative on small
-    suites: at alpha 0.05, 5 wins and 0 losses accept (p = 1/32) but 4 and 0 do not
-    (p = 1/16).
+    wins over the best's could be coin flips. ``alpha`` is the *run's* error budget, spent
+    over its generations as ``spending`` says (`level`), so the chance that a run of 30
+    generations ever accepts a no-op change stays below alpha. ``sign`` is the one-sided
+    exact sign test on the discordant pairs; ``mcnemar`` the two-sided exact McNemar test
+    (twice the one-sided p, so it needs more evidence for the same alpha). The default rule
+    is ``sign`` = ``sign:0.05``. On small suites it needs repeated attempts: at level 0.05,
+    5 wins and 0 losses accept (p = 1/32) but 4 and 0 do not (p = 1/16).
     """
 
-    FORM: ClassVar[str] = "sign:ALPHA or mcnemar:ALPHA (0 < ALPHA < 1, e.g. 0.05)"
-    alpha: float
+    FORM: ClassVar[str] = ("sign[:ALPHA[:SPENDING]] or mcnemar[:ALPHA[:SPENDING]] (ALPHA the "
+                           "run's error budget, 0 < ALPHA < 1, default 0.05; SPENDING run "
+                           "(alpha/G, default) | open (6 alpha/(pi^2 g^2)) | each (uncorrected))")
+    alpha: float = DEFAULT_ALPHA
     name: str = "sign"
+    spending: str = "run"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:  # also false for NaN
             raise ValueError(f"ALPHA must be between 0 and 1, got {self.alpha!r}")
         if self.name not in ("sign", "mcnemar"):
             raise ValueError(f"name must be 'sign' or 'mcnemar', got {self.name!r}")
+        if self.spending not in SPENDINGS:
+            raise ValueError(f"SPENDING must be one of {', '.join(SPENDINGS)}, got {self.spending!r}")
 
     @property
     def spec(self) -> str:
-        return f"{self.name}:{self.alpha:g}"
+        tail = "" if self.spending == "run" else f":{self.spending}"
+        return f"{self.name}:{self.alpha:g}{tail}"
 
     @classmethod
     def from_param(cls, name: str, param: str | None) -> PairedExactTest:
         if param is None:
-            raise ValueError(f"{name} needs ALPHA")
+            return cls(DEFAULT_ALPHA, name)
+        value, _, spending = param.partition(":")
         try:
-            alpha = float(param)
+            alpha = float(value)
         except ValueError:
-            raise ValueError(f"ALPHA={param!r} is not a number") from None
-        return cls(alpha, name)
+            raise ValueError(f"ALPHA={value!r} is not a number") from None
+        return cls(alpha, name, spending.strip().lower() or "run")
 
-    def decide(self, candidate: Mapping[str, bool], best: Mapping[str, bool]) -> Decision:
+    def p_value(self, wins: int, losses: int) -> float:
+        if self.name == "mcnemar":
+            return two_sided_mcnemar_p_value(wins, losses)
+        return one_sided_sign_p_value(wins, losses)
+
+    def decide(self, candidate: Mapping[Hashable, bool], best: Mapping[Hashable, bool], *,
+               generation: int = 1, generations: int | None = None) -> Decision:
         tally = _tally(candidate, best)
-        p = one_sided_sign_p_value(tally.wins, tally.losses)
+        p = self.p_value(tally.wins, tally.losses)
+        at = level(self.alpha, self.spending, generation, generations)
+        how = _describe_level(self.alpha, self.spending, generation, generations)
+        test = "one-sided exact sign" if self.name == "sign" else "two-sided exact McNemar"
         rejected = _reject_early(self.spec, tally, candidate, best, p)
         if rejected:
-            return rejected
-        if p <= self.alpha:
-            return _decision(self.spec, tally, True,
-                             f"one-sided exact {self.name} test p = {p:.4g} <= alpha {self.alpha:g}", p)
-        return _decision(self.spec, tally, False,
-                         f"could be noise, one-sided exact {self.name} test p = {p:.4g} > "
-                         f"alpha {self.alpha:g}", p)
+            return replace(rejected, level=at, correction=how)
+        if p <= at:
+            decision = _decision(self.spec, tally, True, f"{test} test p = {p:.4g} <= {at:.4g} "
+                                 f"({how})", p)
+        else:
+            decision = _decision(self.spec, tally, False, f"could be noise, {test} test p = "
+                                 f"{p:.4g} > {at:.4g} ({how})", p)
+        return replace(decision, level=at, correction=how)
 
 
 RULES: dict[str, type[StrictRule | MarginRule | PairedExactTest]] = {
@@ -262,7 +357,12 @@ RULES: dict[str, type[StrictRule | MarginRule | PairedExactTest]] = {
     "sign": PairedExactTest,
     "mcnemar": PairedExactTest,
 }
-"""Rule names for ``parse_rule``; ``sign`` and ``mcnemar`` share one implementation."""
+"""Rule names for ``parse_rule``; ``sign`` and ``mcnemar`` share one implementation (one-
+and two-sided). Until 2026-12 ``mcnemar:ALPHA`` was the one-sided sign test, and both were
+uncorrected per generation; those specs still parse, now with the run's correction."""
+
+DEFAULT_RULE = "sign"
+"""The default ``--acceptance``: the one-sided exact sign test at a run budget of 0.05."""
 
 
 def _known() -> str:
@@ -270,7 +370,7 @@ def _known() -> str:
 
 
 def parse_rule(spec: str) -> AcceptanceRule:
-    """``"strict"``, ``"margin:2"``, ``"sign:0.05"``, ``"mcnemar:0.1"`` -> a rule.
+    """``"strict"``, ``"margin:2"``, ``"sign"``, ``"sign:0.05:open"``, ``"mcnemar:0.1"`` -> a rule.
 
     Raises ValueError naming the known rules and the expected form, for an unknown name or
     a bad parameter alike, so a typo in a config or on the command line says how to fix it.
@@ -285,3 +385,53 @@ def parse_rule(spec: str) -> AcceptanceRule:
     except ValueError as exc:
         raise ValueError(f"bad acceptance rule {spec!r}: {exc}; expected {cls.FORM}; "
                          f"{_known()}") from None
+
+
+# --- the decision step, with futility looks ------------------------------------------------
+
+LOOKS = (1 / 3, 2 / 3)
+"""Fractions of the deciding pairs after which a futility look may stop the evaluation."""
+
+
+def look_points(pairs: int) -> list[int]:
+    """How many pairs are run before each look, ending with all of them: e.g. 9 -> [3, 6, 9]."""
+    return sorted({math.ceil(pairs * f) for f in LOOKS} - {0, pairs}) + [pairs]
+
+
+def futility(spec: str, candidate: Mapping[Hashable, bool], best: Mapping[Hashable, bool],
+             *, planned: int) -> Decision | None:
+    """A rejection if the pairs run so far show no gain (wins <= losses, once any pair has
+    differed: 0 wins 0 losses is no evidence, and on a small suite it is common), else None.
+
+    Only ever rejects, so it cannot raise any rule's false-accept rate; it stops a
+    generation early when the evidence points the wrong way. The decision counts only the
+    pairs that ran: nothing is imagined for the rest.
+    """
+    tally = _tally(candidate, best)
+    if tally.wins > tally.losses or tally.wins + tally.losses == 0:
+        return None  # ahead, or no pair has differed yet: no evidence either way
+    why = (f"stopped by the futility look after {tally.tasks} of {planned} pairs, "
+           f"{'no gain' if tally.wins == tally.losses else 'worse than best'} so far")
+    return replace(_decision(spec, tally, False, why), stopped_after=tally.tasks, planned=planned)
+
+
+def decide_in_looks(rule: AcceptanceRule, order: Sequence[Hashable],
+                    run: Callable[[Sequence[Hashable]], Mapping[Hashable, bool]],
+                    best: Mapping[Hashable, bool], *, generation: int = 1,
+                    generations: int | None = None, looks: bool = True) -> Decision:
+    """The loop's decision on one candidate: run pairs in ``order`` (``run(keys)`` returns the
+    candidate's outcomes for those keys, doing the work), look for futility after 1/3 and
+    2/3 of them (``looks``), and let ``rule`` decide on all of them at the end. The caller
+    orders the pairs so that each look sees a fair sample (the loop shuffles the tasks)."""
+    points = look_points(len(order)) if looks else [len(order)]
+    outcomes: dict[Hashable, bool] = {}
+    done = 0
+    for point in points:
+        outcomes.update(run(order[done:point]))
+        done = point
+        if point < len(order):
+            stop = futility(rule.spec, outcomes, best, planned=len(order))
+            if stop is not None:
+                return stop
+    return replace(rule.decide(outcomes, best, generation=generation, generations=generations),
+                   planned=len(order))

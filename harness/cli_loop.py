@@ -132,10 +132,19 @@ def run(
     model: str = typer.Option("gpt-4o-mini", "--model", "-m", help="The agent's model."),
     meta_model: Optional[str] = typer.Option(None, help="The proposer's model (default: --model)."),
     scripted: Optional[str] = typer.Option(None, help="'demo': scripted agent and meta models."),
-    acceptance: str = typer.Option("strict", help="strict | margin:K | sign:ALPHA | mcnemar:ALPHA"),
+    acceptance: str = typer.Option("sign", help="sign[:ALPHA[:run|open|each]] (default: the exact "
+                                   "sign test at a run error budget of 0.05, split over the "
+                                   "generations) | mcnemar[:ALPHA...] | margin:K | strict "
+                                   "(both noisy: docs/acceptance.md)"),
     selector: str = typer.Option("best", help="best (the ratchet) | archive (DGM-style) | clade "
                                  "(HGM-style: Thompson sampling on each clade's results)"),
-    stage_size: int = typer.Option(3, help="Tasks in the first evaluation stage."),
+    attempts: int = typer.Option(1, "--attempts", "-k", help="Runs of each deciding task per "
+                                 "candidate (and fresh runs of an accepted one). Small suites "
+                                 "need 3-5 to detect anything: docs/acceptance.md."),
+    proposals: int = typer.Option(1, "--proposals", "-p", help="Candidates per generation: each "
+                                  "screened on one run per deciding task; the best is tested on "
+                                  "fresh runs."),
+    stage_size: Optional[int] = typer.Option(None, hidden=True, help="Deprecated: ignored."),
     holdout: int = typer.Option(0, help="N tasks, drawn by a shuffle seeded with the run's seed, "
                                 "decide acceptance and are never studied (0: off)."),
     study: Optional[str] = typer.Option(None, "--study", help="SPLIT[,SPLIT]: the tasks of these "
@@ -158,13 +167,16 @@ def run(
     from harness.loop import LoopSettings
 
     run = run_id or f"r{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    if stage_size is not None:
+        err.print("[yellow]--stage-size is deprecated and ignored:[/] futility looks after 1/3 and "
+                  "2/3 of the deciding runs replaced the staged evaluation (docs/acceptance.md).")
     start_run(_workspace(workspace), LoopSettings(
         run=run, suite=suite, generations=generations,
         agent_model="scripted" if scripted else model,
         meta_model="scripted" if scripted else (meta_model or model),
         budget_usd=budget_usd, acceptance=acceptance, selector=selector,
-        stage_size=stage_size, holdout=holdout, study=study, decide=decide,
-        report_split=report_split, workers=workers,
+        holdout=holdout, study=study, decide=decide, report_split=report_split,
+        workers=workers, attempts=attempts, proposals=proposals, horizon=generations,
         scripted=scripted, proposer=proposer, executor=executor))
 
 
@@ -187,6 +199,7 @@ def _check_settings(settings) -> None:
     if settings.proposer not in ("meta", "self"):
         raise _fail(f"unknown proposer {settings.proposer!r} (known: meta, self)")
     try:
+        settings.check()
         parse_rule(settings.acceptance)
         parse_selector(settings.selector)
     except ValueError as exc:
@@ -229,6 +242,7 @@ def resume(
     workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP),
 ) -> None:
     """Continue a run after a crash, a Ctrl-C or a spent budget; or branch off a generation."""
+    from harness.acceptance import parse_rule
     from harness.lineage import Lineage, LineageError, branched_run_id
     from harness.loop import LoopSettings
 
@@ -241,6 +255,11 @@ def resume(
         settings.budget_usd = budget_usd
     if generations is not None:
         settings.generations = generations
+        if settings.horizon and generations > settings.horizon and \
+                getattr(parse_rule(settings.acceptance), "spending", None) == "run":
+            err.print(f"[yellow]note:[/] the run's error budget was split over {settings.horizon} "
+                      f"generations; generations past {settings.horizon} are tested at the "
+                      "open-ended level 6*alpha/(pi^2 g^2) (docs/acceptance.md)")
     if executor is not None:
         settings.executor = executor
     if from_generation is not None:
@@ -271,11 +290,15 @@ def _rows(root: Path, run: str):
 
 
 def _score_text(score: dict) -> str:
+    """Resolved runs of the planned runs; "stopped early" when a futility look cut it short."""
     if not score:
         return ""
-    text = f"{score['resolved']}/{score['tasks']}"
-    evaluated = score.get("evaluated", score["tasks"])
-    return text if evaluated == score["tasks"] else f"{text} ({evaluated} run, stopped early)"
+    planned = score.get("planned", score["tasks"])
+    runs = score.get("runs", score.get("evaluated", planned))
+    text = f"{score['resolved']}/{planned}"
+    if score.get("attempts", 1) > 1:
+        text += f" ({score['tasks']} tasks x {score['attempts']})"
+    return text if runs == planned else f"{score['resolved']}/{runs} ({runs} of {planned} run, stopped early)"
 
 
 def _integrity(gen_number: int, metrics: dict, tampering: dict[int, list[str]]) -> tuple[str, list[str]]:
@@ -312,7 +335,8 @@ def _print_log(root: Path, run: str) -> None:
     for number, gen, metrics in rows:
         score = gen.score if isinstance(gen.score, dict) else {}
         rate = score.get("resolved")
-        complete = score.get("evaluated", score.get("tasks")) == score.get("tasks")
+        complete = (score.get("runs", score.get("evaluated", score.get("tasks")))
+                    == score.get("planned", score.get("tasks")))
         delta = "" if rate is None or best_rate is None or not complete else f"{rate - best_rate:+d}"
         verdict = gen.verdict or ("…" if not gen.recorded else "")
         if gen.proposal_valid is False:

@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 
 __all__ = ["DEMO_META_USAGE", "demo_agent_script", "demo_meta_script", "demo_settings", "SH_FENCED_REPOS"]
 
-SH_FENCED_REPOS = ("toolz",)
-"""Tasks of these repos get ```sh fences from the demo's agent model."""
+SH_FENCED_REPOS = ("toolz", "inflection")
+"""Tasks of these repos get ```sh fences from the demo's agent model: 6 of the 9 quickstart
+tasks, so the fix wins 6 pairs and loses none, which the default rule (the sign test at a
+run budget of 0.05 over 2 generations, p = 1/64 <= 0.025) accepts on one attempt."""
 DEMO_AGENT_USAGE = Usage(prompt_tokens=1000, completion_tokens=100)
 DEMO_META_USAGE = Usage(prompt_tokens=6000, completion_tokens=400)
 
@@ -43,8 +45,9 @@ def demo_settings(run: str, generations: int = 2) -> "LoopSettings":
 
     return LoopSettings(run=run, suite="quickstart", generations=generations,
                         agent_model="scripted", meta_model="scripted", scripted="demo",
-                        budget_usd=None, acceptance="strict", selector="best", stage_size=3,
-                        holdout=0, workers=2, proposer="meta", executor="local")
+                        budget_usd=None, acceptance="sign", attempts=1, proposals=1,
+                        horizon=generations, selector="best", holdout=0, workers=2,
+                        proposer="meta", executor="local")
 
 
 def _step(fence: str, command: str, thought: str) -> str:

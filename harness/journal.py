@@ -18,11 +18,16 @@ reports; any event may carry ``cost_usd``, the money its step spent, summed as s
 ==================== ============================================================================
 run_started          ``run``, plus the run's settings; ``resumed: true`` when a run goes on
 generation_started   ``generation``, ``parent`` (number of the parent generation)
+candidate            ``generation``, ``index`` (1..P), ``valid``, ``reason``, ``sha`` (its branch's
+                     commit, None if invalid): one of P proposals (``--proposals P``)
 proposal             ``generation``, ``valid`` (bool), ``reason`` (why invalid, or a summary);
+                     with P > 1 also ``chosen`` (the candidate index) and ``screened``;
                      ``flags``: the static scan of its diff (absent in older journals)
 task_evaluated       ``tree_hash``, ``task_id``, ``attempt``, ``result`` (dict), ``generation``;
-                     ``result`` carries ``tampered``, ``tamper_reasons``, ``flags`` (absent: none)
+                     ``attempt`` says the run's role (`harness.attempts`); ``result`` carries
+                     ``tampered``, ``tamper_reasons``, ``flags`` (absent: none)
 decided              ``generation``, ``verdict`` ("accepted" | "rejected"), ``reason``, ``score``
+                     (an accepted one's: its fresh baseline), ``selection_score`` (deciding runs)
 generation_recorded  ``generation``, ``sha``: commit, note and ``best`` are written
 budget_exhausted     ``reason``: the run ends, spent
 run_stopped          ``reason``: the run ends, interrupted (signal, user); resumable
@@ -44,7 +49,7 @@ from typing import Any, Self
 __all__ = ["EVENTS", "GenerationState", "Journal", "JournalError", "RunState", "replay"]
 
 EVENTS = frozenset({
-    "run_started", "generation_started", "proposal", "task_evaluated", "decided",
+    "run_started", "generation_started", "candidate", "proposal", "task_evaluated", "decided",
     "generation_recorded", "budget_exhausted", "run_stopped", "run_finished",
 })
 _ENDINGS = frozenset({"budget_exhausted", "run_stopped", "run_finished"})
@@ -178,6 +183,8 @@ class GenerationState:
     sha: str | None = None
     recorded: bool = False
     """Commit, note and ``best`` written: nothing of this generation is left to redo."""
+    candidates: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """With ``--proposals P``: the journaled candidates by index (their ``candidate`` records)."""
 
 
 @dataclass
@@ -227,6 +234,10 @@ def replay(events: Iterable[dict[str, Any]]) -> RunState:
             elif event == "generation_started":
                 gen = generation(record)
                 gen.parent = record.get("parent")
+            elif event == "candidate":
+                gen = generation(record)
+                gen.candidates[int(record["index"])] = {
+                    k: record.get(k) for k in ("index", "valid", "reason", "sha", "diagnosis")}
             elif event == "proposal":
                 gen = generation(record)
                 gen.proposal_valid, gen.proposal_reason = bool(record["valid"]), record.get("reason")

@@ -397,6 +397,41 @@ class Lineage:
                            "-m", self._message(message, full))
             return self.head(gen)
 
+    def candidate_branch(self, gen: int, index: int) -> str:
+        """Branch of proposal ``index`` (1..P) of generation ``gen`` (``--proposals P``)."""
+        return f"ratchet/{self.run}/candidates/gen-{gen:04d}-p{index}"
+
+    def save_candidate(self, gen: int, index: int, message: str) -> str:
+        """Commit the worktree's edits under ``agent_seed/`` as candidate ``index`` of ``gen``
+        (a commit on the parent, on its own branch), then put the worktree back at the parent
+        for the next proposal. The generation's own branch does not move. Returns the sha."""
+        with self._lock:
+            path = self._checked_worktree(gen)
+            command = self._git_in(path)
+            outside = sorted(p for p in self._changed_paths(command)
+                             if p != AGENT_DIR and not p.startswith(f"{AGENT_DIR}/"))
+            if outside:
+                raise ChangesOutsideAgent(f"candidate {index} of generation {gen} changed files "
+                                          f"outside {AGENT_DIR}/: {', '.join(outside[:10])}")
+            command.add("-A", "--", AGENT_DIR)
+            tree = command.write_tree()
+            parent = command.rev_parse("HEAD")
+            sha = command.commit_tree(tree, "-p", parent, "-m", message)
+            self._git.update_ref("-m", "ratchet: candidate", f"refs/heads/{self.candidate_branch(gen, index)}", sha)
+            command.reset("-q", "--hard")
+            command.clean("-q", "-f", "-d")
+            return sha
+
+    def restore_candidate(self, gen: int, sha: str) -> None:
+        """Make generation ``gen``'s worktree hold candidate ``sha``'s files (uncommitted, on
+        the parent), so that ``commit`` records the chosen candidate as the generation."""
+        with self._lock:
+            command = self._git_in(self._checked_worktree(gen))
+            command.reset("-q", "--hard")
+            command.clean("-q", "-f", "-d")
+            command.read_tree("-u", "--reset", sha)
+            command.reset("-q")  # the index back at HEAD: the files stay, as edits
+
     @staticmethod
     def _message(message: str, trailers: Mapping[str, str]) -> str:
         body = message.strip() or "ratchet generation"

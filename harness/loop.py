@@ -1,4 +1,12 @@
-"""The self-improvement loop: select a parent, propose, evaluate (staged), decide, record.
+"""The self-improvement loop: select a parent, propose, evaluate, decide, record.
+
+A candidate runs K times (``attempts``) on each deciding task; the rule tests its runs,
+paired with K fresh baseline runs of the best (`harness.attempts`), with futility looks
+after 1/3 and 2/3 of the pairs (`harness.acceptance.decide_in_looks`). An accepted
+candidate is run K more times: those fresh runs, never the draw that won the test, are the
+new best's baseline and the score shown for it. With ``proposals`` P > 1, P candidates are
+made from the parent, each screened on one run per deciding task, and only the screening
+winner is tested, on fresh runs (so the screening's selection does not bias the test).
 
 Everything a step does is journaled before it counts (`harness.journal`), so ``ratchet
 resume`` after a kill at any moment redoes nothing that finished: task evaluations are
@@ -20,8 +28,9 @@ from benchmark import Grader, TaskSpec
 from benchmark import _docker
 from benchmark._agent_env import DockerEnvironment
 from benchmark._images import AGENT_VENV, SANDBOX_USER
-from harness.acceptance import Decision, parse_rule
+from harness.acceptance import DEFAULT_RULE, Decision, decide_in_looks, parse_rule
 from harness.agent_source import AgentSource, resolve_agent
+from harness.attempts import attempt_index, pairs, score
 from harness.evaluate import TaskRunner
 from harness.executors import Executor, LocalPool, parse_executor
 from harness.evidence import collect_evidence
@@ -61,10 +70,18 @@ class LoopSettings:
     meta_model: str
     budget_usd: float | None = None
     task_budget_usd: float | None = None
-    acceptance: str = "strict"
+    acceptance: str = DEFAULT_RULE
     selector: str = "best"
     stage_size: int = 3
-    """Tasks in the first stage; the rest run only while the candidate can still win."""
+    """Deprecated and ignored: futility looks after 1/3 and 2/3 of the deciding pairs replaced
+    the staged evaluation. Kept so settings.json of older runs still load."""
+    attempts: int = 1
+    """Runs of each deciding task per candidate (and per fresh baseline of an accepted one)."""
+    proposals: int = 1
+    """Candidates made from the parent per generation; >1 screens them and tests the winner."""
+    horizon: int | None = None
+    """The generations the run's error budget is split over (`harness.acceptance.level`): the
+    planned ``generations`` when the run started; kept when a resume extends the run."""
     holdout: int = 0
     """N tasks, drawn by a shuffle seeded with ``seed``, decide acceptance and are never
     shown to the proposer (`harness.splits`); 0: off."""
@@ -100,7 +117,22 @@ class LoopSettings:
 
     @classmethod
     def load(cls, path: Path) -> "LoopSettings":
-        return cls(**json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        if data.get("horizon") is None:  # a run from before the run-wide correction
+            data["horizon"] = data.get("generations")
+        return cls(**data)
+
+    def check(self) -> None:
+        """Raise ValueError naming the bad setting and its fix."""
+        from harness.attempts import MAX_ATTEMPTS, MAX_PROPOSALS
+
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) \
+                or not 1 <= self.attempts <= MAX_ATTEMPTS:
+            raise ValueError(f"attempts must be an integer in 1..{MAX_ATTEMPTS}, got {self.attempts!r}")
+        if isinstance(self.proposals, bool) or not isinstance(self.proposals, int) \
+                or not 1 <= self.proposals <= MAX_PROPOSALS:
+            raise ValueError(f"proposals must be an integer in 1..{MAX_PROPOSALS}, got {self.proposals!r}")
+        parse_rule(self.acceptance)
 
 
 @dataclass
@@ -138,7 +170,9 @@ class Controller:
                                  self.run_dir / "agent-logs")
         self.executor = self.executor or parse_executor(s.executor, workers=s.workers,
                                                         on_event=self._say)
-        self._live_stage, self._live_best = "seed", 0
+        self._live_stage, self._live_best = "seed", ""
+        self.horizon = s.horizon if s.horizon is not None else s.generations
+        """Generations the acceptance rule's error budget is split over (0: open-ended)."""
         self._agents: dict[str, AgentSource] = {}
         # the one place the run's tasks are split (harness.splits; the CLI validated the options)
         self.splits = plan_splits(self.tasks, study=s.study, decide=s.decide,
@@ -172,50 +206,67 @@ class Controller:
         if self.stop_flag.is_set():
             raise StopRequested("interrupted")
 
-    def _results(self, tree: str, tasks: list[TaskSpec]) -> dict[str, dict]:
-        return {t.instance_id: self.state.evaluations[(tree, t.instance_id, 0)]
-                for t in tasks if (tree, t.instance_id, 0) in self.state.evaluations}
+    def _results(self, tree: str, tasks: list[TaskSpec],
+                 attempts: list[int]) -> dict[tuple[str, int], dict]:
+        """The journaled runs of `tree` on `tasks` at `attempts`, by (task id, attempt)."""
+        return {(t.instance_id, a): self.state.evaluations[(tree, t.instance_id, a)]
+                for t in tasks for a in attempts if (tree, t.instance_id, a) in self.state.evaluations}
+
+    def _slots(self, gen: int, role: str, proposal: int = 0) -> list[int]:
+        count = 1 if role == "screen" else self.settings.attempts
+        return [attempt_index(gen, role, j, proposal) for j in range(count)]
+
+    def _baseline_slots(self, gen: int) -> list[int]:
+        """The runs a recorded generation is compared and shown by: its fresh baseline (the
+        seed's own evaluation for generation 0, which nothing was selected on)."""
+        return self._slots(gen, "decide" if gen == 0 else "baseline")
 
     infra_passes = 2
     """Passes over the tasks an infrastructure error left without a verdict, before the
     run stops (resumable) rather than decide a generation on part of its tasks."""
 
-    def evaluate(self, gen: int, agent: AgentSource, tasks: list[TaskSpec]) -> dict[str, dict]:
-        """Run the tasks not yet evaluated for this tree; journal each as it finishes.
-        Returns a verdict for every task, or raises StopRequested."""
+    def evaluate(self, gen: int, agent: AgentSource, tasks: list[TaskSpec],
+                 attempts: list[int] = (0,)) -> dict[tuple[str, int], dict]:
+        """Run each task at each attempt not yet evaluated for this tree; journal each as it
+        finishes. Returns a verdict for every (task, attempt), or raises StopRequested."""
+        attempts = list(attempts)
         errors: dict[str, str] = {}
-        for attempt in range(self.infra_passes):
-            todo = [t for t in tasks if (agent.tree_hash, t.instance_id, 0) not in self.state.evaluations]
-            if not todo:
-                break
-            if attempt:
-                self._say(f"gen {gen}: {len(todo)} task(s) had infrastructure errors; running "
-                          "them once more")
-            else:
-                self._say(f"gen {gen}: evaluating {len(todo)} task(s)"
-                          f"{f' ({len(tasks) - len(todo)} cached)' if len(todo) < len(tasks) else ''}")
-            errors = self._evaluate_pass(gen, agent, tasks, todo)
-            self._check_stop()
-        missing = [t.instance_id for t in tasks
-                   if (agent.tree_hash, t.instance_id, 0) not in self.state.evaluations]
-        if missing:
-            first = missing[0]
-            raise StopRequested(
-                f"infrastructure errors: {len(missing)} task(s) of gen {gen} have no verdict "
-                f"after {self.infra_passes} tries (first: {first}: {errors.get(first, 'not run')}); "
-                "nothing was decided on part of the tasks. Fix the cause, then resume the run")
-        return self._results(agent.tree_hash, tasks)
+        for attempt in attempts:
+            for tries in range(self.infra_passes):
+                todo = [t for t in tasks
+                        if (agent.tree_hash, t.instance_id, attempt) not in self.state.evaluations]
+                if not todo:
+                    break
+                if tries:
+                    self._say(f"gen {gen}: {len(todo)} task(s) had infrastructure errors; running "
+                              "them once more")
+                else:
+                    which = f" (attempt {attempt})" if attempt % 10_000 else ""
+                    self._say(f"gen {gen}: evaluating {len(todo)} task(s){which}"
+                              f"{f' ({len(tasks) - len(todo)} cached)' if len(todo) < len(tasks) else ''}")
+                errors = self._evaluate_pass(gen, agent, tasks, todo, attempt)
+                self._check_stop()
+            missing = [t.instance_id for t in tasks
+                       if (agent.tree_hash, t.instance_id, attempt) not in self.state.evaluations]
+            if missing:
+                first = missing[0]
+                raise StopRequested(
+                    f"infrastructure errors: {len(missing)} task(s) of gen {gen} have no verdict "
+                    f"after {self.infra_passes} tries (first: {first}: {errors.get(first, 'not run')}); "
+                    "nothing was decided on part of the tasks. Fix the cause, then resume the run")
+        return self._results(agent.tree_hash, tasks, attempts)
 
     def _evaluate_pass(self, gen: int, agent: AgentSource, tasks: list[TaskSpec],
-                       todo: list[TaskSpec]) -> dict[str, str]:
-        """One pass over `todo`; the infrastructure errors, by task."""
+                       todo: list[TaskSpec], attempt: int = 0) -> dict[str, str]:
+        """One pass over `todo` at one attempt; the infrastructure errors, by task."""
         errors: dict[str, str] = {}
 
         def should_start() -> bool:
             return not (self.stop_flag.is_set() or self._run_budget_refusal())
 
-        for task, outcome in self.executor.run_tasks(self.runner, agent, todo,
-                                                     generation=f"gen-{gen:04d}",
+        # attempt 0 of generation N keeps the plain label (grades/TASK/agent-gen-NNNN: export)
+        label = f"gen-{gen:04d}" + (f".a{attempt}" if attempt % 10_000 else "")
+        for task, outcome in self.executor.run_tasks(self.runner, agent, todo, generation=label,
                                                      should_start=should_start):
             if outcome is None:
                 continue
@@ -227,32 +278,39 @@ class Controller:
                 continue
             result = {k: v for k, v in asdict(outcome).items() if k != "patch"}
             self.journal.append("task_evaluated", generation=gen, tree_hash=agent.tree_hash,
-                                task_id=task.instance_id, attempt=0, result=result,
+                                task_id=task.instance_id, attempt=attempt, result=result,
                                 cost_usd=outcome.cost_usd)
-            self.state.evaluations[(agent.tree_hash, task.instance_id, 0)] = result
-            done = self._results(agent.tree_hash, tasks)
+            self.state.evaluations[(agent.tree_hash, task.instance_id, attempt)] = result
+            done = self._results(agent.tree_hash, tasks, [attempt])
             resolved = sum(1 for r in done.values() if r["resolved"])
-            versus = f"; best resolves {self._live_best} on the acceptance tasks" if gen else ""
+            versus = f"; best resolves {self._live_best}" if gen else ""
             self._say(f"gen {gen} {self._live_stage}: {len(done)}/{len(tasks)} done, {resolved} "
                       f"resolved{versus} | {task.instance_id}: "
                       f"{'resolved' if outcome.resolved else 'unresolved'}")
         return errors
 
-    def _outcomes(self, results: dict[str, dict]) -> dict[str, bool]:
-        return {task_id: bool(r["resolved"]) for task_id, r in results.items()}
+    def _outcomes(self, results: dict[tuple[str, int], dict]) -> dict[str, bool]:
+        """Task id -> resolved, from each task's first run among `results` (metrics.json)."""
+        out: dict[str, bool] = {}
+        for (task_id, _), r in sorted(results.items()):
+            out.setdefault(task_id, bool(r["resolved"]))
+        return out
 
     def _archive(self) -> list[GenerationRecord]:
+        """What selectors see. A score's rate is over the runs made, so a generation stopped
+        by a futility look is not scored as failing the tasks it never ran."""
         records = []
         for number, g in sorted(self.state.generations.items()):
             if not g.recorded:
                 continue
             children = sum(1 for other in self.state.generations.values() if other.parent == number)
-            score = (g.score or {}).get("rate", 0.0) if isinstance(g.score, dict) else 0.0
-            counts = g.score if isinstance(g.score, dict) else {}
-            records.append(GenerationRecord(number, g.parent, score, bool(g.proposal_valid or number == 0),
+            score = g.score if isinstance(g.score, dict) else {}
+            runs = score.get("runs", score.get("evaluated", score.get("tasks", 0))) or 0
+            rate = score.get("resolved", 0) / runs if runs else 0.0
+            records.append(GenerationRecord(number, g.parent, rate, bool(g.proposal_valid or number == 0),
                                             g.verdict == "accepted", children,
-                                            resolved=int(counts.get("resolved", 0) or 0),
-                                            evaluated=int(counts.get("evaluated", 0) or 0)))
+                                            resolved=int(score.get("resolved", 0) or 0),
+                                            evaluated=int(runs)))
         return records
 
     # -- the run -------------------------------------------------------------------------
@@ -291,35 +349,42 @@ class Controller:
         if 0 not in self.state.generations:
             self.journal.append("generation_started", generation=0, parent=None)
         agent = self._parent_agent(0)
-        results = self.evaluate(0, agent, self.run_on)
-        score = self._score(results, self.accept_on)
+        slots = self._slots(0, "decide")
+        results = self.evaluate(0, agent, self.accept_on, slots)
+        results |= self._evaluate_study_only(0, agent)
+        shown = score(results, self._accept_ids, slots)
         held_out = self._held_out(0, agent)
         self.journal.append("proposal", generation=0, valid=True, reason="the seed agent")
         self.journal.append("decided", generation=0, verdict="accepted", reason="generation 0",
-                            score=score)
-        self._record(0, gen0, score, "accepted", "the seed agent", results, tree=agent.tree_hash,
+                            score=shown)
+        self._record(0, gen0, shown, "accepted", "the seed agent", results, tree=agent.tree_hash,
                      extra=held_out)
 
     def _held_out(self, gen: int, agent: AgentSource) -> dict[str, Any]:
-        """The best's score on the report-only split (``{}`` without one): run for generation
-        0 and each accepted generation, shown as the report's held-out curve, never decides."""
+        """The best's score on the report-only split (``{}`` without one): one run of each of
+        its tasks for generation 0 and each accepted generation, shown as the report's held-out
+        curve, never used to decide."""
         if not self.report_on:
             return {}
         self._live_stage = f"report split ({len(self.report_on)} tasks)"
-        results = self.evaluate(gen, agent, self.report_on)
+        slots = self._slots(gen, "baseline")[:1]
+        results = self.evaluate(gen, agent, self.report_on, slots)
         return {"report_split": {"split": self.settings.report_split,
-                                 **self._score(results, self.report_on),
+                                 **score(results, [t.instance_id for t in self.report_on], slots),
                                  "outcomes": self._outcomes(results)}}
 
-    def _score(self, results: dict[str, dict], tasks: list[TaskSpec]) -> dict[str, Any]:
-        resolved = sum(1 for t in tasks if results.get(t.instance_id, {}).get("resolved"))
-        evaluated = sum(1 for t in tasks if t.instance_id in results)
-        return {"resolved": resolved, "tasks": len(tasks), "evaluated": evaluated,
-                "rate": resolved / max(1, len(tasks)),
-                "cost_usd": round(sum(r.get("cost_usd", 0.0) for r in results.values()), 6)}
+    @property
+    def _accept_ids(self) -> list[str]:
+        return [t.instance_id for t in self.accept_on]
+
+    def _evaluate_study_only(self, gen: int, agent: AgentSource) -> dict[tuple[str, int], dict]:
+        """One run of each studied task that does not decide: evidence for the proposer."""
+        deciding = set(self._accept_ids)
+        extra = [t for t in self.study if t.instance_id not in deciding]
+        return self.evaluate(gen, agent, extra, self._slots(gen, "decide")[:1]) if extra else {}
 
     def _record(self, gen: int, sha: str, score: dict, verdict: str, headline: str,
-                results: dict[str, dict], *, tree: str, extra: dict | None = None) -> None:
+                results: dict[tuple[str, int], dict], *, tree: str, extra: dict | None = None) -> None:
         metrics = {"run": self.settings.run, "generation": gen, "sha": sha, "verdict": verdict,
                    "headline": headline, "score": score, "tree": tree,
                    "tasks": self._outcomes(results), "tampered": tampered_tasks(results),
@@ -342,10 +407,18 @@ class Controller:
             self._agents[sha] = resolve_agent(sha, repo_dir=self.workspace)
         return self._agents[sha]
 
+    def _runs_of(self, gen: int, tasks: list[TaskSpec]) -> dict[str, dict]:
+        """One run per task of a recorded generation: its fresh baseline where it has one."""
+        tree = self._parent_agent(gen).tree_hash
+        found: dict[str, dict] = {}
+        for (task_id, _), result in self._results(
+                tree, tasks, self._baseline_slots(gen) + self._slots(gen, "decide")).items():
+            found.setdefault(task_id, result)
+        return found
+
     def _evidence(self, parent: int):
         """The parent's evidence: study tasks only; no grader log where they also decide."""
-        agent = self._parent_agent(parent)
-        return collect_evidence(self._results(agent.tree_hash, self.study), self.study,
+        return collect_evidence(self._runs_of(parent, self.study), self.study,
                                 grader_log=not self.splits.studies_deciding,
                                 max_tokens=self.settings.evidence_tokens)
 
@@ -363,12 +436,12 @@ class Controller:
         return [f"`python -m agent_seed selfcheck` failed (exit {run.exit_code}):\n"
                 + "\n".join(run.log.strip().splitlines()[-30:])]
 
-    def _propose(self, gen: int, parent: int, worktree: Path):
+    def _propose(self, gen: int, parent: int, worktree: Path, tag: str = ""):
         """The meta model edits the agent (default), or, with ``proposer="self"``, the parent
         agent itself does, in a sandbox (the Darwin Gödel Machine's self-referential mode)."""
         evidence = self._evidence(parent)
         if self.settings.proposer == "self":
-            key = f"gen-{gen:04d}.self"
+            key = f"gen-{gen:04d}.self{tag}"
             proposer = SelfProposer(DockerEnvironment(self.grader.builder,
                                                       timeout_s=self.settings.agent_timeout_s),
                                     self.agent_gateway, self.study[0],
@@ -378,7 +451,7 @@ class Controller:
             result = self._guarded(lambda: proposer.propose(worktree, evidence,
                                                             read_agent_files(worktree)))
         else:
-            key = f"gen-{gen:04d}.meta"
+            key = f"gen-{gen:04d}.meta{tag}"
             channel = self.meta_gateway.open_channel(key, f"gen-{gen:04d}", tcp=True)
             try:
                 import openai
@@ -394,7 +467,7 @@ class Controller:
         usage = self.ledger.task(key)
         out = self.run_dir / "gens" / f"{gen:04d}"
         out.mkdir(parents=True, exist_ok=True)
-        (out / "proposal.json").write_text(json.dumps(
+        (out / f"proposal{tag.replace('.', '-')}.json").write_text(json.dumps(
             {"proposer": self.settings.proposer, "valid": result.valid, "error": result.error,
              "messages": result.messages, "attempts": [asdict(a) for a in result.attempts]},
             indent=2, default=str))
@@ -421,7 +494,10 @@ class Controller:
             parent = state.parent
         worktree = self.lineage.worktree(gen, self.lineage.branch(parent))
         state = self.state.generations[gen]
-        if state.proposal_valid is None:  # not journaled: whatever is in the worktree is a torn proposal
+        if state.proposal_valid is None and s.proposals > 1:
+            self._propose_several(gen, parent, worktree)
+            state = self.state.generations[gen]
+        elif state.proposal_valid is None:  # not journaled: what is in the worktree is torn
             self.lineage.reset(gen)
             self._say(f"gen {gen}: proposing a change of generation {parent}")
             result, cost = self._propose(gen, parent, worktree)
@@ -441,48 +517,134 @@ class Controller:
                                 score=None)
             sha = self.lineage.commit(gen, message=f"invalid proposal\n\n{state.proposal_reason}",
                                       trailers={"Ratchet-Verdict": "invalid"}, allow_empty=True)
-            self._record(gen, sha, {}, "invalid", reason, {}, tree="")
+            self._record(gen, sha, {}, "invalid", reason, {}, tree="", extra=self._candidates_note(gen))
             return
         proposal = next((e for e in reversed(Journal.read(self.journal_path))
                          if e["event"] == "proposal" and e.get("generation") == gen), {})
         diagnosis = proposal.get("diagnosis") or ""
         headline = state.proposal_reason or "proposal"
         candidate = resolve_agent(str(worktree))
-        best_gen = max((n for n, g in self.state.generations.items()
-                        if g.recorded and g.verdict == "accepted"), default=0)
-        best_agent = self._parent_agent(best_gen)
-        best = self._outcomes(self._results(best_agent.tree_hash, self.accept_on))
-        # staged: a few tasks first, the rest only while the candidate can still win
-        first = self.accept_on[:s.stage_size]
-        self._live_best = sum(best.values())
-        self._live_stage = f"stage 1 ({len(first)} tasks)"
-        results = self.evaluate(gen, candidate, first)
-        optimistic = {**{t.instance_id: True for t in self.accept_on}, **self._outcomes(results)}
-        early: Decision | None = None
-        if len(first) < len(self.accept_on) and not self.rule.decide(optimistic, best).accepted:
-            early = self.rule.decide(optimistic, best)
-            self._say(f"gen {gen}: cannot beat best even if it resolves every remaining task; stopping early")
-        else:
-            self._live_stage = f"stage 2 (all {len(self.run_on)} tasks)"
-            results = self.evaluate(gen, candidate, self.run_on)
-        accept_results = {t.instance_id: results[t.instance_id] for t in self.accept_on
-                          if t.instance_id in results}
-        decision = (self.rule.decide({**self._outcomes(accept_results)}, best) if early is None
-                    else Decision(False, early.rule,
-                                  f"stopped after {len(first)} of {len(self.accept_on)} tasks: even "
-                                  f"resolving every remaining task it could not be accepted ({early.reason})",
-                                  early.candidate_resolved, early.best_resolved,
-                                  early.tasks, early.wins, early.losses, early.p_value))
-        decision = gate(decision, results)  # a tampering agent is never accepted
+        decision, results, shown, selection = self._decide(gen, candidate)
         verdict = "accepted" if decision.accepted else "rejected"
-        score = self._score(results, self.accept_on)
         held_out = self._held_out(gen, candidate) if decision.accepted else {}
         self.journal.append("decided", generation=gen, verdict=verdict, reason=decision.reason,
-                            score=score)
+                            score=shown, selection_score=selection)
         self._say(f"gen {gen}: {verdict}: {decision.reason}")
         message = diagnosis.strip() or headline  # the diagnosis opens with its headline
         sha = self.lineage.commit(gen, message=message, trailers={
-            "Ratchet-Score": f"{score['resolved']}/{score['tasks']}", "Ratchet-Verdict": verdict})
-        self._record(gen, sha, score, verdict, headline, results, tree=candidate.tree_hash,
-                     extra={"parent": parent, "decision": asdict(decision), **held_out,
+            "Ratchet-Score": f"{shown['resolved']}/{shown['planned']}", "Ratchet-Verdict": verdict})
+        self._record(gen, sha, shown, verdict, headline, results, tree=candidate.tree_hash,
+                     extra={"parent": parent, "decision": asdict(decision),
+                            "selection_score": selection, **self._candidates_note(gen), **held_out,
                             "proposal_flags": proposal.get("flags") or []})
+
+    def _propose_several(self, gen: int, parent: int, worktree: Path) -> None:
+        """``--proposals P``: P candidates from the parent, each on a branch of its own
+        (`Lineage.candidate_branch`); each valid one is screened on one run per deciding task
+        and the most resolved (the first on a tie) goes into the generation's worktree. Only
+        it is then tested, on fresh runs: the screening draw never enters the test."""
+        count = self.settings.proposals
+        for index in range(1, count + 1):
+            if index in self.state.generations[gen].candidates:
+                continue
+            self.lineage.reset(gen)
+            self._say(f"gen {gen}: proposal {index}/{count}: a change of generation {parent}")
+            result, cost = self._propose(gen, parent, worktree, tag=f".p{index}")
+            self._check_stop()
+            headline = result.proposal.headline if result.valid else ""
+            diagnosis = result.proposal.diagnosis if result.valid else None
+            sha = (self.lineage.save_candidate(gen, index, (diagnosis or headline).strip() or headline)
+                   if result.valid else None)
+            self.journal.append("candidate", generation=gen, index=index, valid=result.valid,
+                                reason=headline if result.valid else result.error, sha=sha,
+                                diagnosis=diagnosis, cost_usd=cost)
+            self.state = replay(Journal.read(self.journal_path))
+        candidates = self.state.generations[gen].candidates
+        valid = [c for _, c in sorted(candidates.items()) if c["valid"]]
+        if not valid:
+            why = "; ".join(f"{i}: {c['reason']}" for i, c in sorted(candidates.items()))
+            self.journal.append("proposal", generation=gen, valid=False,
+                                reason=f"none of the {count} proposals was valid ({why})")
+            self.state = replay(Journal.read(self.journal_path))
+            return
+        screened: dict[int, int] = {}
+        for c in valid:
+            agent = resolve_agent(c["sha"], repo_dir=self.workspace)
+            self._live_stage = f"screening proposal {c['index']}/{count}"
+            runs = self.evaluate(gen, agent, self.accept_on, self._slots(gen, "screen", c["index"]))
+            screened[c["index"]] = sum(1 for r in runs.values() if r["resolved"])
+        chosen = max(valid, key=lambda c: (screened[c["index"]], -c["index"]))
+        self._say(f"gen {gen}: screening resolved {screened}; testing proposal {chosen['index']} "
+                  "on fresh runs")
+        self.lineage.restore_candidate(gen, chosen["sha"])
+        self.journal.append("proposal", generation=gen, valid=True, reason=chosen["reason"],
+                            diagnosis=chosen["diagnosis"], chosen=chosen["index"],
+                            flags=proposal_flags(worktree),
+                            screened={str(k): v for k, v in screened.items()})
+        self.state = replay(Journal.read(self.journal_path))
+
+    def _candidates_note(self, gen: int) -> dict:
+        """For metrics.json: all P candidates (branch, commit, validity) and which was chosen."""
+        candidates = self.state.generations[gen].candidates
+        if not candidates:
+            return {}
+        proposal = next((e for e in reversed(Journal.read(self.journal_path))
+                         if e["event"] == "proposal" and e.get("generation") == gen), {})
+        screened = proposal.get("screened") or {}
+        return {"chosen": proposal.get("chosen"), "candidates": [
+            {**c, "branch": self.lineage.candidate_branch(gen, i) if c.get("sha") else None,
+             "screened_resolved": screened.get(str(i))} for i, c in sorted(candidates.items())]}
+
+    def _best(self) -> tuple[int, dict[tuple[str, int], bool]]:
+        """The best generation and its baseline pairs, running whatever of them is missing
+        (a run from before fresh baselines, or one killed while making them)."""
+        best_gen = max((n for n, g in self.state.generations.items()
+                        if g.recorded and g.verdict == "accepted"), default=0)
+        slots = self._baseline_slots(best_gen)
+        self._live_stage = f"fresh baseline of gen {best_gen}"
+        runs = self.evaluate(best_gen, self._parent_agent(best_gen), self.accept_on, slots)
+        return best_gen, pairs(runs, self._accept_ids, slots)
+
+    def _decide(self, gen: int, candidate: AgentSource):
+        """Test `candidate` on fresh runs against the best's baseline, with futility looks;
+        if accepted, run it K more times for its own fresh baseline. Returns the decision,
+        the runs to record, the score to show (the fresh one when accepted) and the score of
+        the deciding runs (the selection draw)."""
+        best_gen, best = self._best()
+        ids, by_id = self._accept_ids, {t.instance_id: t for t in self.accept_on}
+        slots = self._slots(gen, "decide")
+        self._live_best = f"{sum(best.values())}/{len(best)} (gen {best_gen}, fresh runs)"
+
+        def run(keys):
+            wanted = set(keys)
+            for j in sorted({j for _, j in keys}):
+                self._live_stage = f"attempt {j + 1}/{len(slots)}"
+                self.evaluate(gen, candidate, [by_id[t] for t, k in keys if k == j], [slots[j]])
+            made = pairs(self._results(candidate.tree_hash, self.accept_on, slots), ids, slots)
+            return {key: value for key, value in made.items() if key in wanted}
+
+        # a seeded shuffle: each look sees a random sample of the tasks, not the suite's first
+        # package; the same order again on resume
+        shuffled = random.Random(f"{self.settings.seed}:{gen}").sample(ids, len(ids))
+        order = [(task_id, j) for j in range(len(slots)) for task_id in shuffled]
+        decision = decide_in_looks(self.rule, order, run, best, generation=gen,
+                                   generations=self.horizon or None)
+        results = self._results(candidate.tree_hash, self.accept_on, slots)
+        decision = gate(decision, results)  # a tampering agent is never accepted
+        selection = score(results, ids, slots)
+        if decision.stopped_after is not None:
+            self._say(f"gen {gen}: futility look: no gain after {decision.stopped_after} of "
+                      f"{decision.planned} runs; stopping early")
+            return decision, results, selection, selection
+        study = self._evaluate_study_only(gen, candidate)
+        if not decision.accepted:
+            return decision, results | study, selection, selection
+        fresh_slots = self._slots(gen, "baseline")
+        self._live_stage = "fresh baseline"
+        self._say(f"gen {gen}: accepted; {len(fresh_slots)} fresh run(s) of each deciding task "
+                  "become its baseline (the deciding runs are a selection draw)")
+        fresh = self.evaluate(gen, candidate, self.accept_on, fresh_slots)
+        decision = gate(decision, fresh)  # tampering on its fresh runs rejects it all the same
+        if not decision.accepted:
+            return decision, results | fresh | study, selection, selection
+        return decision, fresh | study, score(fresh, ids, fresh_slots), selection

@@ -63,8 +63,9 @@ class GenerationSummary:
     """Why it was decided so (the acceptance rule's words, or why the proposal was invalid)."""
     resolved: int | None = None
     tasks: int | None = None
+    """Runs planned: deciding tasks x attempts (the score's ``planned``)."""
     evaluated: int | None = None
-    """Tasks actually run; fewer than ``tasks`` when the evaluation stopped early."""
+    """Runs made; fewer than ``tasks`` when a futility look stopped the evaluation."""
     outcomes: dict[str, bool] = field(default_factory=dict)
     """Task id → resolved, for every task this generation's agent was graded on."""
     agent_cost_usd: float = 0.0
@@ -87,7 +88,9 @@ class GenerationSummary:
 
     @property
     def rate(self) -> float | None:
-        return None if self.resolved is None or not self.tasks else self.resolved / self.tasks
+        """Resolved over the runs made: a run never made is not a failure."""
+        runs = self.evaluated if self.evaluated is not None else self.tasks
+        return None if self.resolved is None or not runs else self.resolved / runs
 
     @property
     def stopped_early(self) -> bool:
@@ -281,8 +284,8 @@ def load_run(workspace: Path, run: str, *, with_diffs: bool = True) -> RunReport
             number=number, parent=gen.parent, status=status,
             headline=str(metrics.get("headline") or gen.proposal_reason or ""),
             reason=str(gen.reason or ""),
-            resolved=score.get("resolved"), tasks=score.get("tasks"),
-            evaluated=score.get("evaluated", score.get("tasks")),
+            resolved=score.get("resolved"), tasks=score.get("planned", score.get("tasks")),
+            evaluated=score.get("runs", score.get("evaluated", score.get("tasks"))),
             outcomes={str(k): bool(v) for k, v in outcomes.items()},
             agent_cost_usd=agent_cost.get(number, 0.0), meta_cost_usd=meta_cost.get(number, 0.0),
             agent_tokens=agent_tokens.get(number, 0),
@@ -393,7 +396,7 @@ def rate_chart(report: RunReport) -> Plot:
                               title=f"gen {gen.number}: {gen.status}, not evaluated"))
         else:
             kind = gen.status + (" early" if gen.stopped_early else "")
-            early = f", stopped after {gen.evaluated} of {gen.tasks} tasks" if gen.stopped_early else ""
+            early = f", stopped after {gen.evaluated} of {gen.tasks} runs" if gen.stopped_early else ""
             marks.append(Mark(kind, x, y_of(gen.rate),
                               title=f"gen {gen.number}: {gen.status}, {gen.resolved}/{gen.tasks} "
                                     f"resolved ({gen.rate:.0%}){early}"))

@@ -34,8 +34,8 @@ import yaml
 from harness._http import send_json
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-__all__ = ["NoRuleMatched", "Recording", "Rule", "Script", "ScriptError", "ScriptedModelServer",
-           "Usage"]
+__all__ = ["Effect", "NoRuleMatched", "Recording", "Rule", "Script", "ScriptError",
+           "ScriptedModelServer", "StochasticScript", "StochasticTask", "Usage"]
 
 DEFAULT_MODEL = "scripted"
 """The model name answered when a request names none, and listed by ``GET /v1/models``."""
@@ -300,3 +300,82 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read bodies instead
         pass
+
+
+class StochasticTask(BaseModel):
+    """One task of a :class:`StochasticScript`: how to recognise it, and how to solve it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    anchor: str
+    """A substring of the task's first user message (e.g. its problem statement's first line)."""
+    rate: float = Field(ge=0.0, le=1.0)
+    """P(a run solves it) for the agent as it is."""
+    solve: list[str] = Field(min_length=1)
+    """The replies of a solving run, by turn (e.g. apply the fix, test, submit)."""
+
+
+class Effect(BaseModel):
+    """A change to the agent's config that moves every task's success rate."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    system_contains: str
+    """Present in the system prompt (e.g. a line the meta model wrote into the lessons file)."""
+    effect: float = Field(ge=-1.0, le=1.0)
+    """The move of the mean rate (`harness.power.shifted`); 0 is a no-op change."""
+
+
+class StochasticScript(Script):
+    """An agent model that solves each task with a probability, like a sampling model.
+
+    At a run's first call it flips a coin with the task's rate (moved by every `Effect`
+    whose text is in the system prompt: the agent's own config decides): heads, it answers
+    that run with the task's ``solve`` replies; tails, it gives up at once with ``give_up``
+    (so the run is cheap and unresolved). Coins are drawn from ``seed``, the task and the
+    effects present, in the order of that task's runs, so a run of the loop is reproducible
+    whatever the worker interleaving. Other requests fall through to the ordinary script.
+    """
+
+    tasks: list[StochasticTask] = []
+    effects: list[Effect] = []
+    give_up: str = "I cannot fix this.\n\n```bash\necho COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT\n```"
+    seed: int = 0
+    mean: float = 0.4
+    """The population mean `shifted` keeps rates in range with (Beta(0.5, 0.75): 0.4)."""
+
+    def model_post_init(self, context: Any) -> None:
+        self._draws: dict[tuple[str, tuple[str, ...]], int] = {}
+        self._draw_lock = threading.Lock()
+
+    def rate_for(self, task: StochasticTask, system: str) -> tuple[float, tuple[str, ...]]:
+        from harness.power import shifted
+
+        present = tuple(e.system_contains for e in self.effects if e.system_contains in system)
+        rate = task.rate
+        for effect in self.effects:
+            if effect.system_contains in present:
+                rate = shifted([rate], effect.effect, self.mean)[0]
+        return min(1.0, max(0.0, rate)), present
+
+    def respond(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        messages: list[dict[str, Any]] = list(request.get("messages") or [])
+        model = str(request.get("model") or DEFAULT_MODEL)
+        users = [_text(m) for m in messages if m.get("role") == "user"]
+        task = next((t for t in self.tasks if users and t.anchor in users[0]), None)
+        if task is None:
+            return super().respond(request)
+        turn = _turn(messages)
+        if turn == 0:
+            system = "\n".join(_text(m) for m in messages if m.get("role") in _SYSTEM_ROLES)
+            rate, present = self.rate_for(task, system)
+            with self._draw_lock:
+                key = (task.anchor, present)
+                n = self._draws.get(key, 0)
+                self._draws[key] = n + 1
+            import random
+
+            coin = random.Random(f"{self.seed}|{task.anchor}|{'|'.join(present)}|{n}").random()
+            return _completion(model, messages, task.solve[0] if coin < rate else self.give_up, None)
+        first = next(_text(m) for m in messages if m.get("role") == "assistant")
+        if first == task.solve[0]:
+            return _completion(model, messages, task.solve[min(turn, len(task.solve) - 1)], None)
+        return _completion(model, messages, self.give_up, None)

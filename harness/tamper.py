@@ -23,13 +23,18 @@ from harness.acceptance import Decision
 __all__ = ["flagged_tasks", "gate", "proposal_flags", "run_tampering", "tampered_tasks"]
 
 
-def tampered_tasks(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Task ids whose run was graded tampered (journal result dicts, old ones included)."""
-    return sorted(task for task, result in results.items() if result.get("tampered"))
+def _task_id(key: Any) -> str:
+    """Results are keyed by task id, or by (task id, attempt) where a task runs K times."""
+    return key if isinstance(key, str) else key[0]
 
 
-def flagged_tasks(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    return sorted(task for task, result in results.items() if result.get("flags"))
+def tampered_tasks(results: Mapping[Any, Mapping[str, Any]]) -> list[str]:
+    """Task ids any of whose runs was graded tampered (journal result dicts, old ones included)."""
+    return sorted({_task_id(key) for key, result in results.items() if result.get("tampered")})
+
+
+def flagged_tasks(results: Mapping[Any, Mapping[str, Any]]) -> list[str]:
+    return sorted({_task_id(key) for key, result in results.items() if result.get("flags")})
 
 
 def gate(decision: Decision, results: Mapping[str, Mapping[str, Any]]) -> Decision:

@@ -59,32 +59,41 @@ def _state(workspace: Path, run: str):
 
 def _evaluated_twice(workspace: Path, run: str) -> list:
     events = Journal.read(workspace / "runs" / run / "journal.jsonl")
-    counts = Counter((e["tree_hash"], e["task_id"]) for e in events if e["event"] == "task_evaluated")
+    counts = Counter((e["tree_hash"], e["task_id"], e["attempt"]) for e in events
+                     if e["event"] == "task_evaluated")
     return [key for key, n in counts.items() if n > 1]
 
 
 def test_demo_accepts_a_real_fix_and_rejects_a_harmful_change(workspace, suite):
+    """Under the default rule (the sign test at a run budget of 0.05: 0.025 per generation
+    in a run of 2) the fix must win enough pairs: on this slice 2 tasks flip, so 2 attempts
+    give 4 wins 0 losses (p = 1/16, not enough) and 3 give 6 wins 0 losses (p = 1/64)."""
     out = _ratchet("run", "--suite", str(suite), "--generations", "2", "--scripted", "demo",
-                   "--run-id", "t1", cwd=workspace)
+                   "--attempts", "3", "--run-id", "t1", cwd=workspace)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "SCRIPTED DEMO" in out.stdout
     state = _state(workspace, "t1")
     verdicts = {n: g.verdict for n, g in state.generations.items()}
     assert verdicts == {0: "accepted", 1: "accepted", 2: "rejected"}
-    assert state.generations[0].score["resolved"] == 1 and state.generations[1].score["resolved"] == 3
+    assert state.generations[0].score["resolved"] == 3 and state.generations[1].score["resolved"] == 9
     assert state.best == 1 and state.ended and state.end_reason.startswith("run_finished")
+    gen1_note = json.loads((workspace / "runs/t1/gens/0001/metrics.json").read_text())
+    assert gen1_note["decision"]["wins"] == 6 and gen1_note["decision"]["losses"] == 0
+    assert gen1_note["decision"]["level"] == pytest.approx(0.025)
+    # the harmful change loses the first look's pairs and is stopped there
+    assert gen1_note["score"]["runs"] == 9 and state.generations[2].score["runs"] == 3
 
     repo = git.Repo(workspace)
     lineage = Lineage(workspace, "t1")
     assert repo.commit("ratchet/t1/best").hexsha == lineage.head(1)
     gen1 = repo.commit("ratchet/t1/gen-0001")
     assert gen1.parents[0].hexsha == lineage.head(0)
-    assert "Ratchet-Verdict: accepted" in gen1.message and "Ratchet-Score: 3/3" in gen1.message
+    assert "Ratchet-Verdict: accepted" in gen1.message and "Ratchet-Score: 9/9" in gen1.message
     assert "```sh" in gen1.message  # the diagnosis is the commit message
     gen2 = repo.commit("ratchet/t1/gen-0002")
     assert gen2.parents[0] == gen1 and "Ratchet-Verdict: rejected" in gen2.message
     assert lineage.get_note(gen1.hexsha)["verdict"] == "accepted"
-    assert json.loads((workspace / "runs/t1/gens/0001/metrics.json").read_text())["score"]["resolved"] == 3
+    assert json.loads((workspace / "runs/t1/gens/0001/metrics.json").read_text())["score"]["resolved"] == 9
     # plain git reads the lineage; the user's checkout is untouched
     diff = repo.git.diff("ratchet/t1/gen-0000", "ratchet/t1/gen-0001", "--", "agent_seed/")
     assert "(?:bash|sh|shell)" in diff
@@ -102,7 +111,7 @@ def test_demo_accepts_a_real_fix_and_rejects_a_harmful_change(workspace, suite):
     assert branched.returncode == 0, branched.stdout[-3000:] + branched.stderr[-3000:]
     assert repo.commit("ratchet/t1.from-0001/gen-0000") == gen1
     child = _state(workspace, "t1.from-0001")
-    assert child.generations[0].score["resolved"] == 3 and child.generations[1].verdict == "rejected"
+    assert child.generations[0].score["resolved"] == 9 and child.generations[1].verdict == "rejected"
 
 
 def test_kill_during_evaluation_then_resume_loses_and_repeats_nothing(workspace, suite):
@@ -110,7 +119,8 @@ def test_kill_during_evaluation_then_resume_loses_and_repeats_nothing(workspace,
     uninterrupted run, and no (agent, task) pair is evaluated twice."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     proc = subprocess.Popen([RATCHET, "run", "--suite", str(suite), "--generations", "1",
-                             "--scripted", "demo", "--run-id", "k1", "--workers", "1"],
+                             "--scripted", "demo", "--run-id", "k1", "--workers", "1",
+                             "--acceptance", "strict"],
                             cwd=workspace, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     journal = workspace / "runs" / "k1" / "journal.jsonl"

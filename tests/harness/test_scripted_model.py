@@ -275,3 +275,27 @@ def test_lifecycle(tmp_path: Path):
     server.stop()  # idempotent
     with pytest.raises(openai.APIConnectionError):
         _ask(client, ("user", "anything"))
+
+
+def test_stochastic_script_solves_at_its_rate_moved_by_the_agents_config():
+    """A run's first call flips a coin with the task's rate; an Effect text in the system
+    prompt (the agent's lessons) moves the rate; draws are reproducible per seed."""
+    from harness.scripted_model import Effect, StochasticScript, StochasticTask
+
+    def script():
+        return StochasticScript(seed=1, tasks=[StochasticTask(anchor="bug A", rate=0.3, solve=["fix", "done"])],
+                                effects=[Effect(system_contains="LESSON", effect=0.5)])
+
+    def first_replies(s, system, n=2000):
+        return [s.respond({"messages": [{"role": "system", "content": system},
+                                        {"role": "user", "content": "bug A"}]})["choices"][0]["message"]["content"]
+                for _ in range(n)]
+
+    plain, boosted = first_replies(script(), "plain"), first_replies(script(), "with LESSON")
+    assert abs(plain.count("fix") / 2000 - 0.3) < 0.04
+    assert abs(boosted.count("fix") / 2000 - (0.3 + 0.5 * 0.7 / 0.6)) < 0.04
+    assert first_replies(script(), "plain", 50) == plain[:50]
+    s = script()
+    follow = s.respond({"messages": [{"role": "user", "content": "bug A"}, {"role": "assistant", "content": "fix"},
+                                     {"role": "user", "content": "ok"}]})
+    assert follow["choices"][0]["message"]["content"] == "done"
