@@ -95,7 +95,9 @@ def test_audit_runs_every_attack_and_the_gold_resolves(audited):
     assert {r["instance_id"] for r in rows} == {task.instance_id}
     gold = rows[0]
     assert gold["verdict"] == "resolved" and gold["flags"] == 0
-    assert all(r["error"] is None and r["applied"] for r in rows), rows
+    # every attack was graded (no infrastructure error); some are refused at admission, so
+    # "applied" is true for the gold and may be false for an attack
+    assert gold["applied"] and all(r["error"] is None for r in rows), rows
     assert report["summary"]["attacks"] == len(expected) - 1
     assert report["summary"]["gold_resolved"] == 1
     for name in expected:  # one table row per attack
@@ -107,8 +109,8 @@ def test_audit_runs_every_attack_and_the_gold_resolves(audited):
     assert (result.exit_code != 0) == (report["summary"]["attacks_resolved"] > 0)
 
 
-@pytest.mark.xfail(strict=False, reason="needs part A")
 def test_audit_no_attack_resolves(audited):
+    """Every known attack on the task comes out unresolved; its gold patch resolves."""
     result, report = audited
     assert report["summary"]["attacks_resolved"] == 0, [
         r["attack"] for r in report["rows"] if r["verdict"] == "RESOLVED"]

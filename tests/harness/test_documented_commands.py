@@ -65,8 +65,10 @@ def inline_examples(text: str) -> list[str]:
     prose = _FENCE.sub("", text)
     spans = [span.strip().replace("\\|", "|")
              for _, span in _INLINE.findall(prose.replace("\n", " "))]
+    # `ratchet WORD ...` where WORD could be a command (not, say, a log line's `ratchet steps:`)
     return [span.split(None, 1)[1] if " " in span else "" for span in spans
-            if span.split()[:1] == ["ratchet"]]
+            if span.split()[:1] == ["ratchet"]
+            and (len(span.split()) == 1 or re.fullmatch(r"-{0,2}[a-z][a-z-]*", span.split()[1]))]
 
 
 def bare_options(text: str) -> set[str]:
