@@ -315,7 +315,10 @@ def test_a_real_run_decides_on_its_held_out_split_and_reports_the_final_one(tmp_
     workspace = init_workspace(tmp_path / "ws", seed=Path(agent_seed.__file__).parent)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}, "COLUMNS": "200"}
     out = subprocess.run([RATCHET, "run", "--suite", str(suite), "--generations", "2", "--scripted",
-                          "demo", "--run-id", "s1", "--decide", "heldout", "--report-split", "final"],
+                          "demo", "--run-id", "s1", "--decide", "heldout", "--report-split", "final",
+                          # one deciding task: no sign test can accept on it; this checks the
+                          # splits' plumbing, with the scripted (deterministic) models
+                          "--acceptance", "strict"],
                          cwd=workspace, capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "tasks: study train (2 tasks), decide on heldout (1 tasks); report-only: final (1 tasks)" in out.stdout
