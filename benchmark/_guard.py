@@ -182,35 +182,35 @@ def paths_named_in_patch(patch: str) -> list[str]:
     lines, rename/copy lines and ``Index:`` lines (GNU patch reads those too), quoted names
     decoded, each with its a/ b/ prefix stripped (and as written, when it has none)."""
     seen: dict[str, None] = {}
+    for key, name, variants in _header_names(patch):
+        if key in ("git", "side") and len(variants) == 2 and re.match(r"^[ab]/", name):
+            variants = variants[1:]  # the usual a/ b/ prefix: only the stripped name
+        for path in variants:
+            seen.setdefault(path)
+    return list(seen)
+
+
+def _header_names(patch: str):
+    """(header kind, name as written, the paths a patch tool may read it as) for every path
+    in the patch's headers: what both the admission check and the path list walk."""
     for match in _HEADER_PATHS.finditer(patch):
         for key in ("git", "side", "rc", "idx"):
             value = match.group(key)
-            if not value:
-                continue
-            for name in _names(value, key):
-                variants = _variants(name, key)
-                if key in ("git", "side") and len(variants) == 2 and re.match(r"^[ab]/", name):
-                    variants = variants[1:]  # the usual a/ b/ prefix: only the stripped name
-                for path in variants:
-                    seen.setdefault(path)
-    return list(seen)
+            if value:
+                for name in _names(value, key):
+                    yield key, name, _variants(name, key)
 
 
 def header_problems(patch: str, *, git: bool = True, metadata: bool = True) -> list[str]:
     """Why the patch's own headers refuse it, before any tool reads it: one message per
     bad path, and one for symlinks."""
     problems = []
-    for match in _HEADER_PATHS.finditer(patch):
-        for key in ("git", "side", "rc", "idx"):
-            value = match.group(key)
-            if not value:
-                continue
-            for name in _names(value, key):
-                for path in _variants(name, key):
-                    reason = refused_reason(path, git=git, metadata=metadata)
-                    message = f"{path}: {reason}"
-                    if reason and message not in problems:
-                        problems.append(message)
+    for _, _, variants in _header_names(patch):
+        for path in variants:
+            reason = refused_reason(path, git=git, metadata=metadata)
+            message = f"{path}: {reason}"
+            if reason and message not in problems:
+                problems.append(message)
     if _SYMLINK_MODE.search(patch):
         problems.append("the patch creates or changes a symlink")
     return problems
