@@ -119,6 +119,8 @@ class GradeResult:
     log_path: str = ""
     flags: list[dict] = field(default_factory=list)
     """Tamper signatures in the patch's added non-test lines (`_scan`): shown, not a verdict."""
+    tripwires: list[str] = field(default_factory=list)
+    """Node ids of the trip-wires planted in this grading (redacted from what a proposer sees)."""
 
     def swebench_report(self) -> dict:
         """This result in the shape of the official harness's per-instance report.json."""
@@ -137,6 +139,7 @@ class GradeResult:
                     "tamper_reasons": self.tamper_reasons,
                     "error": self.error,
                     "flags": self.flags,
+                    "tripwires": self.tripwires,
                     "seconds": round(self.seconds, 3),
                     "log": self.log_path,
                 },
@@ -324,6 +327,7 @@ class Grader:
             result.problems.append("the hidden test patch did not apply after the patch")
             return
         tripwires = [_tripwire.Planted(t["file"], t["test"]) for t in report.get("tripwires", [])]
+        result.tripwires = [planted.nodeid for planted in tripwires]
         outcome = grade_output(task, output, exit_code, tripwires=tripwires,
                                junit=report.get("junit"))
         result.resolved = outcome.resolved

@@ -196,7 +196,9 @@ def plant(path: str, source: str, wanted: list[str], rng: random.Random,
     if not inserts:
         return source, []
     out = list(lines)
-    for after, text, _ in sorted(inserts, key=lambda item: -item[0]):
+    # Bottom up; where a class ends the file, its method goes in after the module-level
+    # copies at the same line, so it lands above them, inside the class.
+    for after, text, _ in sorted(inserts, key=lambda item: (-item[0], "::" in item[2].test)):
         out[after:after] = [text]
     new_source = "".join(out)
     try:

@@ -17,7 +17,9 @@ also decide acceptance (a run with no held-out split) it never reads the grader'
 pytest's failure sections quote the hidden tests' source lines and assertion messages, which
 would let the proposer fit the very tests that judge it. The evidence then says only which
 hidden tests passed and failed (:func:`test_verdicts`, from the grading's ``report.json``),
-next to the agent's own conversation.
+next to the agent's own conversation. Where it does read the log, :func:`redact_tripwires`
+takes out the grading's trip-wires (their names, their failure sections, their count in the
+summary): a proposer that saw them could learn to spare exactly the tests that catch tampering.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "load_gateway_trajectory",
     "message_text",
     "redact_diffs",
+    "redact_tripwires",
     "test_verdicts",
 ]
 
@@ -178,6 +181,53 @@ def redact_diffs(text: str) -> str:
     return "".join(out)
 
 
+_SECTION = re.compile(r"^_{3,} (.+?) _{3,}\s*$")
+_RULE = re.compile(r"^={3,} .* ={3,}\s*$")
+_FAILED = re.compile(r"\b(\d+) failed(, )?")
+_COLLECTED = re.compile(r"^(collected )(\d+)( items?)")
+
+
+def redact_tripwires(text: str, nodeids: Sequence[str]) -> str:
+    """``text`` (a grading log) with no trace of the trip-wires ``nodeids``: every line that
+    names one, each failure section headed by one, and their number taken off the summary's
+    failed count and the collected count. Names are matched as whole identifiers."""
+    names = {nodeid.rsplit("::", 1)[-1].split("[", 1)[0] for nodeid in nodeids}
+    names.discard("")
+    if not names:
+        return text
+    named = re.compile(r"(?<![A-Za-z0-9_])(?:" + "|".join(map(re.escape, sorted(names)))
+                       + r")(?![A-Za-z0-9_])")
+    out: list[str] = []
+    skipping = False
+    seen: set[str] = set()
+    failed: set[str] = set()
+    for line in text.splitlines(keepends=True):
+        section = _SECTION.match(line.rstrip("\r\n"))
+        if section or _RULE.match(line):
+            skipping = bool(section and named.search(section.group(1)))
+        if skipping:
+            continue
+        if named.search(line):
+            ids = {word for word in line.split() if named.search(word)}
+            seen |= ids
+            if re.search(r"\b(FAILED|ERROR)\b", line):
+                failed |= ids
+            continue
+        out.append(line)
+    if not seen:
+        return "".join(out)
+    for i, line in enumerate(out):
+        collected = _COLLECTED.match(line)
+        if collected:
+            out[i] = _COLLECTED.sub(lambda m: f"{m[1]}{max(0, int(m[2]) - len(seen))}{m[3]}",
+                                    line, 1)
+        elif failed and _RULE.match(line) and _FAILED.search(line):
+            left = lambda m: (f"{int(m[1]) - len(failed)} failed{m[2] or ''}"  # noqa: E731
+                              if int(m[1]) > len(failed) else "")
+            out[i] = _FAILED.sub(left, line, 1)
+    return "".join(out)
+
+
 def _head(text: str, max_chars: int) -> str:
     if len(text) <= max_chars:
         return text
@@ -267,6 +317,24 @@ def test_verdicts(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _grading_report(log_path: Path) -> dict[str, Any]:
+    """The grading's ``report.json`` beside its log, or ``{}``."""
+    report_path = log_path.parent / "report.json"
+    try:
+        report = json.loads(report_path.read_text()) if log_path.name and report_path.is_file() else {}
+    except (OSError, ValueError):
+        report = {}
+    return report if isinstance(report, dict) else {}
+
+
+def _planted(report: Mapping[str, Any]) -> list[str]:
+    """The trip-wires a grading's report names."""
+    entry = next(iter(report.values()), {}) if report else {}
+    ratchet = entry.get("ratchet", {}) if isinstance(entry, Mapping) else {}
+    planted = ratchet.get("tripwires", []) if isinstance(ratchet, Mapping) else []
+    return [p for p in planted if isinstance(p, str)]
+
+
 def collect_evidence(results: Mapping[str, Mapping[str, Any]], tasks: Sequence[Any], *,
                      grader_log: bool, max_tokens: int) -> Evidence:
     """The evidence pack of one generation's ``results`` (task id -> the journal's result),
@@ -279,15 +347,12 @@ def collect_evidence(results: Mapping[str, Mapping[str, Any]], tasks: Sequence[A
             continue
         trajectory_path = Path(result.get("trajectory") or "")
         log_path = Path(result.get("grade_log") or "")
+        report = _grading_report(log_path)
         if grader_log:
             test_output = log_path.read_text(errors="replace") if log_path.is_file() else ""
+            test_output = redact_tripwires(test_output, _planted(report))
         else:
-            report_path = log_path.parent / "report.json"
-            try:
-                report = json.loads(report_path.read_text()) if log_path.name and report_path.is_file() else {}
-            except (OSError, ValueError):
-                report = {}
-            test_output = test_verdicts(report if isinstance(report, dict) else {})
+            test_output = test_verdicts(report)
         records.append(TaskEvidence(
             instance_id=task_id, resolved=bool(result["resolved"]),
             problem_statement=by_id[task_id].problem_statement,

@@ -87,3 +87,34 @@ def test_a_trip_wire_counts_its_parametrized_cases():
     status = {"t.py::TestA::test_q[1]": "FAILED", "t.py::TestA::test_q[2]": "PASSED",
               "t.py::TestA::test_qq": "PASSED"}
     assert sorted(statuses_of(planted, status)) == ["FAILED", "PASSED"]
+
+
+ENDS_WITH_CLASS = textwrap.dedent('''\
+    from mylib import add
+
+
+    def test_add_small():
+        assert add(1, 2) == 3
+
+
+    class TestAdd:
+        def test_add_in_class(self):
+            assert add(2, 2) == 4
+    ''')
+
+
+def test_a_class_that_ends_the_file_keeps_its_trip_wire_inside_it(tmp_path):
+    """Both copies go in at the file's last line: the class's method must land inside the
+    class, not after a module-level copy (where it would be a dead nested function, missing
+    from the run, and an honest run would read as tampered). Every seed is tried."""
+    for seed in range(20):
+        new, planted = plant("test_x.py", ENDS_WITH_CLASS,
+                             ["test_add_small", "TestAdd::test_add_in_class"],
+                             random.Random(seed), count=2)
+        assert len(planted) == 2
+        out = _run(tmp_path, new)
+        from swebench.harness.log_parsers import parse_log_pytest
+
+        status = parse_log_pytest(out, None)
+        for p in planted:
+            assert statuses_of(p, status) == ["FAILED"], (seed, p, new, out)
