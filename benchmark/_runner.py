@@ -67,6 +67,9 @@ _APPLY_CMDS = (  # the official harness's chain (swebench.harness.run_evaluation
 )
 
 
+_NO_LIMIT_S = 7 * 24 * 3600.0  # a grading without its wall-clock kill (the defence's own test)
+
+
 @dataclass(frozen=True)
 class Defences:
     """The grader's defences, each on by default. Only the tests that show each defence's
@@ -83,6 +86,9 @@ class Defences:
     tripwires: bool = True
     junit: bool = True
     output_cap: bool = True
+    wall_clock_kill: bool = True
+    """The wrapper kills the tests at the task's limit and the host kills the container a grace
+    later; off, a grading waits for the tests however long they take."""
 
 
 def shadow_names(task: TaskSpec) -> list[str]:
@@ -225,6 +231,8 @@ class Grader:
             return
         image = self.builder.ensure_task(task)
         timeout = task.environment.timeout_s if task.environment else 900
+        if not self.defences.wall_clock_kill:
+            timeout = _NO_LIMIT_S
         job = self._archive(task, patch, timeout)
         run = None
         for attempt in range(2):  # one retry: a transient daemon hiccup is not a verdict

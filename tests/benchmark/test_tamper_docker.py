@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -352,6 +353,43 @@ def test_fork_bomb_at_import_ends_within_ten_seconds_of_the_limit(task, module_s
     assert took < limit + 10, f"{took:.1f}s: {_says(result)}"
     _stopped(result)
     assert any("timed out" in p for p in result.problems), _says(result)
+
+
+def test_fork_bomb_runs_past_the_limit_without_the_wall_clock_kill(task, module_source, tmp_path):
+    """The same bomb, the wall-clock kill switched off: the grading is still going well past
+    its limit (it would go on for good). Held to a small pids and CPU share so the bomb
+    cannot load the machine, and stopped by the test; then the kill switched on ends the same
+    grading under the same limits within ten seconds of its limit."""
+    from benchmark import _docker
+
+    limit = 5
+    bomb = task.model_copy(update={"environment": task.environment.model_copy(
+        update={"timeout_s": limit})})
+    code = ("\nimport os as _os, sys as _sys\nif '_pytest' in _sys.modules:\n"
+            "    while True:\n        try:\n            _os.fork()\n        except OSError:\n"
+            "            pass\n")
+    patch = _append(MODULE, module_source, code)
+    small = _docker.SandboxLimits(pids=96, cpus=0.5)
+    took: dict[bool, float] = {}
+    for kill in (False, True):
+        grader = Grader(ImageBuilder(), tmp_path / str(kill), limits=small,
+                        defences=Defences(wall_clock_kill=kill))
+        results: list[GradeResult] = []
+        started = time.monotonic()
+        worker = threading.Thread(target=lambda: results.append(grader.grade(bomb, patch)),
+                                  daemon=True)
+        worker.start()
+        worker.join(limit + 15)
+        took[kill] = time.monotonic() - started
+        if worker.is_alive():  # still grading: stop it from outside, as no defence did
+            owner = _docker._labels()
+            for container in _docker.connect().containers.list(filters={"label": [
+                    "ratchet.grading=1", *(f"{k}={v}" for k, v in owner.items())]}):
+                container.kill()
+            worker.join(60)
+        assert results and not results[0].resolved, results
+    assert took[False] >= limit + 15, took  # without the kill: still running when stopped
+    assert took[True] < limit + 10, took
 
 
 _MEASURE = textwrap.dedent("""\
