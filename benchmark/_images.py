@@ -34,14 +34,14 @@ from typing import Callable, Iterator, Protocol
 from benchmark import _docker
 from benchmark._errors import ImageBuildError, ImageMissing, InfraError
 from benchmark._settings import cache_dir
-from benchmark._sources import build_requires, source_tree_tar
+from benchmark._sources import TREE_TIME, build_requires, source_tree_tar
 from benchmark._task import TaskEnvironment, TaskSpec
 
 __all__ = ["FetchedInputs", "ImageBuilder", "ImageInputs", "base_image_tag", "env_image_tag",
            "task_image_tag", "wheel_key"]
 
 # Bump a layer's version when its recipe below changes: its tag (and those above) change.
-BASE_RECIPE, ENV_RECIPE, TASK_RECIPE = "1", "3", "3"
+BASE_RECIPE, ENV_RECIPE, TASK_RECIPE = "1", "3", "4"
 BASE_SUITE = "bookworm"
 BASE_PYTHON = "3.11"  # python3 of BASE_SUITE: wheels are downloaded for it
 BASE_PACKAGES = ("python3", "python3-venv", "git", "ca-certificates", "patch")
@@ -59,6 +59,10 @@ _GIT_ENV = {
     "GIT_COMMITTER_NAME": "ratchet", "GIT_COMMITTER_EMAIL": "ratchet@localhost",
     "GIT_AUTHOR_DATE": "2000-01-01T00:00:00+0000", "GIT_COMMITTER_DATE": "2000-01-01T00:00:00+0000",
 }
+
+
+_SAME_TIME = (f"find /testbed -path /testbed/.git -prune -o -print0 "
+              f"| xargs -0 touch -h -d @{TREE_TIME}")
 
 
 def _key(*parts: object) -> str:
@@ -80,14 +84,14 @@ def env_image_tag(env: TaskEnvironment) -> str:
     return f"{_namespace()}/env:{_key(ENV_RECIPE, base_image_tag(), sorted(env.python_deps), AGENT_RUNTIME)}"
 
 
-def task_image_tag(task: TaskSpec) -> str:
+def task_image_tag(task: TaskSpec, *, same_times: bool = True) -> str:
     if task.image:
         return task.image
     assert task.source is not None and task.environment is not None
     key = _key(TASK_RECIPE, env_image_tag(task.environment), task.source.model_dump(), task.base_commit,
                task.environment.install, task.test_files)
     name = re.sub(r"[^a-z0-9_.-]+", "-", task.instance_id.lower())[:100].strip(".-")
-    return f"{_namespace()}/task:{name}-{key}"
+    return f"{_namespace()}/task:{name}-{key}" + ("" if same_times else "-rawtimes")
 
 
 def wheel_key(requirements: list[str]) -> str:
@@ -159,8 +163,11 @@ class ImageBuilder:
     """Builds what is missing, once, even when many workers ask for the same image."""
 
     def __init__(self, on_event: Callable[[str], None] = lambda message: None,
-                 inputs: ImageInputs | None = None):
+                 inputs: ImageInputs | None = None, *, same_times: bool = True):
+        """`same_times=False` leaves file times as the build made them (a separate tag):
+        only the test that shows what they would give away uses it."""
         self._on_event = on_event
+        self.same_times = same_times
         self.inputs = inputs or FetchedInputs(on_event)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -284,7 +291,7 @@ git config --system --add safe.directory '*'
             return task.image
         assert task.environment is not None and task.source is not None
         env_tag = self.ensure_env(task.environment)
-        tag = task_image_tag(task)
+        tag = task_image_tag(task, same_times=self.same_times)
         return self._ensure(tag, lambda: self._build_task(task, env_tag, tag))
 
     def _build_task(self, task: TaskSpec, env_tag: str, tag: str) -> None:
@@ -292,6 +299,7 @@ git config --system --add safe.directory '*'
         wheels = self.wheelhouse(requires)
         created = [p for p in task.test_files if f"--- a/{p}\n" not in task.test_patch]
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in _GIT_ENV.items())
+        same_time = _SAME_TIME if self.same_times else ":"
         script = f"""set -euo pipefail
 cd /testbed
 if [ -s /ratchet-build/setup.patch ]; then git apply --whitespace=nowarn /ratchet-build/setup.patch; fi
@@ -307,11 +315,15 @@ git init -q
 # of the tree would carry binary hunks that `git apply` rejects
 printf '__pycache__/\\n*.py[cod]\\n*.egg-info/\\n' >> .git/info/exclude
 find . -name __pycache__ -prune -exec rm -rf {{}} +
+# one time for every file and directory: the file the setup patch rewrote, the directories
+# it took test files from and what the install wrote must not stand out (`find -newer`)
+{same_time}
 git add -A
 git commit -q --no-verify -m "base"
 # warm bytecode (ignored by git): the first test run need not compile the package
 python -m compileall -q -j 0 . >/dev/null 2>&1 || true
 chown -R {SANDBOX_UID}:{SANDBOX_UID} /testbed
+{same_time}
 """
         _docker.commit_script(
             env_tag, script, tag=tag, log_path=self._log_path(tag),

@@ -27,13 +27,16 @@ from benchmark._task import GitSource, LocalSource, PypiSource, TaskSpec
 __all__ = ["source_tree_tar", "build_requires"]
 
 _ROOT = "testbed"
+TREE_TIME = 946684800
+"""2000-01-01: the time of every file and directory of a task's tree, in its tar and, after
+the build, in its image (a file the build rewrote must not stand out)."""
 
 
 def _add(archive: tarfile.TarFile, name: str, data: bytes | None, mode: int, *, link: str = ""):
     info = tarfile.TarInfo(f"{_ROOT}/{name}")
     info.uid = info.gid = 0
     info.uname = info.gname = "root"
-    info.mtime = 946684800  # fixed: the tree's tar is the same bytes every time
+    info.mtime = TREE_TIME  # fixed: the tree's tar is the same bytes every time
     if link:
         info.type, info.linkname = tarfile.SYMTYPE, link
         archive.addfile(info)
