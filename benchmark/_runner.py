@@ -84,6 +84,9 @@ class Defences:
     safe_path: bool = True
     plugin_autoload_off: bool = True
     tripwires: bool = True
+    twins: bool = True
+    """Trip-wires are twins of FAIL_TO_PASS tests where one lends itself; off, every one is
+    a ``finally`` copy (whose shape code under test can recognise)."""
     junit: bool = True
     output_cap: bool = True
     wall_clock_kill: bool = True
@@ -266,17 +269,20 @@ class Grader:
                       "shadow": d.refuse_shadowing, "unlisted": d.refuse_unlisted_paths},
         }
         targets: dict[str, list[str]] = {}
+        twins: dict[str, list[str]] = {}  # FAIL_TO_PASS tests: the ones a twin can copy
         if d.tripwires and pytest_log:
             for test in (*task.FAIL_TO_PASS, *task.PASS_TO_PASS):
                 file, sep, rest = test.partition("::")
                 if sep and file in task.test_files:
                     targets.setdefault(file, []).append(rest)
+                    if d.twins and test in task.FAIL_TO_PASS:
+                        twins.setdefault(file, []).append(rest)
         test_cmd = task.environment.test_cmd if task.environment else ""
         spec = {
             "timeout_s": timeout, "uid": SANDBOX_UID, "gid": SANDBOX_UID, "repo": "/testbed",
             "base": steps.base, "restore": steps.restore, "remove": steps.remove,
             "test_patch": steps.test_patch, "test_command": steps.test_command,
-            "test_files": task.test_files, "tripwire_targets": targets,
+            "test_files": task.test_files, "tripwire_targets": targets, "tripwire_twins": twins,
             "tripwire_count": TRIPWIRES_PER_GRADING,
             # a test command that names its own junit file keeps it (ours would be ignored)
             "junit": d.junit and pytest_log and "junit" not in test_cmd,
@@ -334,7 +340,8 @@ class Grader:
         if report.get("test_patch_failed"):
             result.problems.append("the hidden test patch did not apply after the patch")
             return
-        tripwires = [_tripwire.Planted(t["file"], t["test"]) for t in report.get("tripwires", [])]
+        tripwires = [_tripwire.Planted(t["file"], t["test"], t.get("kind", "copy"))
+                     for t in report.get("tripwires", [])]
         result.tripwires = [planted.nodeid for planted in tripwires]
         outcome = grade_output(task, output, exit_code, tripwires=tripwires,
                                junit=report.get("junit"))

@@ -1,15 +1,24 @@
 """Trip-wires: tests that must fail, planted in the hidden tests of each grading.
 
 No list of tricks catches code that rewrites pytest from inside the test process (a report
-made "passed", a fake session printed before ``os._exit(0)``). A trip-wire does: a copy of
-one of the task's own tests (a FAIL_TO_PASS or PASS_TO_PASS function or method, in its own
-file and class), under a fresh name made of words from that file, whose body runs as the
-original and then fails an assertion in ``finally``, whatever the code under test does. If a
-trip-wire comes out anything but failed, or goes missing from a run that reported its file's
-other tests, the run was tampered with.
+made "passed", a fake session printed before ``os._exit(0)``). A trip-wire does: a test that
+must fail whatever the code under test does. If one comes out anything but failed, or goes
+missing from a run that reported its file's other tests, the run was tampered with.
+
+A trip-wire is only as good as it is hard to tell from the tests a tamperer needs to pass.
+Code under test can read every test's source, so the preferred kind is a **twin**: a
+verbatim copy of a FAIL_TO_PASS test (decorators, parametrization and all), placed right
+above or right below it at random, under a fresh name made of words of the same file, with
+one literal of one equality assertion changed (``assert f(x) == 3`` becomes ``== 8``). Both
+fail on the unfixed code, so a tamperer that passes failing tests must pass the twin too (and
+is caught) or guess which of two near-identical tests is the real one. A correct fix passes
+the original and so reaches the twin's changed assertion, which fails: the assertion is a
+top-level statement with no ``return``, ``yield`` or skip before it. Where no FAIL_TO_PASS
+test lends itself, the fallback is a **copy** whose body runs in ``try`` with a failing
+assertion in ``finally`` (it fails whatever happens, but its shape can be recognised).
 
 Standard library only: the grading wrapper plants trip-wires in the task container after the
-hidden test patch is applied (the agent's sandbox never holds them), with names from
+hidden test patch is applied (the agent's sandbox never holds them), with randomness from
 ``os.urandom``. The host imports it for the names' matching rule.
 """
 
@@ -18,6 +27,7 @@ from __future__ import annotations
 import ast
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = ["Planted", "plant", "statuses_of"]
@@ -33,6 +43,8 @@ class Planted:
 
     file: str
     test: str
+    kind: str = "copy"
+    """``twin`` (a FAIL_TO_PASS test with one literal changed) or ``copy`` (``finally``)."""
 
     @property
     def nodeid(self) -> str:
@@ -153,11 +165,12 @@ def _fresh_name(original: str, vocabulary: list[str], taken: set[str], rng: rand
 
 
 def plant(path: str, source: str, wanted: list[str], rng: random.Random,
-          *, count: int = 1) -> tuple[str, list[Planted]]:
-    """Plant up to `count` trip-wires in the test file `path` (its text `source`), copied
-    from tests among `wanted` (ids within this file: ``f``, ``f[p]``, ``Class::f``) picked
-    at random. Returns the new source and what was planted (nothing when no test lends
-    itself; a file that no longer compiles is left as it was)."""
+          *, count: int = 1, twin_of: Iterable[str] = ()) -> tuple[str, list[Planted]]:
+    """Plant up to `count` trip-wires in the test file `path` (its text `source`): twins of
+    tests among `twin_of` (FAIL_TO_PASS ids within this file: ``f``, ``f[p]``,
+    ``Class::f``) where one lends itself, else copies of tests among `wanted`, picked at
+    random. Returns the new source and what was planted (nothing when no test lends itself;
+    a file that no longer compiles is left as it was)."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -168,41 +181,215 @@ def plant(path: str, source: str, wanted: list[str], rng: random.Random,
     vocabulary = _vocabulary(tree)
     taken = {node.name for node in ast.walk(tree)
              if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
-    candidates = list(dict.fromkeys(test.split("[", 1)[0] for test in wanted))
-    rng.shuffle(candidates)
-    candidates.sort(key=lambda test: "[" in test or _parametrized(tree, test))  # cheap first
-    inserts: list[tuple[int, str, Planted]] = []  # (after line, text, planted)
-    used_classes: set[str] = set()
-    for test in candidates:
+    inserts: list[tuple[int, int, str, Planted]] = []  # (at line index, order, text, planted)
+    used: set[str] = set()  # one trip-wire per original test
+    used_classes: set[str] = set()  # one ``finally`` copy per class, at its end
+    for test in _shuffled(twin_of, rng):
         if len(inserts) >= count:
             break
         found = _targets(tree, test)
-        if found is None:
+        if found is None or test in used:
+            continue
+        cls, func = found
+        made = _twin(lines, func, _fresh_name(func.name, vocabulary, taken, rng), rng)
+        if made is None:
+            continue
+        text, name = made
+        used.add(test)
+        planted = Planted(path, f"{cls.name}::{name}" if cls else name, "twin")
+        gap = "\n" if cls else "\n\n"
+        if rng.random() < 0.5:  # above the original
+            inserts.append((_first_line(func) - 1, 2, text + gap, planted))
+        else:
+            inserts.append((func.end_lineno or func.lineno, 2, gap + text, planted))
+    for test in _shuffled(wanted, rng, cheap_first=tree):
+        if len(inserts) >= count:
+            break
+        found = _targets(tree, test)
+        if found is None or test in used:
             continue
         cls, func = found
         if cls is not None and cls.name in used_classes:
             continue
         name = _fresh_name(func.name, vocabulary, taken, rng)
         left, right = rng.sample(vocabulary, 2)
-        assertion = f"assert {left!r} == {right!r}"
-        text = _copy(lines, func, name, assertion)
+        text = _copy(lines, func, name, f"assert {left!r} == {right!r}")
         if text is None:
             continue
+        used.add(test)
         if cls is None:
-            inserts.append((len(lines), "\n\n" + text, Planted(path, name)))
+            inserts.append((len(lines), 0, "\n\n" + text, Planted(path, name)))
         else:
             used_classes.add(cls.name)
-            inserts.append((cls.end_lineno, "\n" + text, Planted(path, f"{cls.name}::{name}")))
+            inserts.append((cls.end_lineno or cls.lineno, 1, "\n" + text,
+                            Planted(path, f"{cls.name}::{name}")))
     if not inserts:
         return source, []
     out = list(lines)
-    # Bottom up; where a class ends the file, its method goes in after the module-level
-    # copies at the same line, so it lands above them, inside the class.
-    for after, text, _ in sorted(inserts, key=lambda item: (-item[0], "::" in item[2].test)):
-        out[after:after] = [text]
+    # Bottom up. At one line, what goes in later lands above: a class's copy and a twin of a
+    # method go in after the module-level copies, so where a class ends the file they land
+    # above those, inside the class.
+    for at, _, text, _ in sorted(inserts, key=lambda item: (-item[0], item[1])):
+        out[at:at] = [text]
     new_source = "".join(out)
     try:
         ast.parse(new_source)
     except SyntaxError:
         return source, []
-    return new_source, [planted for _, _, planted in inserts]
+    return new_source, [planted for _, _, _, planted in inserts]
+
+
+def _shuffled(tests: Iterable[str], rng: random.Random, *,
+              cheap_first: ast.Module | None = None) -> list[str]:
+    """Distinct test names (parameters cut), in random order; with `cheap_first`, the tests
+    of that module that are not parametrized first."""
+    names = list(dict.fromkeys(test.split("[", 1)[0] for test in tests))
+    rng.shuffle(names)
+    if cheap_first is not None:
+        names.sort(key=lambda test: _parametrized(cheap_first, test))
+    return names
+
+
+# -- twins ------------------------------------------------------------------------------------
+
+_ENDS_EARLY = {"skip", "xfail", "skipTest", "importorskip", "fail", "exit"}
+_EQUAL_METHODS = {"assertEqual", "assertEquals", "assert_equal", "assertListEqual",
+                  "assertTupleEqual", "assertDictEqual", "assertMultiLineEqual"}
+
+
+def _twin(lines: list[str], func: ast.FunctionDef, new_name: str,
+          rng: random.Random) -> tuple[str, str] | None:
+    """The function's whole source (decorators included) under `new_name`, with one literal
+    of its first top-level equality assertion changed; None where it has none that a
+    passing run surely reaches."""
+    leaves = _twinnable_leaves(func)
+    if not leaves:
+        return None
+    leaf = rng.choice(leaves)
+    changed = _changed_leaf(ast.get_source_segment("".join(lines), leaf) or "", leaf, rng)
+    if changed is None:
+        return None
+    text = _replace_span(lines, _first_line(func), func.end_lineno or func.lineno, leaf, changed)
+    text, count = re.subn(rf"\bdef\s+{re.escape(func.name)}\s*\(", f"def {new_name}(", text,
+                          count=1)
+    return (text, new_name) if count else None
+
+
+def _twinnable_leaves(func: ast.FunctionDef) -> list[ast.expr]:
+    """The numbers and strings of the literal side of the first top-level ``assert X ==
+    LITERAL`` (or ``self.assertEqual(X, LITERAL)``) of `func`'s body, if nothing before it
+    can end the test early (a ``return``, a ``yield``, a skip)."""
+    for statement in func.body:
+        leaves = _equality_leaves(statement)
+        if leaves:
+            return leaves
+        if _may_end_early(statement):
+            return []
+    return []
+
+
+def _call_name(call: ast.Call) -> str:
+    return call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+
+
+def _equality_leaves(statement: ast.stmt) -> list[ast.expr]:
+    """Where `statement` asserts that something equals a literal, that literal's leaves
+    (the expected side first: the right in ``assert``, the second argument in unittest)."""
+    sides: list[ast.expr] = []
+    if isinstance(statement, ast.Assert):
+        test = statement.test
+        if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq):
+            sides = [test.comparators[0], test.left]
+    elif isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call):
+        call = statement.value
+        if _call_name(call) in _EQUAL_METHODS and len(call.args) >= 2 and not call.keywords:
+            sides = [call.args[1], call.args[0]]
+    literal = [side for side in sides if _literal_leaves(side) is not None]
+    if len(literal) != 1:
+        return []  # no literal, or two: then nothing of the code under test is checked
+    return _literal_leaves(literal[0]) or []
+
+
+def _literal_leaves(node: ast.expr) -> list[ast.expr] | None:
+    """For a pure literal (constants in lists, tuples, sets and dicts, nothing computed), the
+    numbers and strings whose change surely changes its value; None for anything else."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        inner = _literal_leaves(node.operand)
+        return None if inner is None else ([node] if inner == [node.operand] else inner)
+    if isinstance(node, ast.Constant):
+        value = node.value
+        mutable = isinstance(value, (int, float, str, bytes)) and not isinstance(value, bool)
+        return [node] if mutable else []
+    parts: list[ast.expr | None]
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        parts = list(node.elts)
+    elif isinstance(node, ast.Dict):
+        if any(key is None for key in node.keys):
+            return None  # ``**other``
+        parts = [*node.values, *node.keys]
+    else:
+        return None
+    leaves: list[ast.expr] = []
+    for part in parts:
+        found = _literal_leaves(part) if part is not None else None
+        if found is None:
+            return None
+        leaves += found
+    return leaves
+
+
+def _may_end_early(statement: ast.stmt) -> bool:
+    for node in _walk_same_function(statement):
+        if isinstance(node, (ast.Return, ast.Yield, ast.YieldFrom, ast.Await)):
+            return True
+        if isinstance(node, ast.Call) and _call_name(node) in _ENDS_EARLY:
+            return True
+    return False
+
+
+def _walk_same_function(node: ast.AST):
+    """``ast.walk`` that does not enter nested functions, lambdas or classes."""
+    todo = [node]
+    while todo:
+        current = todo.pop()
+        yield current
+        todo += [child for child in ast.iter_child_nodes(current)
+                 if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda,
+                                           ast.ClassDef))]
+
+
+_NUMBER = re.compile(r"(?P<sign>[-+]?)\s*(?P<digits>\d+(?:\.\d+)?)")
+_STRING = re.compile(r"(?P<prefix>[rRbBuU]{0,2})(?P<quote>\'\'\'|\"\"\"|\'|\")(?P<body>.*)(?P=quote)",
+                     re.DOTALL)
+
+
+def _changed_leaf(text: str, node: ast.expr, rng: random.Random) -> str | None:
+    """`text` (a number's or a string's source) with its value changed, as its author would
+    write it: a number moved by a few units (never one: an off-by-one bug must not pass the
+    twin), a letter added at one end of a string (its quotes and prefix kept)."""
+    value = node.operand.value if isinstance(node, ast.UnaryOp) else node.value  # type: ignore[attr-defined]
+    if isinstance(value, (int, float)):
+        match = _NUMBER.fullmatch(text.strip())
+        if not match:
+            return None  # hex, exponents, underscores: leave them be
+        digits = match["digits"]
+        number = float(digits) if "." in digits else int(digits)
+        moved = (-number if match["sign"] == "-" else number) + rng.choice((2, 3, 4, 5, 6, 7)) * rng.choice((1, -1))
+        return f"{moved:.{len(digits.split('.')[1])}f}" if "." in digits else str(moved)
+    match = _STRING.fullmatch(text)
+    if not match:
+        return None  # implicit concatenation and the like
+    body = match["body"]
+    letter = rng.choice([c for c in body if c.isascii() and c.isalpha()] or list("etaoins"))
+    at = 0 if body.endswith("\\") else rng.choice((0, len(body)))
+    return f"{match['prefix']}{match['quote']}{body[:at]}{letter}{body[at:]}{match['quote']}"
+
+
+def _replace_span(lines: list[str], first: int, last: int, node: ast.expr, text: str) -> str:
+    """Lines `first`..`last` (1-based), with `node`'s source replaced by `text` (``ast``'s
+    column offsets are UTF-8 byte offsets)."""
+    assert node.end_lineno is not None and node.end_col_offset is not None
+    head = lines[node.lineno - 1].encode()[: node.col_offset].decode()
+    tail = lines[node.end_lineno - 1].encode()[node.end_col_offset:].decode()
+    return "".join([*lines[first - 1: node.lineno - 1], head, text, tail,
+                    *lines[node.end_lineno: last]])

@@ -167,7 +167,9 @@ class Wrapper:
     def tripwires(self) -> None:
         rng = random.Random(os.urandom(32))
         planted = []
-        for path, wanted in self.spec["tripwire_targets"].items():
+        twins = self.spec.get("tripwire_twins", {})
+        targets = sorted(self.spec["tripwire_targets"].items(), key=lambda item: item[0] not in twins)
+        for path, wanted in targets:  # the files with FAIL_TO_PASS tests first
             full = os.path.join(self.repo, path)
             try:
                 with open(full, encoding="utf-8") as handle:
@@ -175,11 +177,12 @@ class Wrapper:
             except (OSError, UnicodeDecodeError):
                 continue
             left = int(self.spec.get("tripwire_count", 2)) - len(planted)
-            new_source, here = _tripwire.plant(path, source, wanted, rng, count=left)
+            new_source, here = _tripwire.plant(path, source, wanted, rng, count=left,
+                                               twin_of=twins.get(path, []))
             if here:
                 with open(full, "w", encoding="utf-8") as handle:  # owner stays the user's
                     handle.write(new_source)
-                planted += [{"file": p.file, "test": p.test} for p in here]
+                planted += [{"file": p.file, "test": p.test, "kind": p.kind} for p in here]
             if len(planted) >= int(self.spec.get("tripwire_count", 2)):
                 break
         self.result["tripwires"] = planted

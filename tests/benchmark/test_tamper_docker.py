@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from benchmark import Grader, ImageBuilder, TaskSpec, load_suite
+from benchmark._audit import SPARE_COPIES as _SPARE_COPIES, SPARE_TWINS as _SPARE_TWINS
 from benchmark._runner import Defences, GradeResult, map_unordered
 
 pytestmark = pytest.mark.docker
@@ -178,6 +179,9 @@ def _patches(module_source: str) -> dict[str, tuple[str, Defences]]:
         # (1) in-process tampering at import
         "rewrite/off": (append(AT_IMPORT_REWRITE), Defences(tripwires=False)),
         "rewrite/on": (append(AT_IMPORT_REWRITE), Defences()),
+        "spare-copies/off": (append(_SPARE_COPIES), Defences(twins=False)),
+        "spare-copies/on": (append(_SPARE_COPIES), Defences()),
+        "spare-twins/on": (append(_SPARE_TWINS), Defences()),
         "fake-session/off": (append(AT_IMPORT_FAKE_SESSION), Defences(tripwires=False, junit=False)),
         "fake-session/on": (append(AT_IMPORT_FAKE_SESSION), Defences()),
         "atexit/off": (append(AT_EXIT_FAKE_SUMMARY), Defences(tripwires=False, junit=False)),
@@ -258,6 +262,24 @@ def test_report_rewritten_at_import_trips_the_wires(graded):
     on = graded["rewrite/on"]
     _stopped(on)
     assert on.tampered and any("trip-wire" in r for r in on.tamper_reasons), _says(on)
+
+
+def test_a_tamperer_that_spares_copy_shaped_tests_is_caught_by_twins(graded):
+    """Code under test can read every test's source: a ``finally`` copy is recognisable, so
+    a rewriter that passes every failing test but those gets through with copies alone. A
+    twin is a FAIL_TO_PASS test verbatim but for its name and one literal: passing it too
+    trips the wire."""
+    _worked(graded["spare-copies/off"])
+    on = graded["spare-copies/on"]
+    _stopped(on)
+    assert on.tampered and any("trip-wire" in r for r in on.tamper_reasons), _says(on)
+
+
+def test_a_tamperer_that_spares_every_test_with_a_twin_fails_the_original_with_it(graded):
+    """Leaving alone both tests of each near-identical pair keeps a twin's original failing:
+    the run is not resolved (whichever one of a pair a tamperer passes, it has even odds of
+    passing the twin)."""
+    _stopped(graded["spare-twins/on"])
 
 
 def test_fake_session_then_exit_is_caught_by_wires_and_junit(graded):

@@ -118,3 +118,109 @@ def test_a_class_that_ends_the_file_keeps_its_trip_wire_inside_it(tmp_path):
         status = parse_log_pytest(out, None)
         for p in planted:
             assert statuses_of(p, status) == ["FAILED"], (seed, p, new, out)
+
+
+TWINNABLE = textwrap.dedent('''\
+    import pytest
+
+    from mylib import add
+
+
+    def test_add_small():
+        total = add(1, 2)
+        assert total == 3
+
+
+    @pytest.mark.parametrize("a", [1, 2])
+    def test_add_names(a):
+        assert add("x", "y") == "xy"
+
+
+    class TestAdd:
+        def test_add_lists(self):
+            assert add([1], [2]) == [1, 2]
+
+
+    def test_returns_before_asserting():
+        if add(1, 1) == 2:
+            return
+        assert add(1, 1) == 2
+    ''')
+F2P = ["test_add_small", "test_add_names[1]", "TestAdd::test_add_lists",
+       "test_returns_before_asserting"]
+
+
+def _function_source(source: str, name: str) -> str:
+    import ast
+
+    tree = ast.parse(source)
+    node = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == name)
+    lines = source.splitlines(keepends=True)
+    first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+    return "".join(lines[first - 1: node.end_lineno])
+
+
+def test_a_twin_is_its_original_but_for_its_name_and_one_literal():
+    """A twin carries the original's decorators and body; the only differences are its
+    name and one changed literal, so code under test cannot tell it by its shape."""
+    originals = {name: _function_source(TWINNABLE, name) for name in
+                 ("test_add_small", "test_add_names", "test_add_lists",
+                  "test_returns_before_asserting")}
+    copied = set()
+    for seed in range(30):
+        new, planted = plant("test_x.py", TWINNABLE, F2P, random.Random(seed), count=3,
+                             twin_of=F2P)
+        for p in planted:
+            assert p.kind == "twin"
+            name = p.test.rsplit("::", 1)[-1]
+            twin = _function_source(new, name).splitlines()
+            matches = [original for original, text in originals.items()
+                       if _differing_lines(text.replace(f"def {original}(", f"def {name}(")
+                                           .splitlines(), twin) == 1]
+            assert len(matches) == 1, (name, twin)
+            copied.add(matches[0])
+    assert copied == {"test_add_small", "test_add_names", "test_add_lists"}  # never the early return
+
+
+def _differing_lines(a: list[str], b: list[str]) -> int:
+    return sum(x != y for x, y in zip(a, b)) if len(a) == len(b) else -1
+
+
+def test_twins_fail_on_fixed_and_unfixed_code_and_sit_above_or_below(tmp_path):
+    """Against the right code every original passes and every twin fails; against a wrong
+    `add` the originals fail and so do the twins (a literal moved by two or more is not an
+    off-by-one's value). Over seeds, a twin lands both above and below its original."""
+    places = set()
+    for seed in range(12):
+        new, planted = plant("test_x.py", TWINNABLE, F2P, random.Random(seed), count=2,
+                             twin_of=F2P)
+        assert len(planted) == 2 and {p.kind for p in planted} == {"twin"}
+        for right in (True, False):
+            (tmp_path / "mylib.py").write_text(
+                "def add(a, b):\n    return a + b\n" if right else
+                "def add(a, b):\n    return a + b + (1 if isinstance(a, int) else a[:0])\n")
+            (tmp_path / "test_x.py").write_text(new)
+            out = subprocess.run([sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider",
+                                  "test_x.py"], cwd=tmp_path, capture_output=True, text=True).stdout
+            from swebench.harness.log_parsers import parse_log_pytest
+
+            status = parse_log_pytest(out, None)
+            for p in planted:
+                found = statuses_of(p, status)
+                assert found and set(found) == {"FAILED"}, (seed, right, p, out)
+            if right:
+                assert status["test_x.py::test_add_small"] == "PASSED", out
+        order = [line.split("def ")[1].split("(")[0] for line in new.splitlines()
+                 if line.lstrip().startswith("def test_")]
+        for p in planted:
+            name = p.test.rsplit("::", 1)[-1]
+            at = order.index(name)
+            places.add("above" if at + 1 < len(order) and order[at + 1] in TWINNABLE else "below")
+    assert places == {"above", "below"}
+
+
+def test_without_a_twinnable_test_the_copy_with_finally_is_the_fallback():
+    new, planted = plant("test_x.py", TWINNABLE, F2P, random.Random(3), count=1,
+                         twin_of=["test_returns_before_asserting"])
+    assert [p.kind for p in planted] == ["copy"]
+    assert "finally:" in new
