@@ -104,6 +104,8 @@ def _copy(lines: list[str], func: ast.FunctionDef, new_name: str, assertion: str
     kept = []  # parametrize only: any other decorator could skip, xfail or retry the copy
     for decorator in func.decorator_list:
         if _is_parametrize(decorator):
+            if _changes_outcome(decorator):
+                return None
             one = _first_case_only(lines, decorator)
             if one is None:
                 return None
@@ -262,6 +264,8 @@ def _twin(lines: list[str], func: ast.FunctionDef, new_name: str,
     """The function's whole source (decorators included) under `new_name`, with one literal
     of its first top-level equality assertion changed; None where it has none that a
     passing run surely reaches."""
+    if any(_changes_outcome(decorator) for decorator in func.decorator_list):
+        return None
     leaves = _twinnable_leaves(func)
     if not leaves:
         return None
@@ -273,6 +277,24 @@ def _twin(lines: list[str], func: ast.FunctionDef, new_name: str,
     text, count = re.subn(rf"\bdef\s+{re.escape(func.name)}\s*\(", f"def {new_name}(", text,
                           count=1)
     return (text, new_name) if count else None
+
+
+_OUTCOME_MARKS = {"xfail", "skip", "skipif", "flaky", "repeat", "retry", "rerun",
+                  "timeout", "param"}
+
+
+def _changes_outcome(decorator: ast.expr) -> bool:
+    """A decorator that can make a test anything but failed (a skip, an xfail, a retry, a
+    parametrized case with marks of its own): a trip-wire never copies it."""
+    for node in ast.walk(decorator):
+        name = (node.attr if isinstance(node, ast.Attribute)
+                else node.id if isinstance(node, ast.Name) else None)
+        if name is not None and any(mark in name.lower() for mark in _OUTCOME_MARKS) \
+                and name != "parametrize":
+            return True
+        if isinstance(node, ast.keyword) and node.arg == "marks":
+            return True
+    return False
 
 
 def _twinnable_leaves(func: ast.FunctionDef) -> list[ast.expr]:
