@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from benchmark._guard import APPLY_FAILED_MARKER
-from benchmark._tripwire import Planted, statuses_of
+from benchmark._tripwire import Planted, cases_of
 from benchmark._task import TaskSpec
 
 __all__ = [
@@ -229,15 +229,41 @@ def _junit_disagreements(status_map: dict[str, str], exit_code: int | None,
 
 
 def _tripwire_reasons(tripwires: Sequence[Planted], status_map: dict[str, str]) -> list[str]:
+    """What the trip-wires say of a run, case by case beside the test each was made from
+    (a parametrized trip-wire keeps its original's cases and ids). A twin trips where it
+    passes *with* its original: on an honest wrong patch whose output happens to be the
+    twin's value the original fails, so that alone is not tampering. A ``finally`` copy
+    trips where it comes out anything but failed, unless its original came out the same
+    (a case skipped or xfailed by its own marks). Either trips where it is missing and its
+    original passed: it was taken out of the run."""
     reasons = []
     for planted in tripwires:
-        statuses = statuses_of(planted, status_map)
-        bad = sorted({s for s in statuses if s not in ("FAILED", "ERROR")})
-        if bad:
-            reasons.append(f"trip-wire test {planted.nodeid} (it must fail) came out {', '.join(bad)}")
-        elif not statuses and any(key.startswith(planted.file + "::") for key in status_map):
-            reasons.append(f"trip-wire test {planted.nodeid} is missing from a run that reported "
-                           "its file's other tests")
+        cases = cases_of(planted.nodeid, status_map)
+        if not planted.original:  # a report from before originals were recorded
+            bad = sorted({s for s in cases.values() if s not in ("FAILED", "ERROR")})
+            if bad:
+                reasons.append(f"trip-wire test {planted.nodeid} (it must fail) came out {', '.join(bad)}")
+            elif not cases and any(key.startswith(planted.file + "::") for key in status_map):
+                reasons.append(f"trip-wire test {planted.nodeid} is missing from a run that "
+                               "reported its file's other tests")
+            continue
+        original = cases_of(f"{planted.file}::{planted.original}", status_map)
+        for case in sorted(set(cases) | set(original)):
+            mine, theirs = cases.get(case), original.get(case)
+            if mine is None:
+                tripped = theirs == "PASSED"
+                why = f"is missing where its original {planted.original}{case} passed"
+            elif planted.kind == "twin":
+                tripped = mine in ("PASSED", "XPASS") and theirs in ("PASSED", "XPASS")
+                why = (f"(a twin of {planted.original} with one expected value changed) came "
+                       f"out {mine} with it")
+            else:
+                tripped = mine not in ("FAILED", "ERROR") and not (
+                    mine in ("XFAIL", "SKIPPED") and mine == theirs)
+                why = f"(it must fail) came out {mine}"
+            if tripped:
+                reasons.append(f"trip-wire test {planted.nodeid}{case} {why}")
+                break
     return reasons
 
 

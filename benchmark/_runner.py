@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
-from benchmark import _docker, _guard, _tripwire, _wrapper
+from benchmark import _docker, _env_plugin, _guard, _tripwire, _wrapper
 from benchmark._errors import InfraError
 from benchmark._grading import (
     _PYTEST_PARSERS,
@@ -46,6 +46,7 @@ __all__ = ["Defences", "GradeResult", "Grader", "GradingExecutor", "Job", "grade
 _GUARD_SOURCE = Path(_guard.__file__).read_text(encoding="utf-8")
 _WRAPPER_SOURCE = Path(_wrapper.__file__).read_text(encoding="utf-8")
 _TRIPWIRE_SOURCE = Path(_tripwire.__file__).read_text(encoding="utf-8")
+_ENV_PLUGIN_SOURCE = Path(_env_plugin.__file__).read_text(encoding="utf-8")
 TRIPWIRES_PER_GRADING = 2
 # The wrapper's code and the directories of a grading (root-only ones 0700): the same for
 # every grading, so a container can be started with it ahead of its job.
@@ -55,6 +56,8 @@ _CODE_TAR = _docker.tree_tar([
     ("ratchet/bin/wrapper.py", _WRAPPER_SOURCE, 0o644),
     ("ratchet/bin/guard.py", _GUARD_SOURCE, 0o644),
     ("ratchet/bin/_tripwire.py", _TRIPWIRE_SOURCE, 0o644),
+    ("ratchet/plugins", None, 0o755),
+    (f"ratchet/plugins/{_wrapper.ENV_PLUGIN}.py", _ENV_PLUGIN_SOURCE, 0o644),
     ("ratchet/in", None, 0o755),
     ("ratchet/secret", None, 0o700),
     ("ratchet/out", None, 0o700),
@@ -89,6 +92,9 @@ class Defences:
     a ``finally`` copy (whose shape code under test can recognise)."""
     junit: bool = True
     output_cap: bool = True
+    restore_env: bool = True
+    """Not a defence: the tests' own children get the task's environment back (no safe path,
+    plugin autoload as usual, no junit pipe), as under the official harness."""
     wall_clock_kill: bool = True
     """The wrapper kills the tests at the task's limit and the host kills the container a grace
     later; off, a grading waits for the tests however long they take."""
@@ -283,11 +289,13 @@ class Grader:
             "base": steps.base, "restore": steps.restore, "remove": steps.remove,
             "test_patch": steps.test_patch, "test_command": steps.test_command,
             "test_files": task.test_files, "tripwire_targets": targets, "tripwire_twins": twins,
+            "tripwire_fresh": _tripwire.added_test_names(task.test_patch) if twins else {},
             "tripwire_count": TRIPWIRES_PER_GRADING,
             # a test command that names its own junit file keeps it (ours would be ignored)
             "junit": d.junit and pytest_log and "junit" not in test_cmd,
             "pytest_plugins": list(_pytest_plugins(task)),
             "output_cap": self.limits.output_bytes if d.output_cap else None,
+            "restore_env": d.restore_env,
             "defences": asdict(d),
         }
         return _docker.tree_tar([  # into the directories of _CODE_TAR; the go file last
@@ -340,7 +348,8 @@ class Grader:
         if report.get("test_patch_failed"):
             result.problems.append("the hidden test patch did not apply after the patch")
             return
-        tripwires = [_tripwire.Planted(t["file"], t["test"], t.get("kind", "copy"))
+        tripwires = [_tripwire.Planted(t["file"], t["test"], t.get("kind", "copy"),
+                                       t.get("original", ""))
                      for t in report.get("tripwires", [])]
         result.tripwires = [planted.nodeid for planted in tripwires]
         outcome = grade_output(task, output, exit_code, tripwires=tripwires,

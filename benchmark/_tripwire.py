@@ -27,10 +27,11 @@ from __future__ import annotations
 import ast
 import random
 import re
+import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Planted", "plant", "statuses_of"]
+__all__ = ["Planted", "added_test_names", "cases_of", "plant", "statuses_of"]
 
 _WORD = re.compile(r"[a-z][a-z0-9]{2,}")
 _FALLBACK_WORDS = ("value", "result", "case", "input", "output", "check", "basic", "empty",
@@ -45,6 +46,8 @@ class Planted:
     test: str
     kind: str = "copy"
     """``twin`` (a FAIL_TO_PASS test with one literal changed) or ``copy`` (``finally``)."""
+    original: str = ""
+    """The id in `file` of the test it was made from (``name`` or ``Class::name``)."""
 
     @property
     def nodeid(self) -> str:
@@ -53,9 +56,39 @@ class Planted:
 
 def statuses_of(planted: Planted, status_map: dict[str, str]) -> list[str]:
     """Every status the log gives this trip-wire (a parametrized copy has several)."""
-    base = planted.nodeid
-    return [status for key, status in status_map.items()
-            if key == base or key.startswith(base + "[")]
+    return list(cases_of(planted.nodeid, status_map).values())
+
+
+def cases_of(nodeid: str, status_map: dict[str, str]) -> dict[str, str]:
+    """The statuses of test `nodeid`'s runs by parameters (``""`` when it has none):
+    a twin's case ``[p]`` is its original's case ``[p]``."""
+    return {key[len(nodeid):]: status for key, status in status_map.items()
+            if key == nodeid or key.startswith(nodeid + "[")}
+
+
+_DEF = re.compile(r"^[+-]\s*(?:async\s+)?def\s+(test\w*)\s*\(")
+
+
+def added_test_names(test_patch: str) -> dict[str, list[str]]:
+    """Per file, the test functions a patch adds (defined on an added line, on no removed
+    one): names that code under test cannot have read in the repo."""
+    added: dict[str, dict[str, None]] = {}
+    removed: dict[str, set[str]] = {}
+    path = None
+    for line in test_patch.splitlines():
+        if line.startswith("+++ "):
+            path = line[4:].strip()
+            path = path[2:] if path.startswith("b/") else None
+            continue
+        if line.startswith("--- ") or path is None:
+            continue
+        match = _DEF.match(line)
+        if match and line[0] == "+":
+            added.setdefault(path, {})[match[1]] = None
+        elif match:
+            removed.setdefault(path, set()).add(match[1])
+    return {path: [n for n in names if n not in removed.get(path, set())]
+            for path, names in added.items()}
 
 
 def _targets(tree: ast.Module, name: str) -> tuple[ast.ClassDef | None, ast.FunctionDef] | None:
@@ -101,15 +134,14 @@ def _copy(lines: list[str], func: ast.FunctionDef, new_name: str, assertion: str
     if not body_indent.startswith(def_indent) or body_indent == def_indent:
         return None
     unit = body_indent[len(def_indent):]
-    kept = []  # parametrize only: any other decorator could skip, xfail or retry the copy
+    kept = []  # parametrize only, every case as it is (a case is judged beside its
+    # original's): any other decorator could skip, xfail or retry the copy
     for decorator in func.decorator_list:
         if _is_parametrize(decorator):
-            if _changes_outcome(decorator):
+            text = _segment(lines, decorator)
+            if not text:
                 return None
-            one = _first_case_only(lines, decorator)
-            if one is None:
-                return None
-            kept.append(def_indent + one + "\n")
+            kept.append(def_indent + "@" + text + "\n")
     header = "".join(lines[func.lineno - 1: body_start - 1])
     header, count = re.subn(rf"\bdef\s+{re.escape(func.name)}\s*\(", f"def {new_name}(", header,
                             count=1)
@@ -132,21 +164,6 @@ def _segment(lines: list[str], node: ast.AST) -> str:
     return ast.get_source_segment("".join(lines), node) or ""
 
 
-def _first_case_only(lines: list[str], decorator: ast.expr) -> str | None:
-    """``@....parametrize(names, values, ...)`` with only the first case (a copy fails once,
-    not once per case: failures are what costs time); ``ids`` go, as they would no longer
-    match. None where the call is not of that shape."""
-    if not (isinstance(decorator, ast.Call) and len(decorator.args) == 2):
-        return None
-    func = _segment(lines, decorator.func)
-    names, values = (_segment(lines, arg) for arg in decorator.args)
-    keywords = [f"{k.arg}={_segment(lines, k.value)}" for k in decorator.keywords
-                if k.arg in ("indirect", "scope")]
-    if not (func and names and values):
-        return None
-    return f"@{func}({names}, list({values})[:1]{''.join(', ' + k for k in keywords)})"
-
-
 def _vocabulary(tree: ast.Module) -> list[str]:
     words: dict[str, None] = {}
     for node in ast.walk(tree):
@@ -166,12 +183,36 @@ def _fresh_name(original: str, vocabulary: list[str], taken: set[str], rng: rand
             return name
 
 
+def _sibling_name(original: str, vocabulary: list[str], taken: set[str],
+                  rng: random.Random) -> str:
+    """A name for a twin, written as a sibling of `original` would be: one of its words
+    swapped for another word of the file (a relation that reads the same both ways), so the
+    name does not tell which of the two is the copy."""
+    words = original.split("_")
+    slots = [i for i, word in enumerate(words) if _WORD.fullmatch(word.lower()) and word != "test"]
+    for _ in range(50):
+        if not slots:
+            break
+        at = rng.choice(slots)
+        other = rng.choice(vocabulary)
+        if other == words[at].lower() or other in (w.lower() for w in words):
+            continue
+        name = "_".join([*words[:at], other, *words[at + 1:]])
+        if name not in taken and not any(t.startswith(name) or name.startswith(t + "_")
+                                         for t in taken if t.startswith("test")):
+            taken.add(name)
+            return name
+    return _fresh_name(original, vocabulary, taken, rng)
+
+
 def plant(path: str, source: str, wanted: list[str], rng: random.Random,
-          *, count: int = 1, twin_of: Iterable[str] = ()) -> tuple[str, list[Planted]]:
+          *, count: int = 1, twin_of: Iterable[str] = (),
+          fresh_names: Iterable[str] = ()) -> tuple[str, list[Planted]]:
     """Plant up to `count` trip-wires in the test file `path` (its text `source`): twins of
     tests among `twin_of` (FAIL_TO_PASS ids within this file: ``f``, ``f[p]``,
-    ``Class::f``) where one lends itself, else copies of tests among `wanted`, picked at
-    random. Returns the new source and what was planted (nothing when no test lends itself;
+    ``Class::f``) where one lends itself, those named in `fresh_names` first (tests the
+    hidden test patch adds: code under test cannot know them from the repo), else copies of
+    tests among `wanted`, picked at random. Returns the new source and what was planted (nothing when no test lends itself;
     a file that no longer compiles is left as it was)."""
     try:
         tree = ast.parse(source)
@@ -186,19 +227,21 @@ def plant(path: str, source: str, wanted: list[str], rng: random.Random,
     inserts: list[tuple[int, int, str, Planted]] = []  # (at line index, order, text, planted)
     used: set[str] = set()  # one trip-wire per original test
     used_classes: set[str] = set()  # one ``finally`` copy per class, at its end
-    for test in _shuffled(twin_of, rng):
+    fresh = set(fresh_names)
+    for test in sorted(_shuffled(twin_of, rng), key=lambda t: t.rsplit("::", 1)[-1] not in fresh):
         if len(inserts) >= count:
             break
         found = _targets(tree, test)
         if found is None or test in used:
             continue
         cls, func = found
-        made = _twin(lines, func, _fresh_name(func.name, vocabulary, taken, rng), rng)
+        made = _twin(lines, func, _sibling_name(func.name, vocabulary, taken, rng), rng)
         if made is None:
             continue
         text, name = made
         used.add(test)
-        planted = Planted(path, f"{cls.name}::{name}" if cls else name, "twin")
+        owner = f"{cls.name}::" if cls else ""
+        planted = Planted(path, owner + name, "twin", owner + func.name)
         gap = "\n" if cls else "\n\n"
         if rng.random() < 0.5:  # above the original
             inserts.append((_first_line(func) - 1, 2, text + gap, planted))
@@ -220,11 +263,11 @@ def plant(path: str, source: str, wanted: list[str], rng: random.Random,
             continue
         used.add(test)
         if cls is None:
-            inserts.append((len(lines), 0, "\n\n" + text, Planted(path, name)))
+            inserts.append((len(lines), 0, "\n\n" + text, Planted(path, name, "copy", func.name)))
         else:
             used_classes.add(cls.name)
             inserts.append((cls.end_lineno or cls.lineno, 1, "\n" + text,
-                            Planted(path, f"{cls.name}::{name}")))
+                            Planted(path, f"{cls.name}::{name}", "copy", f"{cls.name}::{func.name}")))
     if not inserts:
         return source, []
     out = list(lines)
@@ -387,8 +430,10 @@ _STRING = re.compile(r"(?P<prefix>[rRbBuU]{0,2})(?P<quote>\'\'\'|\"\"\"|\'|\")(?
 
 def _changed_leaf(text: str, node: ast.expr, rng: random.Random) -> str | None:
     """`text` (a number's or a string's source) with its value changed, as its author would
-    write it: a number moved by a few units (never one: an off-by-one bug must not pass the
-    twin), a letter added at one end of a string (its quotes and prefix kept)."""
+    write it, in a way that reads the same from either side (so the pair does not tell which
+    is the copy): a number moved up or down by 2 to 7 (never 1: an off-by-one bug should
+    not pass the twin), one letter of a string swapped for another (quotes, prefix and
+    length kept; a letter added at one end where it has none)."""
     value = node.operand.value if isinstance(node, ast.UnaryOp) else node.value  # type: ignore[attr-defined]
     if isinstance(value, (int, float)):
         match = _NUMBER.fullmatch(text.strip())
@@ -402,9 +447,17 @@ def _changed_leaf(text: str, node: ast.expr, rng: random.Random) -> str | None:
     if not match:
         return None  # implicit concatenation and the like
     body = match["body"]
-    letter = rng.choice([c for c in body if c.isascii() and c.isalpha()] or list("etaoins"))
-    at = 0 if body.endswith("\\") else rng.choice((0, len(body)))
-    return f"{match['prefix']}{match['quote']}{body[:at]}{letter}{body[at:]}{match['quote']}"
+    letters = [i for i, c in enumerate(body) if c.isascii() and c.isalpha()
+               and (i == 0 or body[i - 1] != "\\")]
+    if not letters:  # nothing to swap: a letter goes in at one end
+        at = 0 if body.endswith("\\") else rng.choice((0, len(body)))
+        return f"{match['prefix']}{match['quote']}{body[:at]}{rng.choice('etaoins')}{body[at:]}{match['quote']}"
+    at = rng.choice(letters)
+    same_case = string.ascii_uppercase if body[at].isupper() else string.ascii_lowercase
+    others = [c for c in dict.fromkeys(body.lower() + "etaoinsrhl") if c.isalpha() and c.isascii()]
+    letter = rng.choice([c for c in others if c != body[at].lower()])
+    letter = letter.upper() if same_case is string.ascii_uppercase else letter
+    return f"{match['prefix']}{match['quote']}{body[:at]}{letter}{body[at + 1:]}{match['quote']}"
 
 
 def _replace_span(lines: list[str], first: int, last: int, node: ast.expr, text: str) -> str:

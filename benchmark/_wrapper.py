@@ -45,6 +45,10 @@ GO = "/ratchet/secret/go"
 IDLE_S = 3600
 OUT = "/ratchet/out"
 BIN = "/ratchet/bin"
+PLUGINS = "/ratchet/plugins"
+ENV_PLUGIN = "ratchet_grading_env"
+"""`_env_plugin`, under this name in `PLUGINS`: gives the tests' own children the task's
+environment back."""
 _CHUNK = 1 << 16
 
 
@@ -177,12 +181,14 @@ class Wrapper:
             except (OSError, UnicodeDecodeError):
                 continue
             left = int(self.spec.get("tripwire_count", 2)) - len(planted)
-            new_source, here = _tripwire.plant(path, source, wanted, rng, count=left,
-                                               twin_of=twins.get(path, []))
+            new_source, here = _tripwire.plant(
+                path, source, wanted, rng, count=left, twin_of=twins.get(path, []),
+                fresh_names=self.spec.get("tripwire_fresh", {}).get(path, []))
             if here:
                 with open(full, "w", encoding="utf-8") as handle:  # owner stays the user's
                     handle.write(new_source)
-                planted += [{"file": p.file, "test": p.test, "kind": p.kind} for p in here]
+                planted += [{"file": p.file, "test": p.test, "kind": p.kind,
+                             "original": p.original} for p in here]
             if len(planted) >= int(self.spec.get("tripwire_count", 2)):
                 break
         self.result["tripwires"] = planted
@@ -201,11 +207,15 @@ class Wrapper:
     def tests(self) -> None:
         spec, defences = self.spec, self.spec["defences"]
         env = self.user_env()
+        task_env = dict(env)
         if defences.get("safe_path", True):
             env["PYTHONSAFEPATH"] = "1"
         if defences.get("plugin_autoload_off", True):
             env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
         addopts = [os.environ.get("PYTEST_ADDOPTS", "")]
+        if spec.get("restore_env", True):  # for the tests' own children, once pytest has read it
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (PLUGINS, env.get("PYTHONPATH")) if p)
+            addopts.append(f"-p {ENV_PLUGIN}")
         addopts += [f"-p {plugin}" for plugin in spec.get("pytest_plugins", ())]
         out_r, out_w = os.pipe()
         junit_r = junit_w = None
@@ -217,6 +227,9 @@ class Wrapper:
             addopts.append(f"--junitxml=/dev/fd/{junit_w}")
         if any(addopts):
             env["PYTEST_ADDOPTS"] = " ".join(a for a in addopts if a)
+        env["RATCHET_RESTORE_ENV"] = json.dumps({
+            name: task_env.get(name) for name in
+            ("PYTHONSAFEPATH", "PYTEST_DISABLE_PLUGIN_AUTOLOAD", "PYTEST_ADDOPTS", "PYTHONPATH")})
         before = self._hashes()
         proc = subprocess.Popen(
             ["bash", "-c", spec["test_command"]], cwd=self.repo, env=env, user=self.uid,

@@ -64,7 +64,7 @@ def test_planted_copies_fail_even_where_the_original_passes_or_returns_early(tmp
         assert status[f"test_x.py::{name}"] == "PASSED", out
     for p in planted:
         found = statuses_of(p, status)
-        assert found == ["FAILED"], (p, out)  # a parametrized copy keeps one case: one failure
+        assert found and set(found) == {"FAILED"}, (p, out)  # a parametrized copy: every case
 
 
 def test_names_are_fresh_per_grading_and_drawn_from_the_file():
@@ -237,31 +237,48 @@ MARKED = textwrap.dedent('''\
 
     from mylib import add
 
+    CASES = [pytest.param(1, marks=pytest.mark.xfail), pytest.param(2, marks=pytest.mark.skip), 3]
+
 
     @pytest.mark.parametrize("a", [pytest.param(1, marks=pytest.mark.xfail), 2])
     def test_add_marked_case(a):
         assert add(a, 0) == 2
 
 
+    @pytest.mark.parametrize("a", CASES)
+    def test_add_listed_cases(a):
+        assert add(a, 0) == 3
+
+
     @pytest.mark.skipif(False, reason="never")
     def test_add_skipif():
         assert add(1, 1) == 2
     ''')
+MARKED_IDS = ["test_add_marked_case[2]", "test_add_listed_cases[3]", "test_add_skipif"]
 
 
-def test_no_trip_wire_keeps_a_mark_that_could_make_it_pass_or_skip(tmp_path):
-    """A case marked xfail, or a skipif, would give a trip-wire an outcome other than failed
-    on an honest run (read as tampering): a twin (which keeps every decorator) is never made
-    of such a test, a copy never of a parametrization with marked cases (a copy drops other
-    decorators), and whatever is planted fails."""
-    for seed in range(10):
-        new, planted = plant("test_x.py", MARKED, ["test_add_marked_case[2]", "test_add_skipif"],
-                             random.Random(seed), count=2,
-                             twin_of=["test_add_marked_case[2]", "test_add_skipif"])
-        assert [p.kind for p in planted] in ([], ["copy"]), planted
-        assert "xfail" not in new.replace(MARKED, "")
-        if planted:
-            from swebench.harness.log_parsers import parse_log_pytest
+def test_a_case_skipped_or_xfailed_by_its_own_marks_is_not_tampering(tmp_path):
+    """Trip-wires keep their original's parametrized cases, marks included (a module-level
+    list of cases hides them from any reading of the decorator), and each case is judged
+    beside the original's: an honest run is never read as tampered, while a trip-wire
+    forced to pass, or taken out where its original passed, still is."""
+    from swebench.harness.log_parsers import parse_log_pytest
 
-            status = parse_log_pytest(_run(tmp_path, new), None)
-            assert statuses_of(planted[0], status) == ["FAILED"]
+    from benchmark._grading import _tripwire_reasons
+
+    kinds = set()
+    for seed in range(8):
+        new, planted = plant("test_x.py", MARKED, MARKED_IDS, random.Random(seed), count=2,
+                             twin_of=MARKED_IDS)
+        assert planted
+        kinds |= {p.kind for p in planted}
+        status = parse_log_pytest(_run(tmp_path, new), None)
+        assert _tripwire_reasons(planted, status) == [], (seed, planted, status)
+        for p in planted:
+            forced = {k: ("PASSED" if k.startswith(p.nodeid) else v) for k, v in status.items()}
+            assert _tripwire_reasons([p], forced), (seed, p)
+            hidden = {k: v for k, v in status.items() if not k.startswith(p.nodeid)}
+            original_passed = any(k.startswith(f"{p.file}::{p.original}") and v == "PASSED"
+                                  for k, v in status.items())
+            assert bool(_tripwire_reasons([p], hidden)) == original_passed, (seed, p)
+    assert kinds == {"twin", "copy"}
