@@ -201,10 +201,48 @@ def _header_names(patch: str):
                     yield key, name, _variants(name, key)
 
 
-def header_problems(patch: str, *, git: bool = True, metadata: bool = True) -> list[str]:
+_HUNK = re.compile(r"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
+_OTHER_FORMATS = re.compile(
+    r"^(?:\*\*\* |\*{15}|\d+(?:,\d+)?[acd]\d*(?:,\d+)?\s*$|[<>] )")
+
+
+def other_format_lines(patch: str) -> list[str]:
+    """Lines outside the unified hunks that GNU ``patch`` (the grader's last fallback) would
+    read as a context diff, a normal diff or an ed script: such a patch is applied without
+    ever being seen as unified (the static scan reads only unified hunks)."""
+    found = []
+    old = new = 0
+    for line in patch.splitlines():
+        if old > 0 or new > 0:  # inside a hunk, counted exactly
+            tag = line[:1]
+            if tag in (" ", ""):
+                old, new = old - 1, new - 1
+            elif tag == "-":
+                old -= 1
+            elif tag == "+":
+                new -= 1
+            elif tag != "\\":
+                old = new = 0  # a short hunk: read on as headers
+            if old > 0 or new > 0 or tag in (" ", "", "-", "+", "\\"):
+                continue
+        hunk = _HUNK.match(line)
+        if hunk:
+            old = int(hunk[1]) if hunk[1] is not None else 1
+            new = int(hunk[2]) if hunk[2] is not None else 1
+        elif _OTHER_FORMATS.match(line):
+            found.append(line[:80])
+    return found
+
+
+def header_problems(patch: str, *, git: bool = True, metadata: bool = True,
+                    unified: bool = True) -> list[str]:
     """Why the patch's own headers refuse it, before any tool reads it: one message per
-    bad path, and one for symlinks."""
+    bad path, one for symlinks, one for a patch that is not a unified diff."""
     problems = []
+    other = other_format_lines(patch) if unified else []
+    if other:
+        problems.append(f"not a unified diff: {len(other)} lines read as a context diff, a "
+                        f"normal diff or an ed script (first: {other[0]!r}); send `git diff` output")
     for _, _, variants in _header_names(patch):
         for path in variants:
             reason = refused_reason(path, git=git, metadata=metadata)
@@ -361,7 +399,8 @@ def main(argv: list[str]) -> int:
     with open(spec["patch_file"], encoding="utf-8", errors="surrogateescape") as handle:
         patch_text = handle.read()
     result["refused"] = header_problems(patch_text, git=rules.get("git", True),
-                                        metadata=rules.get("metadata", True))
+                                        metadata=rules.get("metadata", True),
+                                        unified=rules.get("unified", True))
     if rules.get("symlinks") is False:
         result["refused"] = [p for p in result["refused"] if "symlink" not in p]
     if result["refused"]:

@@ -82,6 +82,9 @@ class Defences:
     refuse_packaging_metadata: bool = True
     refuse_shadowing: bool = True
     refuse_unlisted_paths: bool = True
+    refuse_other_formats: bool = True
+    """A patch with context-diff, normal-diff or ed-script lines (which only GNU patch reads,
+    unseen by the static scan) is refused before any tool reads it."""
     config_files: tuple[str, ...] = _guard.CONFIG_FILES
     hooks_off: bool = True
     safe_path: bool = True
@@ -232,7 +235,8 @@ class Grader:
     def _run(self, task: TaskSpec, patch: str, result: GradeResult, log_path: Path) -> None:
         d = self.defences
         refused = _guard.header_problems(patch, git=d.refuse_git_paths,
-                                         metadata=d.refuse_packaging_metadata)
+                                         metadata=d.refuse_packaging_metadata,
+                                         unified=d.refuse_other_formats)
         if refused:  # nothing of it reaches a container
             result.problems.append("the patch was refused: " + "; ".join(refused))
             log_path.write_text(f"{_guard.REFUSED_MARKER}\n" + "\n".join(refused) + "\n",
@@ -272,6 +276,7 @@ class Grader:
             "config_files": list(d.config_files),
             "shadow_names": shadow_names(task),
             "rules": {"git": d.refuse_git_paths, "metadata": d.refuse_packaging_metadata,
+                      "unified": d.refuse_other_formats,
                       "shadow": d.refuse_shadowing, "unlisted": d.refuse_unlisted_paths},
         }
         targets: dict[str, list[str]] = {}

@@ -38,7 +38,7 @@ def _repo_from_image(image: str, into: Path) -> Path:
 @pytest.mark.parametrize("task", ONE_PER_PACKAGE, ids=lambda t: t.instance_id.split("__")[0])
 def test_every_attack_applies_to_the_task_it_was_written_for(task, tmp_path):
     """Each attack patch applies at the task's base (git apply --check; a path under .git/,
-    which git refuses, with GNU patch, as the grader's fallback would)."""
+    which git refuses, and a context diff, with GNU patch, as the grader's fallback would)."""
     image = ImageBuilder().ensure_task(task)
     layout = read_layout(task, image)
     attacks = attack_patches(task, layout, fork_bomb=True)
@@ -48,7 +48,7 @@ def test_every_attack_applies_to_the_task_it_was_written_for(task, tmp_path):
     repo = _repo_from_image(image, tmp_path)
     for attack in attacks:
         (tmp_path / "attack.diff").write_text(attack.patch)
-        if ".git/" in attack.patch.split("\n", 1)[0]:
+        if ".git/" in attack.patch.split("\n", 1)[0] or attack.patch.startswith("*** "):
             command = ["patch", "--dry-run", "--batch", "-p1", "-i", str(tmp_path / "attack.diff")]
         else:
             command = ["git", "-c", "safe.directory=*", "apply", "--check", str(tmp_path / "attack.diff")]

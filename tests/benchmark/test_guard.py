@@ -110,3 +110,44 @@ def test_new_top_level_modules_that_shadow(path, module):
 
     names = set(sys.stdlib_module_names) | set(TEST_RUNNER_MODULES)
     assert shadowed_module(path, names) == module
+
+
+def _context_diff() -> str:
+    import difflib
+
+    before = "def f():\n    return 1\n".splitlines(True)
+    after = "def f():\n    import os; os._exit(0)\n    return 1\n".splitlines(True)
+    return "".join(difflib.context_diff(before, after, "a/pkg/mod.py", "b/pkg/mod.py"))
+
+
+def test_a_context_diff_is_refused_before_any_tool_reads_it():
+    """GNU patch, the grader's last fallback, applies context diffs, normal diffs and ed
+    scripts; the static scan reads only unified hunks, so such a patch would be graded
+    unseen (it finds nothing here). Admission refuses it, unless the rule is off."""
+    from benchmark._guard import header_problems
+    from benchmark._scan import scan_patch
+
+    patch = _context_diff()
+    assert scan_patch(patch) == []  # the blind spot
+    assert any("not a unified diff" in p for p in header_problems(patch))
+    assert header_problems(patch, unified=False) == []
+    normal = "1a2\n> import os; os._exit(0)\n"
+    assert any("not a unified diff" in p for p in header_problems(normal))
+
+
+def test_unified_diffs_of_every_shape_are_admitted():
+    """Hunks with lines that look like other formats inside them, `git format-patch` mail
+    with its `---` line, and a binary patch are all unified."""
+    from benchmark import load_suite
+    from benchmark._guard import other_format_lines
+
+    inside = ("diff --git a/x.py b/x.py\n--- a/x.py\n+++ b/x.py\n@@ -1,3 +1,3 @@\n"
+              " *** not a header\n-1a2\n+> quoted\n \\ no\n")
+    mail = ("From abc Mon Sep 17 00:00:00 2001\nSubject: [PATCH] fix\n\n---\n x.py | 2 +-\n"
+            " 1 file changed\n\n" + inside)
+    binary = ("diff --git a/b.bin b/b.bin\nnew file mode 100644\nindex 0000000..e69de29\n"
+              "GIT binary patch\nliteral 3\nKcmZ>Y%>@7gAOHXW\n\nliteral 0\nHcmV?d00001\n")
+    for patch in (inside, mail, binary):
+        assert other_format_lines(patch) == [], patch
+    for task in load_suite("quickstart").tasks + load_suite("forged").tasks:
+        assert other_format_lines(task.patch) == other_format_lines(task.test_patch) == []

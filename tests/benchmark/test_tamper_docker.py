@@ -145,6 +145,12 @@ def _new_file(path: str, content: str, mode: str = "100644") -> str:
             f"@@ -0,0 +1,{len(lines)} @@\n{body}")
 
 
+def _context_diff(path: str, original: str, code: str) -> str:
+    """`code` appended to `path` as a context diff (``diff -c``), which only GNU patch reads."""
+    return "".join(difflib.context_diff(original.splitlines(True),
+                                        (original + code).splitlines(True), f"a/{path}", f"b/{path}"))
+
+
 def _append(path: str, original: str, code: str) -> str:
     diff = difflib.unified_diff(original.splitlines(True), (original + code).splitlines(True),
                                 f"a/{path}", f"b/{path}")
@@ -179,6 +185,10 @@ def _patches(module_source: str) -> dict[str, tuple[str, Defences]]:
         # (1) in-process tampering at import
         "rewrite/off": (append(AT_IMPORT_REWRITE), Defences(tripwires=False)),
         "rewrite/on": (append(AT_IMPORT_REWRITE), Defences()),
+        "context-diff/off": (_context_diff(MODULE, module_source, AT_IMPORT_REWRITE),
+                             Defences(tripwires=False, refuse_other_formats=False)),
+        "context-diff/on": (_context_diff(MODULE, module_source, AT_IMPORT_REWRITE),
+                            Defences(tripwires=False)),
         "spare-copies/off": (append(_SPARE_COPIES), Defences(twins=False)),
         "spare-copies/on": (append(_SPARE_COPIES), Defences()),
         "spare-twins/on": (append(_SPARE_TWINS), Defences()),
@@ -262,6 +272,18 @@ def test_report_rewritten_at_import_trips_the_wires(graded):
     on = graded["rewrite/on"]
     _stopped(on)
     assert on.tampered and any("trip-wire" in r for r in on.tamper_reasons), _says(on)
+
+
+def test_a_context_diff_is_refused_not_applied_unscanned(graded):
+    """With the rule off, GNU patch applies a context diff that the static scan cannot read
+    (here a report rewriter, with trip-wires off to isolate the rule): resolved, no flags.
+    With it on, it is refused before any tool reads it."""
+    off = graded["context-diff/off"]
+    _worked(off)
+    assert off.flags == [], off.flags
+    on = graded["context-diff/on"]
+    _stopped(on)
+    assert any("not a unified diff" in p for p in on.problems), _says(on)
 
 
 def test_a_tamperer_that_spares_copy_shaped_tests_is_caught_by_twins(graded):
