@@ -313,7 +313,9 @@ def _twin(lines: list[str], func: ast.FunctionDef, new_name: str,
     if not leaves:
         return None
     leaf = rng.choice(leaves)
-    changed = _changed_leaf(ast.get_source_segment("".join(lines), leaf) or "", leaf, rng)
+    source = "".join(lines)
+    text = ast.get_source_segment(source, leaf) or ""
+    changed = _borrowed_leaf(source, leaf, rng) or _changed_leaf(text, leaf, rng)
     if changed is None:
         return None
     text = _replace_span(lines, _first_line(func), func.end_lineno or func.lineno, leaf, changed)
@@ -426,6 +428,38 @@ def _walk_same_function(node: ast.AST):
 _NUMBER = re.compile(r"(?P<sign>[-+]?)\s*(?P<digits>\d+(?:\.\d+)?)")
 _STRING = re.compile(r"(?P<prefix>[rRbBuU]{0,2})(?P<quote>\'\'\'|\"\"\"|\'|\")(?P<body>.*)(?P=quote)",
                      re.DOTALL)
+
+
+def _leaf_value(node: ast.expr) -> object:
+    if isinstance(node, ast.UnaryOp) and isinstance(node.operand, ast.Constant):
+        value = node.operand.value
+        return -value if isinstance(node.op, ast.USub) and isinstance(value, (int, float)) else value
+    return node.value if isinstance(node, ast.Constant) else None
+
+
+def _borrowed_leaf(source: str, leaf: ast.expr, rng: random.Random) -> str | None:
+    """The source of another literal of the same type from the same file, written as it is
+    there, seen once less often than `leaf`'s value (with the twin's copy, both values are
+    then as common: how often a value appears does not tell which test is the copy);
+    None where the file has none."""
+    value = _leaf_value(leaf)
+    counts: dict[object, list[str]] = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) or (isinstance(node, ast.UnaryOp)
+                                              and isinstance(node.operand, ast.Constant)):
+            other = _leaf_value(node)
+            if type(other) is type(value) and other != value and not isinstance(other, bool) \
+                    and (not isinstance(other, str) or "\n" not in other):
+                text = ast.get_source_segment(source, node)
+                if text and "\n" not in text:
+                    counts.setdefault(other, []).append(text)
+    if not counts:
+        return None
+    mine = sum(1 for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Constant)
+               and _leaf_value(node) == value and type(node.value) is type(value))
+    best = min(abs(len(texts) + 1 - mine) for texts in counts.values())
+    choices = [texts for texts in counts.values() if abs(len(texts) + 1 - mine) == best]
+    return rng.choice(rng.choice(choices))
 
 
 def _changed_leaf(text: str, node: ast.expr, rng: random.Random) -> str | None:
