@@ -377,10 +377,22 @@ def _equality_leaves(statement: ast.stmt) -> list[ast.expr]:
     return _literal_leaves(literal[0]) or []
 
 
+_VALUE_TYPES = {"date", "datetime", "time", "timedelta"}
+"""Calls whose value changes with any one of their integer arguments (each field counts,
+or raises): ``date(2000, 2, 29)`` is as literal as a tuple. Not ``Decimal`` and the like,
+whose different spellings can be equal."""
+
+
+def _leaf_value_or_none(node: ast.expr | None) -> object:
+    return _leaf_value(node) if node is not None else None
+
+
 def _literal_leaves(node: ast.expr) -> list[ast.expr] | None:
     """For a pure literal (constants in lists, tuples, sets and dicts, nothing computed), the
     numbers and strings whose change surely changes its value; None for anything else."""
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        if isinstance(node.operand, ast.Call):  # -timedelta(...)
+            return _literal_leaves(node.operand)
         inner = _literal_leaves(node.operand)
         return None if inner is None else ([node] if inner == [node.operand] else inner)
     if isinstance(node, ast.Constant):
@@ -388,7 +400,12 @@ def _literal_leaves(node: ast.expr) -> list[ast.expr] | None:
         mutable = isinstance(value, (int, float, str, bytes)) and not isinstance(value, bool)
         return [node] if mutable else []
     parts: list[ast.expr | None]
-    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+    if isinstance(node, ast.Call) and _call_name(node) in _VALUE_TYPES and all(
+            keyword.arg for keyword in node.keywords):
+        parts = [*node.args, *(keyword.value for keyword in node.keywords)]
+        if not parts or not all(isinstance(_leaf_value_or_none(p), int) for p in parts):
+            return None
+    elif isinstance(node, (ast.List, ast.Tuple, ast.Set)):
         parts = list(node.elts)
     elif isinstance(node, ast.Dict):
         if any(key is None for key in node.keys):
