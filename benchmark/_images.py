@@ -42,6 +42,10 @@ __all__ = ["FetchedInputs", "ImageBuilder", "ImageInputs", "base_image_tag", "en
 
 # Bump a layer's version when its recipe below changes: its tag (and those above) change.
 BASE_RECIPE, ENV_RECIPE, TASK_RECIPE = "1", "3", "3"
+RECIPE_LABEL = "org.ratchet.recipe"
+"""Each image says which recipe versions made it, so `ratchet gc` can tell stale images."""
+RECIPES = {"base": BASE_RECIPE, "env": f"{BASE_RECIPE}.{ENV_RECIPE}",
+           "task": f"{BASE_RECIPE}.{ENV_RECIPE}.{TASK_RECIPE}"}
 BASE_SUITE = "bookworm"
 BASE_PYTHON = "3.11"  # python3 of BASE_SUITE: wheels are downloaded for it
 BASE_PACKAGES = ("python3", "python3-venv", "git", "ca-certificates", "patch")
@@ -224,7 +228,8 @@ class ImageBuilder:
             tarball.unlink(missing_ok=True)
             raise ImageBuildError(tag, log, f"mmdebstrap exited with {result.returncode}")
         try:
-            _docker.import_rootfs(tarball, tag, [f"ENV PATH={_PATH}", 'CMD ["bash"]'])
+            _docker.import_rootfs(tarball, tag, [f"ENV PATH={_PATH}", 'CMD ["bash"]',
+                                                 f"LABEL {RECIPE_LABEL}={RECIPES['base']}"])
         finally:
             tarball.unlink(missing_ok=True)
 
@@ -269,7 +274,8 @@ git config --system --add safe.directory '*'
                 base, script, tag=tag, log_path=self._log_path(tag),
                 volumes={str(wheels): {"bind": "/wheels", "mode": "ro"},
                          str(agent_wheels): {"bind": "/agent-wheels", "mode": "ro"}},
-                changes=[f"ENV PATH={_PATH}", f"ENV VIRTUAL_ENV={VENV}"],
+                changes=[f"ENV PATH={_PATH}", f"ENV VIRTUAL_ENV={VENV}",
+                         f"LABEL {RECIPE_LABEL}={RECIPES['env']}"],
             )
 
         return self._ensure(tag, build)
@@ -318,5 +324,6 @@ chown -R {SANDBOX_UID}:{SANDBOX_UID} /testbed
             archives=[("/", tree),
                       ("/", _docker.make_tar({"ratchet-build/setup.patch": task.source.setup_patch}))],
             volumes={str(wheels): {"bind": "/wheels", "mode": "ro"}},
-            changes=["WORKDIR /testbed", f"LABEL ratchet.instance_id={task.instance_id}"],
+            changes=["WORKDIR /testbed", f"LABEL ratchet.instance_id={task.instance_id}",
+                     f"LABEL {RECIPE_LABEL}={RECIPES['task']}"],
         )
