@@ -37,11 +37,14 @@ class RunOwnership:
         if lock.took_over is not None:
             say(f"run {run}: took over the lock of {lock.took_over}, which is no longer running")
             clear_stale_git_locks(workspace, run, Lineage(workspace, run).notes_lock, say)
+        try:
+            leftovers.sweep(workspace, run, say)  # before the temp dir is ours: it looks in $TMPDIR
+        except BaseException:
+            lock.release()
+            raise
         scratch = Scratch.enter(f"run.{run}")
         _docker.label_run(run, str(workspace))
-        owned = cls(workspace, run, lock, scratch, say)
-        leftovers.sweep(workspace, run, say)
-        return owned
+        return cls(workspace, run, lock, scratch, say)
 
     def close(self) -> None:
         try:

@@ -22,7 +22,8 @@ __all__ = ["Scratch", "SCRATCH_NAME", "owner_alive"]
 
 SCRATCH_NAME = re.compile(r"ratchet-(?P<label>[A-Za-z0-9._]*)-(?P<pid>\d+)-(?P<start>\d+)")
 _MAX_LABEL = 32
-"""Unix socket paths are limited to 108 bytes: the socket dir goes inside this one."""
+_MAX_PATH = 64
+"""Unix socket paths are limited to 108 bytes, and a gateway's socket dir goes in here."""
 
 
 def owner_alive(name: str) -> bool | None:
@@ -44,7 +45,10 @@ class Scratch:
     def enter(cls, label: str) -> "Scratch":
         clean = re.sub(r"[^A-Za-z0-9._]", "_", label)[:_MAX_LABEL]
         pid = os.getpid()
-        path = Path(tempfile.gettempdir()) / f"ratchet-{clean}-{pid}-{start_ticks(pid) or 0}"
+        base, tail = Path(tempfile.gettempdir()), f"{pid}-{start_ticks(pid) or 0}"
+        path = base / f"ratchet-{clean}-{tail}"
+        if len(str(path)) > _MAX_PATH:  # a long TMPDIR: the name only says whose it is
+            path = base / f"ratchet--{tail}"
         path.mkdir(mode=0o755, exist_ok=True)
         path.chmod(0o755)  # a sandbox's user reads agent copies bind-mounted from here
         scratch = cls(path, tempfile.tempdir)
