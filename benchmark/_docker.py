@@ -104,9 +104,13 @@ made of it (by any tool): they are blanked in the image."""
 
 def remove_process_containers(ident: str | None = None) -> int:
     """Remove (with their volumes) every container the process `ident` (default: this one)
-    made: a second Ctrl-C stops the tasks in flight at once. The count removed."""
-    found = connect().containers.list(all=True, ignore_removed=True, filters={
-        "label": [f"{CONTAINER_LABEL}={owner()}", f"{PROCESS_LABEL}={ident or _process.identity()}"]})
+    made: a second Ctrl-C stops the tasks in flight at once. Quiet: without a daemon it
+    removes nothing. The count removed."""
+    try:
+        found = connect().containers.list(all=True, ignore_removed=True, filters={
+            "label": [f"{CONTAINER_LABEL}={owner()}", f"{PROCESS_LABEL}={ident or _process.identity()}"]})
+    except (InfraError, docker.errors.DockerException, requests.exceptions.RequestException):
+        return 0
     for container in found:
         remove_quietly(container)
     return len(found)

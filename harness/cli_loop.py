@@ -89,6 +89,8 @@ def _drive(workspace: Path, settings) -> None:
         """SIGINT and SIGTERM alike. First: finish the tasks in flight, then stop. Second:
         stop them at once (their containers removed), keep what finished. Third: abandon."""
         signals.append(signum)
+        if controller is not None and len(signals) > 2:
+            controller.stop_now()  # nothing in flight is waited for
         if controller is None or len(signals) > 2:
             raise KeyboardInterrupt
         if len(signals) == 1:
@@ -291,7 +293,8 @@ def resume(
     path = root / "runs" / run / "settings.json"
     if not path.exists():
         raise _fail(f"no run {run} in {root / 'runs'} (see `ratchet runs`)")
-    _refuse_live(root, run)
+    if from_generation is None:  # branching off only reads the run's refs
+        _refuse_live(root, run)
     settings = LoopSettings.load(path)
     if budget_usd is not None:
         settings.budget_usd = budget_usd

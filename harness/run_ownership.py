@@ -48,6 +48,7 @@ class RunOwnership:
 
     def close(self) -> None:
         try:
+            _docker.remove_process_containers()  # anything of ours still there (an abandon)
             self.scratch.leave()
             _docker.label_run(None)
             leftovers.sweep(self.workspace, self.run, self.say)
