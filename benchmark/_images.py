@@ -42,10 +42,6 @@ __all__ = ["FetchedInputs", "ImageBuilder", "ImageInputs", "base_image_tag", "en
 
 # Bump a layer's version when its recipe below changes: its tag (and those above) change.
 BASE_RECIPE, ENV_RECIPE, TASK_RECIPE = "1", "3", "3"
-RECIPE_LABEL = "org.ratchet.recipe"
-"""Each image says which recipe versions made it, so `ratchet gc` can tell stale images."""
-RECIPES = {"base": BASE_RECIPE, "env": f"{BASE_RECIPE}.{ENV_RECIPE}",
-           "task": f"{BASE_RECIPE}.{ENV_RECIPE}.{TASK_RECIPE}"}
 BASE_SUITE = "bookworm"
 BASE_PYTHON = "3.11"  # python3 of BASE_SUITE: wheels are downloaded for it
 BASE_PACKAGES = ("python3", "python3-venv", "git", "ca-certificates", "patch")
@@ -96,6 +92,12 @@ def task_image_tag(task: TaskSpec) -> str:
 
 def wheel_key(requirements: list[str]) -> str:
     return _key(sorted(requirements), BASE_PYTHON)
+
+
+RECIPE_LABEL = "org.ratchet.recipe"
+"""Each image says which recipe versions made it, so `ratchet gc` can tell stale images."""
+RECIPES = {"base": BASE_RECIPE, "env": f"{BASE_RECIPE}.{ENV_RECIPE}",
+           "task": f"{BASE_RECIPE}.{ENV_RECIPE}.{TASK_RECIPE}"}
 
 
 class ImageInputs(Protocol):

@@ -15,7 +15,9 @@ A thing is left over only when nothing live can use it:
   ``ratchet-agent-*`` / ``ratchet-gw-*`` / ``ratchet-self-*`` dir older than a day (made by
   older versions or other commands, whose maker cannot be told);
 - a **stale image**: one of ``ratchet/{base,env,task}`` built by an older recipe (its
-  ``org.ratchet.recipe`` label) or on a base image that is no longer the current one.
+  ``org.ratchet.recipe`` label) or on a base image that is no longer the current one; made
+  before recipe labels, a task image whose task has a current build, or an environment no
+  current task image is built on.
 """
 
 from __future__ import annotations
@@ -129,29 +131,41 @@ def images() -> list[Leftover]:
     from benchmark._images import RECIPE_LABEL, RECIPES, _namespace, base_image_tag
 
     listed = _docker.list_images(_namespace())
-    by_tag = {tag: image for image in listed for tag in image["tags"]}
-    current_base = by_tag.get(base_image_tag(), {}).get("id")
     by_id = {image["id"]: image for image in listed}
-    found = []
-    for image in listed:
-        kind = image["tags"][0].split("/", 1)[1].split(":", 1)[0]
-        recipe = image["labels"].get(RECIPE_LABEL)
-        why = None
-        if kind in RECIPES and recipe is not None and recipe != RECIPES[kind]:
-            why = f"built by recipe {recipe}, now {RECIPES[kind]}"
-        elif kind == "base" and current_base and image["id"] != current_base:
-            why = "not the current base image"
-        elif kind in ("env", "task") and current_base:
-            chain, parent = [], image["parent"]
-            while parent in by_id and parent != current_base:
-                chain.append(parent)
-                parent = by_id[parent]["parent"]
-            if parent != current_base:
-                why = "not built on the current base image"
-        if why:
-            for tag in image["tags"]:
-                found.append(Leftover("image", tag, image["size"], why, tag))
-    return found
+    current_base = next((i["id"] for i in listed if base_image_tag() in i["tags"]), None)
+    kind = {i["id"]: i["tags"][0].split("/", 1)[1].split(":", 1)[0] for i in listed}
+    recipe = {i["id"]: i["labels"].get(RECIPE_LABEL) for i in listed}
+    current = {ident for ident in by_id if kind[ident] in RECIPES and recipe[ident] == RECIPES[kind[ident]]}
+
+    def on_current_base(image: dict) -> bool:
+        parent, seen = image["parent"], set()
+        while parent in by_id and parent != current_base and parent not in seen:
+            seen.add(parent)
+            parent = by_id[parent]["parent"]
+        return parent == current_base
+
+    stale: dict[str, str] = {}
+    for ident, image in by_id.items():
+        if kind[ident] in RECIPES and recipe[ident] not in (None, RECIPES[kind[ident]]):
+            stale[ident] = f"built by recipe {recipe[ident]}, now {RECIPES[kind[ident]]}"
+        elif current_base and kind[ident] == "base" and ident != current_base:
+            stale[ident] = "not the current base image"
+        elif current_base and kind[ident] in ("env", "task") and not on_current_base(image):
+            stale[ident] = "not built on the current base image"
+    # made before recipe labels: superseded where a current build of the same task exists
+    instances_built_now = {by_id[i]["labels"].get("ratchet.instance_id") for i in current}
+    for ident, image in by_id.items():
+        if ident not in stale and kind[ident] == "task" and recipe[ident] is None and \
+                image["labels"].get("ratchet.instance_id") in instances_built_now:
+            stale[ident] = "an older build of a task image built again since"
+    if current:  # an unlabelled environment nothing current is built on is an old one
+        for ident, image in by_id.items():
+            children = [c for c, other in by_id.items() if other["parent"] == ident]
+            if ident not in stale and kind[ident] == "env" and recipe[ident] is None and \
+                    all(c in stale for c in children):
+                stale[ident] = "an older environment no current task image is built on"
+    return [Leftover("image", tag, by_id[ident]["size"], why, tag)
+            for ident, why in stale.items() for tag in by_id[ident]["tags"]]
 
 
 def find(workspace: Path | None, *, with_images: bool = True, own_run: str | None = None,

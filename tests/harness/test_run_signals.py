@@ -20,7 +20,7 @@ import pytest
 
 from benchmark import _docker
 from benchmark import ImageBuilder
-from benchmark._images import RECIPE_LABEL
+from benchmark._images import RECIPE_LABEL, RECIPES
 from benchmark._process import start_ticks
 from harness.demo import demo_agent_script
 from harness.journal import Journal, replay
@@ -206,6 +206,10 @@ def test_gc_reports_then_removes_what_dead_processes_left(workspace, short_tmp, 
     maker = client.containers.create(base, ["true"], labels=labels)
     stale = maker.commit(repository=f"{namespace}/task", tag="old",
                          changes=[f"LABEL {RECIPE_LABEL}=0.0.0", "VOLUME /wheels"])
+    maker.commit(repository=f"{namespace}/task", tag="x-before-labels",
+                 changes=["LABEL ratchet.instance_id=gc-x"])
+    rebuilt = maker.commit(repository=f"{namespace}/task", tag="x-now", changes=[
+        "LABEL ratchet.instance_id=gc-x", f"LABEL {RECIPE_LABEL}={RECIPES['task']}"])
     maker.remove(force=True, v=True)
     orphan = client.containers.create(stale.id, ["sleep", "infinity"], labels={
         **labels, _docker.PROCESS_LABEL: f"{host}:{dead.pid}:1", _docker.RUN_LABEL: "gone"})
@@ -237,9 +241,10 @@ def test_gc_reports_then_removes_what_dead_processes_left(workspace, short_tmp, 
         assert report.returncode == 0, report.stdout + report.stderr
         text = report.stdout
         for shown in (orphan.name, dangling.name[:12], "runs/old/worktrees/gen-0001",
-                      str(dead_dir), f"{namespace}/task:old", "would remove"):
+                      str(dead_dir), f"{namespace}/task:old", f"{namespace}/task:x-before-labels",
+                      "would remove"):
             assert shown in text, f"{shown} missing from:\n{text}"
-        for kept in (live.name, named.name, "gen-0002", str(mine)):
+        for kept in (live.name, named.name, "gen-0002", str(mine), f"{namespace}/task:x-now"):
             assert kept not in text
         assert orphan.id in {c.id for c in client.containers.list(all=True, ignore_removed=True)}
         assert dead_dir.exists() and lineage.worktree_path(1).exists()
@@ -254,7 +259,7 @@ def test_gc_reports_then_removes_what_dead_processes_left(workspace, short_tmp, 
         assert not dead_dir.exists() and mine.exists()
         assert not lineage.worktree_path(1).exists() and lineage.worktree_path(2).exists()
         assert git.Repo(workspace).commit("ratchet/old/gen-0001")  # the branch keeps the code
-        assert not client.images.list(name=f"{namespace}/task")
+        assert [i.id for i in client.images.list(name=f"{namespace}/task")] == [rebuilt.id]
         assert client.images.list(name=base.split(":")[0])
     finally:
         for thing in (live, orphan):
@@ -267,7 +272,8 @@ def test_gc_reports_then_removes_what_dead_processes_left(workspace, short_tmp, 
                 volume.remove()
             except docker.errors.NotFound:
                 pass
-        try:
-            client.images.remove(f"{namespace}/task:old")
-        except docker.errors.ImageNotFound:
-            pass
+        for tag in ("old", "x-before-labels", "x-now"):
+            try:
+                client.images.remove(f"{namespace}/task:{tag}")
+            except docker.errors.ImageNotFound:
+                pass
