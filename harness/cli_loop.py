@@ -416,8 +416,9 @@ def log_command(run: str, workspace: Optional[Path] = typer.Option(None, help=WO
 
 @app.command()
 def runs(workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) -> None:
-    """The runs in this workspace."""
+    """The runs in this workspace; a live one with the pid and host driving it."""
     from harness.journal import Journal, replay
+    from harness.runlock import RunLock
 
     root = _workspace(workspace)
     table = Table()
@@ -425,8 +426,10 @@ def runs(workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) ->
         table.add_column(column)
     for journal in sorted((root / "runs").glob("*/journal.jsonl")):
         state = replay(Journal.read(journal))
+        holder = RunLock.holder(journal.parent)
         table.add_row(journal.parent.name, str(len(state.generations)), str(state.best),
-                      f"{state.spent_usd:.4f}", state.end_reason or "running or killed")
+                      f"{state.spent_usd:.4f}", f"live: pid {holder.pid} on {holder.host}"
+                      if holder else state.end_reason or "killed (resume it)")
     console.print(table)
 
 

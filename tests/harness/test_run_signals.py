@@ -98,6 +98,8 @@ def test_sigterm_stops_cleanly_and_resumes_to_the_same_lineage(workspace, suite,
         second = subprocess.run([RATCHET, *args], cwd=workspace, env=env, capture_output=True, text=True)
         assert second.returncode == 2 and "run s1 is live" in second.stderr, second.stderr
         assert f"pid {proc.pid}" in second.stderr
+    runs = subprocess.run([RATCHET, "runs"], cwd=workspace, env=env, capture_output=True, text=True)
+    assert f"live: pid {proc.pid}" in runs.stdout, runs.stdout
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGTERM, stdout[-2000:] + stderr[-2000:]
