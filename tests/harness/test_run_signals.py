@@ -107,7 +107,8 @@ def test_sigterm_stops_cleanly_and_resumes_to_the_same_lineage(workspace, suite,
     events = Journal.read(journal)
     assert events[-1]["event"] == "run_stopped"
     stopped = replay(events)
-    assert not stopped.generations[0].recorded and 1 <= len(stopped.evaluations) < 3
+    assert stopped.ended and stopped.end_reason.startswith("run_stopped")
+    assert not (1 in stopped.generations and stopped.generations[1].recorded)
 
     resumed = subprocess.run([RATCHET, "resume", "s1"], cwd=workspace, env=env,
                              capture_output=True, text=True)
