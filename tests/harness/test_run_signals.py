@@ -148,7 +148,7 @@ def test_second_signal_stops_the_tasks_in_flight_at_once_keeping_what_finished(
         took = time.monotonic() - second
     assert proc.returncode == 128 + signal.SIGTERM, stdout[-2000:] + stderr[-2000:]
     assert "stopping the tasks in flight now" in stderr
-    assert took < 40, f"the second signal took {took:.0f}s to stop a task that sleeps for minutes"
+    assert took < 60, f"the second signal took {took:.0f}s to stop a task that sleeps for minutes"
     events = Journal.read(journal)
     assert events[-1]["event"] == "run_stopped"
     kept = [e["task_id"] for e in events if e["event"] == "task_evaluated"]
