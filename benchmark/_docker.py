@@ -23,11 +23,23 @@ import docker.errors
 import docker.types
 import requests.exceptions
 
+from benchmark import _process
 from benchmark._errors import DockerUnavailable, ImageBuildError, InfraError
 
 __all__ = [
     "CONTAINER_LABEL",
     "OWNER_ENV",
+    "PROCESS_LABEL",
+    "RUN_LABEL",
+    "WORKSPACE_LABEL",
+    "label_run",
+    "owner",
+    "remove_process_containers",
+    "ContainerInfo",
+    "list_containers",
+    "dangling_volumes",
+    "list_images",
+    "remove_by_id",
     "LOG_CONFIG",
     "LOG_READ_LIMIT",
     "ExecResult",
@@ -61,8 +73,47 @@ OWNER_ENV = "RATCHET_CONTAINER_OWNER"
 """Who made a container (the label's value); the test suite sets one per session."""
 
 
+PROCESS_LABEL = "org.ratchet.process"
+"""``host:pid:start`` of the process that made the container (`benchmark._process`): a
+container whose maker is dead is garbage (`harness.leftovers` sweeps it)."""
+RUN_LABEL = "org.ratchet.run"
+WORKSPACE_LABEL = "org.ratchet.workspace"
+"""The run (and its workspace) a container works for, when the process drives a run."""
+_run_labels: dict[str, str] = {}
+
+
+def owner() -> str:
+    return os.environ.get(OWNER_ENV, "ratchet")
+
+
+def label_run(run: str | None, workspace: str | None = None) -> None:
+    """Label every container this process makes from now on with `run` (None: no run)."""
+    _run_labels.clear()
+    if run:
+        _run_labels.update({RUN_LABEL: run, WORKSPACE_LABEL: workspace or ""})
+
+
 def _labels() -> dict[str, str]:
-    return {CONTAINER_LABEL: os.environ.get(OWNER_ENV, "ratchet")}
+    return {CONTAINER_LABEL: owner(), PROCESS_LABEL: _process.identity(), **_run_labels}
+
+
+_NOT_INHERITED = [f'LABEL {PROCESS_LABEL}="" {RUN_LABEL}="" {WORKSPACE_LABEL}=""']
+"""A committed image would pass its build container's maker and run on to every container
+made of it (by any tool): they are blanked in the image."""
+
+
+def remove_process_containers(ident: str | None = None) -> int:
+    """Remove (with their volumes) every container the process `ident` (default: this one)
+    made: a second Ctrl-C stops the tasks in flight at once. Quiet: without a daemon it
+    removes nothing. The count removed."""
+    try:
+        found = connect().containers.list(all=True, ignore_removed=True, filters={
+            "label": [f"{CONTAINER_LABEL}={owner()}", f"{PROCESS_LABEL}={ident or _process.identity()}"]})
+    except (InfraError, docker.errors.DockerException, requests.exceptions.RequestException):
+        return 0
+    for container in found:
+        remove_quietly(container)
+    return len(found)
 
 
 def connect() -> docker.DockerClient:
@@ -481,10 +532,82 @@ def commit_script(
                 last = log.strip().splitlines()[-1:] or ["(no output)"]
                 raise ImageBuildError(tag, log_path, f"exit code {code}; last line: {last[0]}")
             repository, _, version = tag.rpartition(":")
-            container.commit(repository=repository, tag=version, changes=changes or [])
+            container.commit(repository=repository, tag=version,
+                             changes=[*(changes or []), *_NOT_INHERITED])
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         log_path.write_text(f"Docker error: {exc}\n", encoding="utf-8")
         raise ImageBuildError(tag, log_path, str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    name: str
+    labels: dict
+    status: str
+    command: list
+    size: int
+    created: float
+
+
+def list_containers(*, sizes: bool = False) -> list[ContainerInfo]:
+    """This owner's containers (`OWNER_ENV`), running or not; `sizes`: their writable layer's."""
+    with _translated("listing containers"):
+        found = connect().api.containers(all=True, size=sizes,
+                                         filters={"label": f"{CONTAINER_LABEL}={owner()}"})
+    out = []
+    for row in found:
+        command = row.get("Command") or ""
+        out.append(ContainerInfo(row["Id"], (row.get("Names") or ["?"])[0].lstrip("/"),
+                                 row.get("Labels") or {}, row.get("State", ""), command.split(),
+                                 int(row.get("SizeRw") or 0), float(row.get("Created") or 0)))
+    return out
+
+
+def dangling_volumes() -> list[tuple[str, int]]:
+    """Anonymous volumes no container uses, with their sizes: (name, bytes)."""
+    with _translated("listing volumes"):
+        usage = connect().api.df().get("Volumes") or []
+    out = []
+    for volume in usage:
+        data = volume.get("UsageData") or {}
+        anonymous = "com.docker.volume.anonymous" in (volume.get("Labels") or {}) or \
+            (len(volume["Name"]) == 64 and all(c in "0123456789abcdef" for c in volume["Name"]))
+        if anonymous and data.get("RefCount") == 0:
+            out.append((volume["Name"], int(data.get("Size") or 0)))
+    return out
+
+
+def list_images(namespace: str) -> list[dict]:
+    """Images under `namespace`/ (``ratchet/base``, ``/env``, ``/task``): id, tags, parent,
+    labels, size."""
+    with _translated("listing images"):
+        found = connect().images.list()
+    out = []
+    for image in found:
+        tags = [t for t in image.tags if t.startswith(f"{namespace}/")]
+        if tags:
+            out.append({"id": image.id, "tags": tags, "parent": image.attrs.get("Parent") or "",
+                        "labels": (image.attrs.get("Config") or {}).get("Labels") or {},
+                        "size": int(image.attrs.get("Size") or 0)})
+    return out
+
+
+def remove_by_id(kind: str, ident: str) -> str | None:
+    """Remove a container (with its volumes), a volume or an image tag; why not, or None."""
+    client = connect()
+    try:
+        if kind == "container":
+            client.api.remove_container(ident, v=True, force=True)
+        elif kind == "volume":
+            client.api.remove_volume(ident)
+        else:
+            client.api.remove_image(ident)
+    except docker.errors.NotFound:
+        return None
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        return str(exc).splitlines()[0][:200]
+    return None
 
 
 def import_rootfs(tarball: Path, tag: str, changes: list[str]) -> None:

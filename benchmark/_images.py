@@ -98,6 +98,12 @@ def wheel_key(requirements: list[str]) -> str:
     return _key(sorted(requirements), BASE_PYTHON)
 
 
+RECIPE_LABEL = "org.ratchet.recipe"
+"""Each image says which recipe versions made it, so `ratchet gc` can tell stale images."""
+RECIPES = {"base": BASE_RECIPE, "env": f"{BASE_RECIPE}.{ENV_RECIPE}",
+           "task": f"{BASE_RECIPE}.{ENV_RECIPE}.{TASK_RECIPE}"}
+
+
 class ImageInputs(Protocol):
     """Where a build gets what comes from the network: a task's source tree (with the
     requirements to build it) and wheelhouses. The default fetches them on this machine; a
@@ -231,7 +237,8 @@ class ImageBuilder:
             tarball.unlink(missing_ok=True)
             raise ImageBuildError(tag, log, f"mmdebstrap exited with {result.returncode}")
         try:
-            _docker.import_rootfs(tarball, tag, [f"ENV PATH={_PATH}", 'CMD ["bash"]'])
+            _docker.import_rootfs(tarball, tag, [f"ENV PATH={_PATH}", 'CMD ["bash"]',
+                                                 f"LABEL {RECIPE_LABEL}={RECIPES['base']}"])
         finally:
             tarball.unlink(missing_ok=True)
 
@@ -276,7 +283,8 @@ git config --system --add safe.directory '*'
                 base, script, tag=tag, log_path=self._log_path(tag),
                 volumes={str(wheels): {"bind": "/wheels", "mode": "ro"},
                          str(agent_wheels): {"bind": "/agent-wheels", "mode": "ro"}},
-                changes=[f"ENV PATH={_PATH}", f"ENV VIRTUAL_ENV={VENV}"],
+                changes=[f"ENV PATH={_PATH}", f"ENV VIRTUAL_ENV={VENV}",
+                         f"LABEL {RECIPE_LABEL}={RECIPES['env']}"],
             )
 
         return self._ensure(tag, build)
@@ -330,5 +338,6 @@ chown -R {SANDBOX_UID}:{SANDBOX_UID} /testbed
             archives=[("/", tree),
                       ("/", _docker.make_tar({"ratchet-build/setup.patch": task.source.setup_patch}))],
             volumes={str(wheels): {"bind": "/wheels", "mode": "ro"}},
-            changes=["WORKDIR /testbed", f"LABEL ratchet.instance_id={task.instance_id}"],
+            changes=["WORKDIR /testbed", f"LABEL ratchet.instance_id={task.instance_id}",
+                     f"LABEL {RECIPE_LABEL}={RECIPES['task']}"],
         )

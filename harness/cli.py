@@ -557,3 +557,4 @@ def forge_tasks(
 
 
 from harness import cli_loop  # noqa: E402,F401  (registers init, run, resume, log, ...)
+from harness import cli_gc  # noqa: E402,F401  (registers gc)

@@ -74,20 +74,35 @@ def _drive(workspace: Path, settings) -> None:
 
     loaded = _load(settings.suite)
     _check_splits(settings, loaded.tasks, workspace / "runs" / settings.run / "splits.json")
-    agent_up, meta_up, servers = _models(settings, loaded.tasks)
     run_dir = workspace / "runs" / settings.run
-    run_dir.mkdir(parents=True, exist_ok=True)
+    owned = _own_run(workspace, settings.run)
+    try:
+        agent_up, meta_up, servers = _models(settings, loaded.tasks)
+    except BaseException:
+        owned.close()
+        raise
     settings.save(run_dir / "settings.json")
     controller = None
+    signals: list[int] = []
 
-    def interrupt(signum, frame):  # first Ctrl-C: finish the tasks in flight, then stop
-        if controller is not None and not controller.stop_flag.is_set():
-            err.print("[yellow]stopping after the tasks in flight (Ctrl-C again to abandon them)[/]")
+    def interrupt(signum, frame):
+        """SIGINT and SIGTERM alike. First: finish the tasks in flight, then stop. Second:
+        stop them at once (their containers removed), keep what finished. Third: abandon."""
+        signals.append(signum)
+        if controller is not None and len(signals) > 2:
+            controller.stop_now()  # nothing in flight is waited for
+        if controller is None or len(signals) > 2:
+            raise KeyboardInterrupt
+        if len(signals) == 1:
+            err.print("[yellow]stopping after the tasks in flight (Ctrl-C or SIGTERM again to "
+                      "stop them at once)[/]")
             controller.stop_flag.set()
         else:
-            raise KeyboardInterrupt
+            err.print("[yellow]stopping the tasks in flight now; what finished is kept (once "
+                      "more to abandon at once)[/]")
+            controller.stop_now()
 
-    previous = signal.signal(signal.SIGINT, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with _progress() as progress:
             grader = _grader(run_dir / "grades", progress)
@@ -107,21 +122,38 @@ def _drive(workspace: Path, settings) -> None:
                 controller.close()
     except KeyboardInterrupt:
         err.print(f"abandoned. Nothing half-done was recorded. Resume: `ratchet resume {settings.run}`")
-        raise typer.Exit(130)
+        raise typer.Exit(128 + (signals[0] if signals else signal.SIGINT))
     except ExecutorError as exc:
         err.print(f"[bold red]error:[/] {exc}. Nothing half-done was recorded. Resume: "
                   f"`ratchet resume {settings.run}`")
         raise typer.Exit(2)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         for server in servers:
             server.stop()
+        owned.close()
     _print_log(workspace, settings.run)
     if state.ended and state.end_reason and not state.end_reason.startswith("run_finished"):
         console.print(f"[yellow]{state.end_reason}[/]. Resume: `ratchet resume {settings.run}`"
                       + (" --budget-usd MORE" if "budget" in state.end_reason else ""))
     console.print(f"Look: `git log --graph ratchet/{settings.run}/best`, "
                   f"`ratchet diff {settings.run} 0 1`, `ratchet log {settings.run}`")
+    if signals:  # stopped by a signal: the conventional code (130 for Ctrl-C, 143 for SIGTERM)
+        raise typer.Exit(128 + signals[0])
+
+
+def _own_run(workspace: Path, run: str):
+    """Take the run's lock (one writer per run) and its temp dir, label its containers, and
+    sweep what dead processes left; a live run is one clear error. The returned object's
+    ``close`` gives it all back at the end (`harness.run_ownership`)."""
+    from harness.run_ownership import RunOwnership
+    from harness.runlock import RunLocked
+
+    try:
+        return RunOwnership.take(workspace, run, say=lambda message: err.print(f"[dim]{message}[/]"))
+    except RunLocked as exc:
+        raise _fail(str(exc))
 
 
 @app.command()
@@ -184,12 +216,23 @@ def start_run(root: Path, settings) -> None:
     """What `ratchet run` and `ratchet demo` share: refuse an existing run, check the
     settings and splits, drive the loop. A plain function, so no command ever calls another
     command's function and inherits typer's option objects as values."""
+    _refuse_live(root, settings.run)
     if (root / "runs" / settings.run / "journal.jsonl").exists():
         raise _fail(f"run {settings.run} exists; continue it with `ratchet resume {settings.run}`")
     _check_settings(settings)
     _check_splits(settings, _load(settings.suite).tasks)
     console.print(f"run [bold]{settings.run}[/] in {root}")
     _drive(root, settings)
+
+
+def _refuse_live(root: Path, run: str) -> None:
+    """One writer per run: a run whose lock is held is refused, naming its holder."""
+    from harness.runlock import RunLock, RunLocked
+
+    try:
+        RunLock.refuse_if_live(root / "runs" / run, run)
+    except RunLocked as exc:
+        raise _fail(str(exc))
 
 
 def _check_settings(settings) -> None:
@@ -250,6 +293,8 @@ def resume(
     path = root / "runs" / run / "settings.json"
     if not path.exists():
         raise _fail(f"no run {run} in {root / 'runs'} (see `ratchet runs`)")
+    if from_generation is None:  # branching off only reads the run's refs
+        _refuse_live(root, run)
     settings = LoopSettings.load(path)
     if budget_usd is not None:
         settings.budget_usd = budget_usd
@@ -371,8 +416,9 @@ def log_command(run: str, workspace: Optional[Path] = typer.Option(None, help=WO
 
 @app.command()
 def runs(workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) -> None:
-    """The runs in this workspace."""
+    """The runs in this workspace; a live one with the pid and host driving it."""
     from harness.journal import Journal, replay
+    from harness.runlock import RunLock
 
     root = _workspace(workspace)
     table = Table()
@@ -380,8 +426,10 @@ def runs(workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) ->
         table.add_column(column)
     for journal in sorted((root / "runs").glob("*/journal.jsonl")):
         state = replay(Journal.read(journal))
+        holder = RunLock.holder(journal.parent)
         table.add_row(journal.parent.name, str(len(state.generations)), str(state.best),
-                      f"{state.spent_usd:.4f}", state.end_reason or "running or killed")
+                      f"{state.spent_usd:.4f}", f"live: pid {holder.pid} on {holder.host}"
+                      if holder else state.end_reason or "killed (resume it)")
     console.print(table)
 
 

@@ -11,6 +11,7 @@ discards it and stops.
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -21,7 +22,9 @@ from benchmark._agent_env import AgentRun, Environment
 from harness.agent_source import AgentSource
 from harness.gateway import Channel, Gateway
 
-__all__ = ["SandboxResult", "TaskOutcome", "TaskRunner", "Ticket", "run_in_sandbox"]
+__all__ = ["STOPPED_AT_ONCE", "SandboxResult", "TaskOutcome", "TaskRunner", "Ticket", "run_in_sandbox"]
+
+STOPPED_AT_ONCE = "stopped at once (a second Ctrl-C or SIGTERM killed its container): no verdict"
 
 
 @dataclass
@@ -105,6 +108,9 @@ class TaskRunner:
     grader: Grader
     environment: Environment
     logs_dir: Path
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    """Set by a second Ctrl-C/SIGTERM, which kills the containers in flight: whatever
+    finishes after it is no verdict (a killed grading must not count as a failure)."""
 
     def begin(self, task: TaskSpec, agent: AgentSource, *, generation: str,
               relay: bool = False) -> Ticket:
@@ -138,6 +144,8 @@ class TaskRunner:
                       trajectory=str(ticket.channel.trajectory), node=result.node,
                       budget_exhausted=self.gateway.ledger.was_refused(ticket.key))
         seconds = time.monotonic() - ticket.started
+        if self.cancelled.is_set():
+            result = SandboxResult(run, STOPPED_AT_ONCE)
         if run is None or result.error or result.grade is None:
             return TaskOutcome(task.instance_id, agent.tree_hash, False, False,
                                run.steps if run else 0, seconds=seconds,

@@ -186,6 +186,15 @@ class Controller:
             check_unchanged(self.splits, json.loads(recorded.read_text()))
         recorded.write_text(json.dumps(self.splits.as_dict(), indent=2))
 
+    def stop_now(self) -> None:
+        """A second Ctrl-C/SIGTERM: start nothing more, and remove this process's containers
+        (tasks in flight, a selfcheck), so their runs end at once with no verdict (what
+        finished before is journaled already); the loop then stops as after the first."""
+        self.stop_flag.set()
+        self.runner.cancelled.set()
+        threading.Thread(target=_docker.remove_process_containers, daemon=True,
+                         name="stop-now").start()
+
     def close(self) -> None:
         """Release the executor (a Ray connection) and the gateway's relay endpoint."""
         self.executor.close()
@@ -397,6 +406,8 @@ class Controller:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         self.journal.append("generation_recorded", generation=gen, sha=sha)
         self.state = replay(Journal.read(self.journal_path))
+        if gen > 0:  # recorded: its branch keeps the code; the checkout is ~9 MB of nothing
+            self.lineage.remove_worktree(gen)
 
     # -- one generation ------------------------------------------------------------------
 
@@ -479,6 +490,10 @@ class Controller:
         except ModelCallFailed as exc:  # not the proposal's fault: stop, resumable
             self._check_stop()
             raise StopRequested(f"the proposer's model call failed: {exc}") from exc
+        except Exception as exc:  # its sandbox removed under it by stop_now: a stop too
+            if self.runner.cancelled.is_set():
+                raise StopRequested("interrupted") from exc
+            raise
 
     def _generation(self, gen: int) -> None:
         s = self.settings
