@@ -78,7 +78,8 @@ def test_a_model_endpoint_that_is_down_is_an_error_not_a_failed_task(tmp_path):
     out = subprocess.run([RATCHET, "bench", "run", "--suite", str(suite), "--model", "m",
                           "--run-id", "down"], capture_output=True, text=True, cwd=ROOT,
                          env={**env, "COLUMNS": "200", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
-                              "OPENAI_API_KEY": "not-a-key"})
+                              "OPENAI_API_KEY": "not-a-key",
+                              "RATCHET_RETRY_SECONDS": "0"})  # an outage, not a blip
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
     assert "the model endpoint failed during this run: APIConnectionError" in out.stdout
     summary = json.loads((Path(os.environ["RATCHET_RUNS"]) / "bench" / "down" / "summary.json").read_text())
