@@ -73,6 +73,7 @@ def gateway_app(gateway: "Gateway", resolve: Resolve, *, token: str | None = Non
                 {"id": gateway.model, "object": "model", "owned_by": "ratchet"}]})
         if request.method != "POST" or not route.endswith("/chat/completions"):
             return json_reply(404, _error(f"no route {request.method} {request.path}", "not_found"))
+        node = request.headers.get("X-Ratchet-Node") if token is not None else None
         raw, size, over = await read_capped(request, policy.max_body_bytes, policy.excerpt_bytes)
         try:
             if over:
@@ -82,10 +83,9 @@ def gateway_app(gateway: "Gateway", resolve: Resolve, *, token: str | None = Non
             body = check_request(raw, policy)
         except Rejected as rejected:
             record = {**rejection_record(raw, size, rejected, policy), "task": channel.task,
-                      "generation": channel.generation}
+                      "generation": channel.generation, **({"node": node} if node else {})}
             await _aio.offload(gateway._append, channel, record)
             return json_reply(rejected.status, _error(rejected.message, rejected.code))
-        node = request.headers.get("X-Ratchet-Node") if token is not None else None
         status, response = await _aio.offload(
             functools.partial(gateway._handle, channel, body, node=node))
         return json_reply(status, response)
