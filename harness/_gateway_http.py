@@ -10,6 +10,7 @@ endpoint's. Blocking work (`_handle`, log writes) runs in the shared pool (`harn
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 from collections.abc import Callable
@@ -19,12 +20,12 @@ from aiohttp import web
 
 from harness import _aio
 from harness._chat_request import Rejected, RequestPolicy, check_request, rejection_record
-from harness._serve import error_body as _error, json_reply
+from harness._serve import Handler, error_body as _error, json_reply
 
 if TYPE_CHECKING:
     from harness.gateway import Channel, Gateway
 
-__all__ = ["gateway_app", "read_capped"]
+__all__ = ["gateway_handler", "read_capped"]
 
 Resolve = Callable[[str], "Channel | tuple[int, dict[str, Any]]"]
 
@@ -35,6 +36,12 @@ async def read_capped(request: web.BaseRequest, cap: int | None,
     read so far, when `keep` is None) are kept; a declared size past it is not read at all
     (aiohttp drains it after the reply)."""
     declared = request.content_length
+    if declared is not None and (cap is None or declared <= cap):  # the usual case: one read
+        try:
+            raw = await request.content.readexactly(declared)
+        except asyncio.IncompleteReadError as short:
+            raw = short.partial
+        return raw, len(raw), False
     if cap is not None and declared is not None and declared > cap:
         want = cap if keep is None else min(keep, cap)
         head = b""
@@ -52,14 +59,14 @@ async def read_capped(request: web.BaseRequest, cap: int | None,
     return b"".join(chunks), size, False
 
 
-def gateway_app(gateway: "Gateway", resolve: Resolve, *, token: str | None = None,
-                policy: RequestPolicy | None = None) -> web.Application:
-    """The app serving channels that `resolve` finds by request path; with `token`, a request
+def gateway_handler(gateway: "Gateway", resolve: Resolve, *, token: str | None = None,
+                    policy: RequestPolicy | None = None) -> Handler:
+    """The request handler serving channels that `resolve` finds by request path; with `token`, a request
     without it is refused before anything else is read (the relay endpoint)."""
     policy = policy or RequestPolicy()
     expected = f"Bearer {token}".encode() if token is not None else b""
 
-    async def serve(request: web.Request) -> web.StreamResponse:
+    async def serve(request: web.BaseRequest) -> web.StreamResponse:
         if token is not None and not hmac.compare_digest(
                 request.headers.get("Authorization", "").encode(), expected):
             return json_reply(401, _error("a relay call needs the run's token", "unauthorized"))
@@ -90,6 +97,4 @@ def gateway_app(gateway: "Gateway", resolve: Resolve, *, token: str | None = Non
             functools.partial(gateway._handle, channel, body, node=node))
         return json_reply(status, response)
 
-    app = web.Application()
-    app.router.add_route("*", "/{path:.*}", serve)
-    return app
+    return serve

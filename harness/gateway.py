@@ -8,6 +8,12 @@ per task, generation and run, refuses calls past a budget with an error the agen
 (HTTP 402, which the openai SDK does not retry), and appends every request and response to
 the task's trajectory log on the host, where the sandbox cannot write.
 
+Serving is aiohttp on one event loop per process (`harness._serve`, `harness._aio`); a
+request is admitted by `harness._gateway_http` (size cap, field allowlist, no streaming:
+`RequestPolicy`) before `Gateway._handle`, the one place that does accounting and calls the
+upstream. `OpenAIUpstream` retries an endpoint's 429s, 5xx and lost connections for a
+bounded time (`harness._retry`).
+
 On a cluster (`harness.ray_executor`) a channel is *relayed*: the sandbox still sees a unix
 socket, served on its node by `harness.relay`, which carries each call over TCP to this
 gateway's relay endpoint, authenticated by a per-run token. Credentials and the ledger stay
@@ -28,7 +34,7 @@ from typing import Any, Protocol
 
 from harness import _serve
 from harness._chat_request import RequestPolicy
-from harness._gateway_http import gateway_app
+from harness._gateway_http import gateway_handler
 from harness._retry import call_with_retries, retry_seconds_setting
 from harness._serve import error_body as _error
 
@@ -263,12 +269,12 @@ class Gateway:
             with self._write_lock:
                 self._relayed[channel.relay_id] = channel
             return channel
-        app = gateway_app(self, lambda path: channel, policy=self.policy)
+        handler = gateway_handler(self, lambda path: channel, policy=self.policy)
         if tcp:
-            channel._server = _serve.serve_tcp(app)
+            channel._server = _serve.serve_tcp(handler)
             channel.base_url = f"http://127.0.0.1:{channel._server.address[1]}/v1"
         else:
-            channel._server = _serve.serve_unix(app)
+            channel._server = _serve.serve_unix(handler)
             channel.socket_path = channel._server.socket_path
         return channel
 
@@ -299,7 +305,7 @@ class Gateway:
                 return 410, _error("this task's channel is closed", "channel_closed")
             return channel
 
-        server = _serve.serve_tcp(gateway_app(self, resolve, token=token, policy=self.policy),
+        server = _serve.serve_tcp(gateway_handler(self, resolve, token=token, policy=self.policy),
                                   host, port)
         bound_host, bound_port = server.address
         endpoint = RelayEndpoint(f"http://{bound_host}:{bound_port}", token)

@@ -44,9 +44,7 @@ class Relay:
         self.unreachable: str | None = None
         """Why a call could not reach the controller (the first time), if one could not."""
         self._session: aiohttp.ClientSession | None = None
-        app = web.Application()
-        app.router.add_route("*", "/{path:.*}", self._serve)
-        self._served = _serve.serve_unix(app)
+        self._served = _serve.serve_unix(self._serve)
         self.socket_path = self._served.socket_path
 
     def close(self) -> None:
@@ -61,7 +59,7 @@ class Relay:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    async def _serve(self, request: web.Request) -> web.StreamResponse:
+    async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
         route = request.path.rstrip("/")
         if route not in _ALLOWED:
             return json_reply(404, error_body(f"no route {request.path_qs}", "not_found"))
