@@ -6,7 +6,7 @@ kept-alive relay connection), while the synchronous parts (the upstream call thr
 openai SDK, accounting, the trajectory write) run in one shared, bounded thread pool. The
 rest of ratchet is synchronous: it calls in with :func:`run`.
 
-``RATCHET_GATEWAY_THREADS`` (default 256) bounds the calls in flight to upstream models at
+``RATCHET_GATEWAY_THREADS`` (default 1024) bounds the calls in flight to upstream models at
 once; more wait in order, none is refused.
 """
 
@@ -34,7 +34,7 @@ def _started() -> tuple[asyncio.AbstractEventLoop, ThreadPoolExecutor]:
     with _lock:
         if _state is None or _state[0] != os.getpid():
             loop = asyncio.new_event_loop()
-            pool = ThreadPoolExecutor(int(os.environ.get("RATCHET_GATEWAY_THREADS", "256")),
+            pool = ThreadPoolExecutor(int(os.environ.get("RATCHET_GATEWAY_THREADS", "1024")),
                                       thread_name_prefix="gateway-call")
             threading.Thread(target=loop.run_forever, name="gateway-loop", daemon=True).start()
             _state = (os.getpid(), loop, pool)
