@@ -65,8 +65,9 @@ class OpenAIUpstream:
 
     `timeout`: seconds per attempt (the SDK's default when None); `retry_seconds`: how long
     429s, 5xx and lost connections are retried, with backoff (`harness._retry`), before the
-    call fails (default ``RATCHET_RETRY_SECONDS``, else 300); `request_kwargs`: settings sent with every request (``temperature``,
-    ``reasoning_effort``, ``extra_body``...) under the sandbox's own allowed fields."""
+    call fails (default ``RATCHET_RETRY_SECONDS``, else 300); `request_kwargs`: settings
+    sent with every request (``temperature``, ``reasoning_effort``, ``extra_body``...),
+    under the sandbox's own allowed fields."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
                  timeout: float | None = None, retry_seconds: float | None = None,
