@@ -42,7 +42,7 @@ async def read_capped(request: web.BaseRequest, cap: int | None,
         except asyncio.IncompleteReadError as short:
             raw = short.partial
         return raw, len(raw), False
-    if cap is not None and declared is not None and declared > cap:
+    if cap is not None and declared is not None:  # declared past the cap
         want = cap if keep is None else min(keep, cap)
         head = b""
         while len(head) < want and (chunk := await request.content.read(want - len(head))):
@@ -61,8 +61,8 @@ async def read_capped(request: web.BaseRequest, cap: int | None,
 
 def gateway_handler(gateway: "Gateway", resolve: Resolve, *, token: str | None = None,
                     policy: RequestPolicy | None = None) -> Handler:
-    """The request handler serving channels that `resolve` finds by request path; with `token`, a request
-    without it is refused before anything else is read (the relay endpoint)."""
+    """The request handler serving channels that `resolve` finds by request path; with
+    `token`, a request without it is refused before anything else is read (relay endpoint)."""
     policy = policy or RequestPolicy()
     expected = f"Bearer {token}".encode() if token is not None else b""
 
@@ -84,9 +84,9 @@ def gateway_handler(gateway: "Gateway", resolve: Resolve, *, token: str | None =
         raw, size, over = await read_capped(request, policy.max_body_bytes, policy.excerpt_bytes)
         try:
             if over:
-                raise Rejected(413, f"request body of at least {size} bytes is over the ratchet gateway's "
-                                    f"limit of {policy.max_body_bytes} bytes; send less context",
-                               "request_too_large")
+                raise Rejected(413, f"request body of at least {size} bytes is over the ratchet "
+                                    f"gateway's limit of {policy.max_body_bytes} bytes; send less "
+                                    "context", "request_too_large")
             body = check_request(raw, policy)
         except Rejected as rejected:
             record = {**rejection_record(raw, size, rejected, policy), "task": channel.task,
