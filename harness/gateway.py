@@ -8,6 +8,12 @@ per task, generation and run, refuses calls past a budget with an error the agen
 (HTTP 402, which the openai SDK does not retry), and appends every request and response to
 the task's trajectory log on the host, where the sandbox cannot write.
 
+Serving is aiohttp on one event loop per process (`harness._serve`, `harness._aio`); a
+request is admitted by `harness._gateway_http` (size cap, field allowlist, no streaming:
+`RequestPolicy`) before `Gateway._handle`, the one place that does accounting and calls the
+upstream. `OpenAIUpstream` retries an endpoint's 429s, 5xx and lost connections for a
+bounded time (`harness._retry`).
+
 On a cluster (`harness.ray_executor`) a channel is *relayed*: the sandbox still sees a unix
 socket, served on its node by `harness.relay`, which carries each call over TCP to this
 gateway's relay endpoint, authenticated by a per-run token. Credentials and the ledger stay
@@ -16,21 +22,21 @@ here, so accounting and budgets are the same as on one machine.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import os
 import secrets
-import socketserver
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
-from harness._http import send_json
+from harness import _serve
+from harness._chat_request import RequestPolicy
+from harness._gateway_http import gateway_handler
+from harness._retry import call_with_retries, retry_seconds_setting
+from harness._serve import error_body as _error
 
 __all__ = [
     "Budget",
@@ -40,6 +46,7 @@ __all__ = [
     "OpenAIUpstream",
     "PriceTable",
     "RelayEndpoint",
+    "RequestPolicy",
     "Upstream",
     "Usage",
 ]
@@ -54,12 +61,25 @@ class Upstream(Protocol):
 
 
 class OpenAIUpstream:
-    """A real endpoint through the openai SDK (OpenAI, vLLM, Ollama, a LiteLLM proxy...)."""
+    """A real endpoint through the openai SDK (OpenAI, vLLM, Ollama, a LiteLLM proxy...).
 
-    def __init__(self, base_url: str | None = None, api_key: str | None = None):
+    `timeout`: seconds per attempt (the SDK's default when None); `retry_seconds`: how long
+    429s, 5xx and lost connections are retried, with backoff (`harness._retry`), before the
+    call fails (default ``RATCHET_RETRY_SECONDS``, else 300); `request_kwargs`: settings
+    sent with every request (``temperature``, ``reasoning_effort``, ``extra_body``...),
+    under the sandbox's own allowed fields."""
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
+                 timeout: float | None = None, retry_seconds: float | None = None,
+                 **request_kwargs: Any):
         import openai
 
-        self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=2)
+        options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        # retries are ours (time-bounded, logged), not the SDK's fixed count
+        self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "none",
+                                     max_retries=0, **options)
+        self.retry_seconds = retry_seconds if retry_seconds is not None else retry_seconds_setting()
+        self.request_kwargs = request_kwargs
 
     @classmethod
     def from_environment(cls) -> "OpenAIUpstream | None":
@@ -71,7 +91,9 @@ class OpenAIUpstream:
 
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         allowed = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-        return self._client.chat.completions.create(**allowed).model_dump(exclude_none=True)
+        sent = {**self.request_kwargs, **allowed}
+        return call_with_retries(lambda: self._client.chat.completions.create(**sent),
+                                 self.retry_seconds).model_dump(exclude_none=True)
 
 
 @dataclass(frozen=True)
@@ -212,54 +234,16 @@ class RelayEndpoint:
     token: str
 
 
-class _UnixHTTPServer(socketserver.ThreadingUnixStreamServer):
-    daemon_threads = True
-
-
-class _RelayServer(ThreadingHTTPServer):
-    """Many nodes' relays connect at once: the default listen backlog (5) drops their
-    connections past a few dozen concurrent calls (measured: bench/executor_scaling.py)."""
-
-    daemon_threads = True
-    request_queue_size = 1024
-
-
-def serve_unix(handler: type[BaseHTTPRequestHandler], name: str) -> tuple[Any, Path]:
-    """An HTTP server on a fresh unix socket, in a thread. The socket lives in a short
-    private temp dir (socket paths are limited to 108 bytes) with mode 0666, so a sandbox's
-    non-root user can connect to it through a bind mount."""
-    directory = Path(tempfile.mkdtemp(prefix="ratchet-gw-"))
-    directory.chmod(0o755)
-    socket_path = directory / "llm.sock"
-    server = _UnixHTTPServer(str(socket_path), handler)
-    socket_path.chmod(0o666)
-    _serve(server, name)
-    return server, socket_path
-
-
-def stop_unix(server: Any, socket_path: Path) -> None:
-    server.shutdown()
-    server.server_close()
-    socket_path.unlink(missing_ok=True)
-    try:
-        socket_path.parent.rmdir()
-    except OSError:
-        pass
-
-
-def _serve(server: Any, name: str) -> None:
-    threading.Thread(target=server.serve_forever, daemon=True,
-                     kwargs={"poll_interval": 0.05},  # close fast
-                     name=name).start()
-
-
 class Gateway:
     """Serves channels; every request goes through `_handle`."""
 
     def __init__(self, upstream: Upstream, *, model: str, log_dir: Path,
                  prices: PriceTable | None = None, budget: Budget = Budget(),
-                 ledger: Ledger | None = None):
+                 ledger: Ledger | None = None, policy: RequestPolicy | None = None):
         self.upstream = upstream
+        self.policy = policy or RequestPolicy.from_environment()
+        """What a sandbox's request may be (size, fields, streaming) and how much of a
+        refused one is logged; see `harness._chat_request`."""
         self.model = model
         self.log_dir = log_dir
         self.prices = prices or PriceTable.load()
@@ -286,26 +270,22 @@ class Gateway:
             with self._write_lock:
                 self._relayed[channel.relay_id] = channel
             return channel
-        handler = self._handler(lambda path: channel)
+        handler = gateway_handler(self, lambda path: channel, policy=self.policy)
         if tcp:
-            server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-            server.daemon_threads = True
-            channel.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-            _serve(server, f"gateway-{task}")
+            channel._server = _serve.serve_tcp(handler)
+            channel.base_url = f"http://127.0.0.1:{channel._server.address[1]}/v1"
         else:
-            server, channel.socket_path = serve_unix(handler, f"gateway-{task}")
-        channel._server = server
+            channel._server = _serve.serve_unix(handler)
+            channel.socket_path = channel._server.socket_path
         return channel
 
     def close_channel(self, channel: Channel) -> None:
         if channel.relay_id is not None:
             with self._write_lock:
                 self._relayed.pop(channel.relay_id, None)
-        elif channel.socket_path is not None:
-            stop_unix(channel._server, channel.socket_path)
-        else:
-            channel._server.shutdown()
-            channel._server.server_close()
+        elif channel._server is not None:
+            _serve.stop(channel._server)
+            channel._server = None
 
     def serve_relay(self, host: str = "127.0.0.1", port: int = 0) -> RelayEndpoint:
         """Serve relayed channels on TCP at `host` (an address the cluster's nodes reach)
@@ -326,82 +306,19 @@ class Gateway:
                 return 410, _error("this task's channel is closed", "channel_closed")
             return channel
 
-        server = _RelayServer((host, port), self._handler(resolve, token=token))
-        _serve(server, "gateway-relay")
-        bound_host, bound_port = server.server_address[:2]
+        server = _serve.serve_tcp(gateway_handler(self, resolve, token=token, policy=self.policy),
+                                  host, port)
+        bound_host, bound_port = server.address
         endpoint = RelayEndpoint(f"http://{bound_host}:{bound_port}", token)
         self._relay = (endpoint, server)
         return endpoint
 
     def stop_relay(self) -> None:
         if self._relay is not None:
-            self._relay[1].shutdown()
-            self._relay[1].server_close()
+            _serve.stop(self._relay[1])
             self._relay = None
 
     # -- requests --------------------------------------------------------------------
-
-    def _handler(self, resolve: Callable[[str], "Channel | tuple[int, dict[str, Any]]"], *,
-                 token: str | None = None) -> type[BaseHTTPRequestHandler]:
-        """Request handling for channels `resolve` finds by request path; with `token`,
-        a request without it is refused before anything else (relay endpoint)."""
-        gateway = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # relays keep their TCP connection: without this, a reply's headers and body
-            # (two writes) meet the peer's delayed ACK and each call waits ~40 ms
-            disable_nagle_algorithm = token is not None
-
-            def address_string(self) -> str:  # unix sockets have no peer address
-                return "sandbox"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("gateway: " + format, *args)
-
-            def _reply(self, status: int, body: dict[str, Any]) -> None:
-                send_json(self, status, body)
-
-            def _channel(self) -> Channel | None:
-                if token is not None:
-                    given = self.headers.get("Authorization", "")
-                    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                        self._reply(401, _error("a relay call needs the run's token", "unauthorized"))
-                        return None
-                found = resolve(self.path)
-                if isinstance(found, tuple):
-                    self._reply(*found)
-                    return None
-                return found
-
-            def do_GET(self) -> None:
-                if self._channel() is None:
-                    return
-                if self.path.rstrip("/").endswith("/models"):
-                    self._reply(200, {"object": "list", "data": [
-                        {"id": gateway.model, "object": "model", "owned_by": "ratchet"}]})
-                else:
-                    self._reply(404, _error(f"no route {self.path}", "not_found"))
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
-                channel = self._channel()
-                if channel is None:
-                    return
-                if not self.path.rstrip("/").endswith("/chat/completions"):
-                    self._reply(404, _error(f"no route {self.path}", "not_found"))
-                    return
-                try:
-                    body = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    self._reply(400, _error(f"request body is not JSON: {exc}", "invalid_request"))
-                    return
-                node = self.headers.get("X-Ratchet-Node") if token is not None else None
-                status, response = gateway._handle(channel, body, node=node)
-                self._reply(status, response)
-
-        return Handler
 
     def _handle(self, channel: Channel, body: dict[str, Any], *,
                 node: str | None = None) -> tuple[int, dict[str, Any]]:
@@ -415,11 +332,6 @@ class Gateway:
             record["refused"] = refusal
             self._append(channel, record)
             return 402, _error(refusal, "budget_exhausted")
-        if body.get("stream"):
-            message = "streaming is not supported by the ratchet gateway"
-            record["error"] = message
-            self._append(channel, record)
-            return 400, _error(message, "invalid_request")
         forwarded = {**body, "model": self.model}  # the controller picks the model
         try:
             response = self.upstream.complete(forwarded)
@@ -458,10 +370,6 @@ class Gateway:
         with self._write_lock, channel.trajectory.open("a", encoding="utf-8") as handle:
             handle.write(line)
             handle.flush()
-
-
-def _error(message: str, code: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": code, "code": code}}
 
 
 def _safe(name: str) -> str:

@@ -5,19 +5,25 @@ A sandbox on a cluster node sees exactly what it sees on one machine, a unix soc
 forwards each chat call over TCP to the controller's gateway (`Gateway.serve_relay`) with
 the run's token. The token and the credentials never enter the sandbox: the relay holds the
 token, the controller holds the credentials, and the controller's ledger counts every call.
+
+Served by aiohttp on the process's event loop (`harness._aio`), with one kept-alive client
+session per relay; the body is capped like the gateway's (`RequestPolicy.max_body_bytes`),
+so a sandbox cannot make the node hold more than that.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-import threading
-from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import urlsplit
 
-from harness._http import send_json
-from harness.gateway import RelayEndpoint, _error, serve_unix, stop_unix
+import aiohttp
+from aiohttp import web
+
+from harness import _aio, _serve
+from harness._chat_request import RequestPolicy
+from harness._gateway_http import read_capped
+from harness._serve import error_body, json_reply
+from harness.gateway import RelayEndpoint
 
 __all__ = ["Relay"]
 
@@ -28,24 +34,24 @@ class Relay:
     """One sandbox's socket, forwarding to one relayed channel of the controller's gateway."""
 
     def __init__(self, endpoint: RelayEndpoint, channel_id: str, *, node: str = "",
-                 timeout_s: float = 900.0):
-        where = urlsplit(endpoint.url)
-        self._host, self._port = where.hostname, where.port or 80
-        self._prefix = f"/relay/{channel_id}"
+                 timeout_s: float = 900.0, max_body_bytes: int | None = None):
+        self._url = endpoint.url.rstrip("/") + f"/relay/{channel_id}"
+        self._where = endpoint.url.split("://", 1)[-1].rstrip("/")
         self._headers = {"Authorization": f"Bearer {endpoint.token}", "X-Ratchet-Node": node,
                          "Content-Type": "application/json"}
         self._timeout_s = timeout_s
-        self._lock = threading.Lock()  # one kept-alive connection; a sandbox's calls are serial
-        self._connection: http.client.HTTPConnection | None = None
+        self._max_body = max_body_bytes or RequestPolicy.from_environment().max_body_bytes
         self.unreachable: str | None = None
         """Why a call could not reach the controller (the first time), if one could not."""
-        self._server, self.socket_path = serve_unix(self._handler(), f"relay-{channel_id}")
+        self._session: aiohttp.ClientSession | None = None
+        self._served = _serve.serve_unix(self._serve)
+        self.socket_path = self._served.socket_path
 
     def close(self) -> None:
-        stop_unix(self._server, self.socket_path)
-        with self._lock:
-            if self._connection is not None:
-                self._connection.close()
+        _serve.stop(self._served)
+        if self._session is not None:
+            _aio.run(self._session.close())
+            self._session = None
 
     def __enter__(self) -> "Relay":
         return self
@@ -53,53 +59,40 @@ class Relay:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _forward(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
-        route = path.split("?", 1)[0].rstrip("/")
+    async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
+        route = request.path.rstrip("/")
         if route not in _ALLOWED:
-            return 404, _error(f"no route {path}", "not_found")
-        with self._lock:
-            for _ in range(2):
-                reused = self._connection is not None
-                if self._connection is None:
-                    self._connection = http.client.HTTPConnection(self._host, self._port,
-                                                                  timeout=self._timeout_s)
-                try:
-                    self._connection.request(method, self._prefix + route, body=body or None,
-                                             headers=self._headers)
-                    response = self._connection.getresponse()
-                    status, raw = response.status, response.read()
-                    break
-                except (OSError, http.client.HTTPException) as exc:
-                    self._connection.close()
-                    self._connection = None
-                    if reused and isinstance(exc, (ConnectionResetError, BrokenPipeError)):
-                        continue  # the controller closed the idle connection: a fresh one
-                    self.unreachable = self.unreachable or (
-                        f"{self._host}:{self._port}: {type(exc).__name__}: {exc}")
-                    return 502, _error(f"the ratchet controller's gateway is unreachable from "
-                                       f"this node: {type(exc).__name__}", "relay_error")
+            return json_reply(404, error_body(f"no route {request.path_qs}", "not_found"))
+        body, size, over = await read_capped(request, self._max_body, 0)
+        if over:  # refused here: the node never holds more than the cap
+            return json_reply(413, error_body(
+                f"request body of {size} bytes is over the ratchet gateway's limit of "
+                f"{self._max_body} bytes; send less context", "request_too_large"))
+        return json_reply(*await self._forward(request.method, route, body))
+
+    async def _forward(self, method: str, route: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        if self._session is None:  # made on the loop, kept: one kept-alive connection pool
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout_s))
+        for attempt in range(2):
+            try:
+                async with self._session.request(method, self._url + route, data=body or None,
+                                                 headers=self._headers) as response:
+                    status, raw = response.status, await response.read()
+                break
+            except aiohttp.ServerDisconnectedError:
+                if attempt == 0:
+                    continue  # the controller closed an idle kept-alive connection: a fresh one
+                return self._unreachable(ConnectionResetError("the controller disconnected"))
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                return self._unreachable(getattr(exc, "os_error", None) or exc)
         try:
             return status, json.loads(raw)
-        except json.JSONDecodeError:
-            return 502, _error(f"the controller answered HTTP {status} without JSON", "relay_error")
+        except ValueError:
+            return 502, error_body(f"the controller answered HTTP {status} without JSON",
+                                   "relay_error")
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        relay = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def address_string(self) -> str:
-                return "sandbox"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                send_json(self, *relay._forward("GET", self.path, b""))
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                send_json(self, *relay._forward("POST", self.path, body))
-
-        return Handler
+    def _unreachable(self, exc: BaseException) -> tuple[int, dict[str, Any]]:
+        self.unreachable = self.unreachable or f"{self._where}: {type(exc).__name__}: {exc}"
+        return 502, error_body(f"the ratchet controller's gateway is unreachable from this node: "
+                               f"{type(exc).__name__}", "relay_error")

@@ -209,6 +209,9 @@ class ScriptedModelServer:
         self.script = script if isinstance(script, Script) else Script.model_validate(script)
         self.host, self.port = host, port
         self.requests: list[dict[str, Any]] = []
+        self.refused_calls = 0
+        """Chat calls answered with a scripted outage (`fail_next`)."""
+        self._outage: list[tuple[int, float | None]] = []
         self._lock = threading.Lock()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -242,6 +245,24 @@ class ScriptedModelServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def fail_next(self, calls: int, status: int = 429, retry_after: float | None = None) -> None:
+        """Answer the next `calls` chat calls with HTTP `status` (a rate limit by default),
+        with a ``Retry-After`` header of `retry_after` seconds if given: an endpoint's
+        outage or 429 burst, then recovery. They are counted in `refused_calls`, not in
+        `requests`."""
+        with self._lock:
+            self._outage.extend([(status, retry_after)] * calls)
+
+    def outage_answer(self) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        """The next scripted outage answer (status, body, headers), or None."""
+        with self._lock:
+            if not self._outage:
+                return None
+            status, retry_after = self._outage.pop(0)
+            self.refused_calls += 1
+        headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
+        return (*_error(status, f"scripted outage: HTTP {status}", "rate_limit_error"), headers)
 
     def handle(self, method: str, path: str, raw: bytes) -> tuple[int, dict[str, Any]]:
         """The (status, JSON body) answering one HTTP request; no I/O, so no hang."""
@@ -295,7 +316,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(self.rfile.read(int(length)) if length.isdigit() else b"")
 
     def _answer(self, raw: bytes) -> None:
-        status, body = self.server.owner.handle(self.command, self.path, raw)
+        owner = self.server.owner
+        outage = owner.outage_answer() if self.command == "POST" else None
+        if outage is not None:
+            send_json(self, outage[0], outage[1], outage[2])
+            return
+        status, body = owner.handle(self.command, self.path, raw)
         send_json(self, status, body)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read bodies instead

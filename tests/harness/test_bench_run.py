@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from benchmark import load_suite
-from harness.oracle import ORACLE_USAGE
+from harness.oracle import ORACLE_USAGE, oracle_script
+from harness.scripted_model import ScriptedModelServer
 from tests.conftest import ROOT
 
 RATCHET = str(Path(sys.executable).with_name("ratchet"))
@@ -78,8 +79,30 @@ def test_a_model_endpoint_that_is_down_is_an_error_not_a_failed_task(tmp_path):
     out = subprocess.run([RATCHET, "bench", "run", "--suite", str(suite), "--model", "m",
                           "--run-id", "down"], capture_output=True, text=True, cwd=ROOT,
                          env={**env, "COLUMNS": "200", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
-                              "OPENAI_API_KEY": "not-a-key"})
+                              "OPENAI_API_KEY": "not-a-key",
+                              "RATCHET_RETRY_SECONDS": "0"})  # an outage, not a blip
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
     assert "the model endpoint failed during this run: APIConnectionError" in out.stdout
     summary = json.loads((Path(os.environ["RATCHET_RUNS"]) / "bench" / "down" / "summary.json").read_text())
     assert summary["errors"] == 1 and summary["resolved"] == 0
+
+
+@pytest.mark.docker
+def test_a_429_burst_then_recovery_costs_no_task_its_verdict(tmp_path):
+    """The endpoint answers the run's first four calls with 429 and ``Retry-After``, then
+    recovers: the gateway waits it out and the task is resolved, not an error."""
+    task = load_suite("quickstart").tasks[0]
+    suite = tmp_path / "one.jsonl"
+    suite.write_text(task.model_dump_json(exclude_none=True) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    with ScriptedModelServer(oracle_script([task])) as model:
+        model.fail_next(4, 429, retry_after=0.5)
+        out = subprocess.run([RATCHET, "bench", "run", "--suite", str(suite), "--model", "m",
+                              "--run-id", "burst"], capture_output=True, text=True, cwd=ROOT,
+                             env={**env, "COLUMNS": "200", "OPENAI_BASE_URL": model.base_url,
+                                  "OPENAI_API_KEY": "not-a-key", "RATCHET_RETRY_SECONDS": "120"})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    summary = json.loads((Path(os.environ["RATCHET_RUNS"]) / "bench" / "burst" / "summary.json").read_text())
+    assert summary["resolved"] == 1 and summary["errors"] == 0
+    assert model.refused_calls == 4 and len(model.requests) == 3  # the oracle's three turns
+    assert "HTTP 429; retry" in out.stderr + out.stdout

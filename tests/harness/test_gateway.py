@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,7 @@ import httpx2
 import openai
 import pytest
 
-from harness.gateway import Budget, Channel, Gateway, OpenAIUpstream, PriceTable
+from harness.gateway import Budget, Channel, Gateway, OpenAIUpstream, PriceTable, RequestPolicy
 from harness.scripted_model import ScriptedModelServer
 
 UPSTREAM_KEY = "fake-upstream-key-7f3a9c0e41d2"
@@ -57,10 +58,11 @@ class _Gateways:
         self.channels: list[tuple[Gateway, Channel]] = []
 
     def make(self, *, model: str = MODEL, budget: Budget = Budget(),
-             prices: PriceTable | None = None) -> Gateway:
-        return Gateway(OpenAIUpstream(self.upstream_url, UPSTREAM_KEY), model=model,
-                       log_dir=self.log_dir, budget=budget,
-                       prices=prices or PriceTable({MODEL: PRICE}))
+             prices: PriceTable | None = None, policy: RequestPolicy | None = None,
+             upstream_url: str | None = None, **upstream: Any) -> Gateway:
+        return Gateway(OpenAIUpstream(upstream_url or self.upstream_url, UPSTREAM_KEY, **upstream),
+                       model=model, log_dir=self.log_dir, budget=budget,
+                       prices=prices or PriceTable({MODEL: PRICE}), policy=policy)
 
     def open(self, gateway: Gateway, task: str, generation: str = "gen-0", *,
              tcp: bool = False) -> Channel:
@@ -250,17 +252,6 @@ def test_every_request_response_and_refusal_is_in_the_trajectory(gateways):
     assert "response" not in lines[2] and "task has spent" in lines[2]["refused"]
 
 
-def test_a_rejected_streaming_request_is_in_the_trajectory(gateways, upstream):
-    """Every request the sandbox makes is on record, including ones the gateway rejects."""
-    channel = gateways.open(gateways.make(), "task-1")
-    client = sandbox_client(channel, max_retries=0)
-    with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="m", stream=True,
-                                       messages=[{"role": "user", "content": "please fix"}])
-    assert upstream.requests == []
-    assert channel.trajectory.exists() and len(records(channel)) == 1
-
-
 class _HeaderRecorder:
     """A real HTTP hop in front of the scripted server that keeps every request's headers,
     so the test can see exactly what reached the upstream side."""
@@ -347,8 +338,8 @@ def test_upstream_failure_is_a_readable_502(gateways, upstream):
 
 
 def test_an_endpoint_that_is_down_is_recorded_as_not_the_agents_failure(tmp_path):
-    gateway = Gateway(OpenAIUpstream("http://127.0.0.1:9/v1", UPSTREAM_KEY), model=MODEL,
-                      log_dir=tmp_path)
+    gateway = Gateway(OpenAIUpstream("http://127.0.0.1:9/v1", UPSTREAM_KEY, retry_seconds=0),
+                      model=MODEL, log_dir=tmp_path)
     channel = gateway.open_channel("task-1", tcp=True)
     try:
         with pytest.raises(openai.APIStatusError) as caught:
@@ -410,3 +401,240 @@ def test_price_table_load_reads_ratchet_prices(tmp_path, monkeypatch):
     monkeypatch.delenv("RATCHET_PRICES")
     assert "my-model" not in PriceTable.load().prices
     assert PriceTable.load(prices).prices["my-model"] == (1.5, 3.0)
+
+
+# -- what a sandbox may send (harness._chat_request) -----------------------------------------
+
+def raw_client(channel: Channel) -> httpx2.Client:
+    """Plain HTTP on a channel's socket: requests the openai SDK would not build."""
+    return httpx2.Client(transport=httpx2.HTTPTransport(uds=str(channel.socket_path)),
+                         base_url="http://gateway", timeout=60)
+
+
+PLEASE_FIX = [{"role": "user", "content": "please fix"}]
+
+
+def test_unknown_field_is_the_agents_400_not_an_endpoint_failure(gateways, upstream):
+    """An agent's stray field (``top_k``) is a 400 it reads and nothing is noted against the
+    endpoint. With the allowlist off, the field reached the openai SDK, whose TypeError was
+    counted as an endpoint failure (the task would end with an infrastructure error)."""
+    for allowlist in (False, True):
+        policy = RequestPolicy() if allowlist else RequestPolicy(allowed_fields=None)
+        gateway = gateways.make(policy=policy)
+        task = f"task-allowlist-{allowlist}"
+        client = sandbox_client(gateways.open(gateway, task), max_retries=0)
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model="m", messages=PLEASE_FIX, extra_body={"top_k": 5})
+        if allowlist:
+            assert caught.value.status_code == 400
+            assert "unsupported request field(s) 'top_k'" in caught.value.message
+            assert "tool_choice" in caught.value.message  # says what is allowed
+            assert gateway.ledger.failure(task) is None
+        else:
+            assert caught.value.status_code == 502
+            assert gateway.ledger.failure(task).startswith("TypeError")
+    assert upstream.requests == []
+
+
+def test_billing_fields_never_reach_the_upstream(gateways, upstream):
+    """``extra_headers`` (another project's billing header), ``service_tier``, ``extra_body``
+    and ``n`` > 1 sent by a sandbox reach the paid upstream with the allowlist off; with it
+    on each is a 400 and the upstream sees no request."""
+    recorder = _HeaderRecorder(upstream.base_url)
+    attacks = [{"extra_headers": {"OpenAI-Project": "proj_someone_else"}},
+               {"service_tier": "priority"}, {"extra_body": {"service_tier": "priority"}},
+               {"n": 3}]
+    try:
+        for allowlist in (False, True):
+            gateway = gateways.make(upstream_url=recorder.base_url, policy=(
+                RequestPolicy() if allowlist else RequestPolicy(allowed_fields=None)))
+            http = raw_client(gateways.open(gateway, f"task-{allowlist}"))
+            answers = [http.post("/v1/chat/completions",
+                                 json={"model": "m", "messages": PLEASE_FIX, **attack})
+                       for attack in attacks]
+            if not allowlist:
+                assert [a.status_code for a in answers] == [200] * 4
+                assert recorder.headers[0]["openai-project"] == "proj_someone_else"
+                assert [r.get("service_tier") for r in upstream.requests[1:3]] == ["priority"] * 2
+                assert upstream.requests[3]["n"] == 3
+            else:
+                assert [a.status_code for a in answers] == [400] * 4
+                assert "'n'" not in answers[3].text and "n must be 1" in answers[3].text
+        assert len(recorder.headers) == 4 and len(upstream.requests) == 4  # all from "off"
+    finally:
+        recorder.close()
+
+
+def test_oversized_body_is_a_413_logged_as_an_excerpt(gateways, upstream):
+    """A 5 MB request passes whole to the upstream (and into memory) without the cap; with
+    the default 4 MiB cap it is an HTTP 413 the openai SDK raises at once (no retry), the
+    upstream sees nothing, and the trajectory keeps 2 KB of it and its size."""
+    big = [{"role": "user", "content": "please fix " + "x" * 5_000_000}]
+    off = sandbox_client(gateways.open(gateways.make(policy=RequestPolicy(max_body_bytes=None)),
+                                       "uncapped"))
+    assert off.chat.completions.create(model="m", messages=big).choices[0].message.content == "a fix"
+    assert len(upstream.requests) == 1
+
+    channel = gateways.open(gateways.make(), "capped")
+    with pytest.raises(openai.APIStatusError) as caught:
+        sandbox_client(channel).chat.completions.create(model="m", messages=big)
+    assert caught.value.status_code == 413
+    assert "over the ratchet gateway's limit of 4194304 bytes" in caught.value.message
+    assert len(upstream.requests) == 1
+    (record,) = records(channel)  # one request: the SDK did not retry
+    assert record["status"] == 413 and record["request_bytes"] > 5_000_000
+    assert len(record["request_excerpt"]) == 2048 and "please fix" in record["request_excerpt"]
+    assert channel.trajectory.stat().st_size < 4096
+    # the connection is still usable afterwards (the rest of the body was drained)
+    assert ask(sandbox_client(channel)).choices[0].message.content == "a fix"
+
+
+def test_body_cap_without_a_declared_length(gateways):
+    """A chunked body (no Content-Length) is cut off at the cap too."""
+    channel = gateways.open(gateways.make(policy=RequestPolicy(max_body_bytes=10_000)), "chunked")
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"model": "m", "messages": [{"role": "user", "content": "'
+        for _ in range(100):
+            yield b"y" * 1000
+        yield b'"}]}'
+
+    answer = raw_client(channel).post("/v1/chat/completions", content=chunks())
+    assert answer.status_code == 413
+    (record,) = records(channel)
+    assert 10_000 < record["request_bytes"] < 100_000  # reading stopped past the cap
+
+
+def test_body_cap_is_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("RATCHET_GATEWAY_MAX_BODY_BYTES", "1000")
+    assert RequestPolicy.from_environment().max_body_bytes == 1000
+    monkeypatch.setenv("RATCHET_GATEWAY_MAX_BODY_BYTES", "4MB")
+    with pytest.raises(ValueError, match="RATCHET_GATEWAY_MAX_BODY_BYTES must be a positive"):
+        RequestPolicy.from_environment()
+
+
+def test_streaming_request_is_refused_with_a_clear_400(gateways, upstream):
+    """``stream: true`` gets a 400 saying to send stream=false, logged, nothing forwarded.
+    With the refusal off, the request went upstream and was charged, and the agent got a
+    whole JSON completion where it expected a stream of events."""
+    gateway = gateways.make(policy=RequestPolicy(refuse_streaming=False))
+    answer = raw_client(gateways.open(gateway, "stream-off")).post(
+        "/v1/chat/completions", json={"model": "m", "messages": PLEASE_FIX, "stream": True})
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/json")
+    assert len(upstream.requests) == 1 and gateway.ledger.run.calls == 1
+
+    gateway = gateways.make()
+    channel = gateways.open(gateway, "stream-on")
+    with pytest.raises(openai.BadRequestError) as caught:
+        sandbox_client(channel, max_retries=0).chat.completions.create(
+            model="m", stream=True, messages=PLEASE_FIX)
+    assert "streaming is not supported by the ratchet gateway: send stream=false" in caught.value.message
+    assert len(upstream.requests) == 1 and gateway.ledger.run.calls == 0
+    (record,) = records(channel)
+    assert record["status"] == 400 and '"stream":true' in record["request_excerpt"]
+
+
+def test_refused_request_is_logged_as_an_excerpt_not_whole(gateways):
+    """Twenty refused 1 MB requests: with the log cap off they are logged whole (20 MB of
+    trajectory); with it on, each is 2 KB and its size."""
+    body = {"model": "m", "messages": [{"role": "user", "content": "z" * 1_000_000}], "top_k": 1}
+    sizes = {}
+    for cap in (None, 2048):
+        channel = gateways.open(gateways.make(policy=RequestPolicy(excerpt_bytes=cap)), f"log-{cap}")
+        http = raw_client(channel)
+        assert {http.post("/v1/chat/completions", json=body).status_code for _ in range(20)} == {400}
+        lines = records(channel)
+        assert len(lines) == 20 and all(line["request_bytes"] > 1_000_000 for line in lines)
+        assert all("top_k" in line["rejected"] for line in lines)
+        sizes[cap] = channel.trajectory.stat().st_size
+    assert sizes[None] > 20_000_000
+    assert sizes[2048] < 20 * 3000
+
+
+def test_not_json_and_no_messages_are_the_agents_400(gateways, upstream):
+    gateway = gateways.make()
+    channel = gateways.open(gateway, "bad-bodies")
+    http = raw_client(channel)
+    for content, says in ((b"{not json", "not JSON"), (b"[1, 2]", "JSON object"),
+                          (b'{"model": "m"}', "`messages` must be a non-empty list")):
+        answer = http.post("/v1/chat/completions", content=content)
+        assert answer.status_code == 400 and says in answer.json()["error"]["message"]
+    assert upstream.requests == [] and gateway.ledger.failure("bad-bodies") is None
+    assert len(records(channel)) == 3
+
+
+# -- retries (harness._retry) ----------------------------------------------------------------
+
+def test_a_429_burst_then_recovery_costs_the_call_nothing(gateways, upstream, caplog):
+    """Four 429s with ``Retry-After: 0.3``, then the endpoint answers: the agent's call
+    succeeds (the gateway waited at least what was asked each time, and logged each retry),
+    and nothing is noted against the endpoint. With retries off, the same burst fails the
+    call and is recorded as an endpoint failure."""
+    off = gateways.make(retry_seconds=0)
+    upstream.fail_next(4, 429, retry_after=0.3)
+    with pytest.raises(openai.APIStatusError) as caught:
+        ask(sandbox_client(gateways.open(off, "no-retries"), max_retries=0))
+    assert caught.value.status_code == 502
+    assert off.ledger.failure("no-retries").startswith("RateLimitError")
+
+    gateway = gateways.make(retry_seconds=60)
+    client = sandbox_client(gateways.open(gateway, "retried"), max_retries=0)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="harness.gateway"):
+        assert ask(client).choices[0].message.content == "a fix"
+    assert time.monotonic() - started >= 3 * 0.3
+    assert upstream.refused_calls == 4
+    assert gateway.ledger.failure("retried") is None and gateway.ledger.run.calls == 1
+    retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+    assert len(retries) == 3 and all("HTTP 429" in m for m in retries)
+
+
+def test_a_persistent_outage_fails_after_the_retry_time(gateways, upstream):
+    """A 503 that does not end is retried for `retry_seconds`, then it is the endpoint's
+    failure (an infrastructure error), not a hang."""
+    gateway = gateways.make(retry_seconds=1.5)
+    upstream.fail_next(1000, 503)
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as caught:
+        ask(sandbox_client(gateways.open(gateway, "outage"), max_retries=0))
+    assert caught.value.status_code == 502 and time.monotonic() - started < 10
+    assert upstream.refused_calls >= 2
+    assert gateway.ledger.failure("outage").startswith("InternalServerError")
+
+
+def test_a_retry_after_past_the_retry_time_is_not_waited_out(gateways, upstream):
+    gateway = gateways.make(retry_seconds=5)
+    upstream.fail_next(1, 429, retry_after=3600)
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError):
+        ask(sandbox_client(gateways.open(gateway, "asked-an-hour"), max_retries=0))
+    assert time.monotonic() - started < 5
+
+
+def test_retry_after_forms():
+    """``retry-after-ms``, seconds and an HTTP date are all read; none is no wait asked."""
+    import email.utils
+
+    from harness._retry import retry_after
+
+    def error(headers: dict[str, str]) -> openai.APIStatusError:
+        response = httpx2.Response(429, headers=headers,
+                                   request=httpx2.Request("POST", "http://x/v1/chat/completions"))
+        return openai.RateLimitError("slow down", response=response, body=None)
+
+    assert retry_after(error({"retry-after-ms": "1500"})) == 1.5
+    assert retry_after(error({"retry-after": "7"})) == 7.0
+    later = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 < retry_after(error({"retry-after": later})) <= 30
+    assert retry_after(error({})) is None
+    assert retry_after(ValueError("not an HTTP error")) is None
+
+
+def test_upstream_settings_are_sent_under_the_sandboxs_fields(gateways, upstream):
+    """`OpenAIUpstream` keyword settings go with every request; a field the sandbox sets
+    itself wins."""
+    gateway = gateways.make(temperature=0.2, seed=7)
+    client = sandbox_client(gateways.open(gateway, "settings"))
+    ask(client)
+    client.chat.completions.create(model="m", messages=PLEASE_FIX, temperature=0.9)
+    assert [(r["temperature"], r["seed"]) for r in upstream.requests] == [(0.2, 7), (0.9, 7)]

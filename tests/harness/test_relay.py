@@ -111,3 +111,47 @@ def test_the_nodes_probe_tells_a_reachable_gateway_from_an_unreachable_one(gatew
     assert _probe_gateway(gateway.serve_relay().url) is None  # a 401 without the token: reached
     problem = _probe_gateway("http://127.0.0.1:9")
     assert problem and "Connection refused" in problem
+
+
+def test_a_relayed_request_is_checked_by_the_controllers_gateway(gateway):
+    """Through a node's relay, an unknown field is the gateway's 400 (logged with the node,
+    not an endpoint failure), and a body past the cap is refused by the relay itself (413),
+    so the node never holds it."""
+    endpoint = gateway.serve_relay()
+    channel = gateway.open_channel("task-r", "gen-0001", relay=True)
+    with Relay(endpoint, channel.relay_id, node="node-c", max_body_bytes=100_000) as relay:
+        client = _client(relay, max_retries=0)
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "fix"}],
+                                           extra_body={"top_k": 3})
+        assert "unsupported request field(s) 'top_k'" in caught.value.message
+        with pytest.raises(openai.APIStatusError) as caught:
+            ask(client, "fix " + "x" * 200_000)
+        assert caught.value.status_code == 413
+        assert ask(client).choices[0].message.content == "a fix"  # the relay still works
+    (rejected, answered) = [json.loads(line) for line in channel.trajectory.read_text().splitlines()]
+    assert rejected["node"] == "node-c" and rejected["status"] == 400
+    assert answered["node"] == "node-c" and "response" in answered
+    assert gateway.ledger.failure("task-r") is None and gateway.ledger.run.calls == 1
+    gateway.close_channel(channel)
+
+
+def test_many_idle_kept_alive_relays_cost_the_controller_no_thread_each(gateway):
+    """A hundred relays, each with a kept-alive connection to the endpoint after a call:
+    the controller's thread count does not grow with them (http.server held one thread per
+    kept-alive connection)."""
+    import threading
+
+    endpoint = gateway.serve_relay()
+    channels = [gateway.open_channel(f"idle-{n}", relay=True) for n in range(100)]
+    relays = [Relay(endpoint, c.relay_id, node="n") for c in channels]
+    try:
+        before = threading.active_count()
+        for relay in relays:
+            assert [m.id for m in _client(relay).models.list()] == [MODEL]
+        assert threading.active_count() - before < 20
+    finally:
+        for relay in relays:
+            relay.close()
+        for channel in channels:
+            gateway.close_channel(channel)
