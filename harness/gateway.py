@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from harness._http import send_json
-from harness.ledger import Budget, Ledger, PriceTable, Usage
+from harness.ledger import (DEFAULT_MAX_OUTPUT_TOKENS, Budget, BudgetRefusal, Ledger, Usage, cap_output,
+                            worst_case_input_tokens)
+from harness.prices import PriceTable
 
 __all__ = [
     "Budget",
@@ -143,13 +145,15 @@ class Gateway:
 
     def __init__(self, upstream: Upstream, *, model: str, log_dir: Path,
                  prices: PriceTable | None = None, budget: Budget = Budget(),
-                 ledger: Ledger | None = None):
+                 ledger: Ledger | None = None, max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS):
         self.upstream = upstream
         self.model = model
         self.log_dir = log_dir
         self.prices = prices or PriceTable.load()
         self.budget = budget
         self.ledger = ledger or Ledger()
+        self.max_output_tokens = max_output_tokens
+        """Output tokens a call may ask for at most: its worst case is reserved before it goes."""
         self._warned: set[str] = set()
         self._write_lock = threading.Lock()
         self._relayed: dict[str, Channel] = {}
@@ -295,20 +299,25 @@ class Gateway:
                                   "generation": channel.generation, "request": body}
         if node:
             record["node"] = node
-        refusal = self.ledger.refusal(channel.task, channel.generation, self.budget)
-        if refusal:
-            record["refused"] = refusal
+        # the controller picks the model; the output is held to the ceiling, so the call's
+        # worst case is known and reserved before it goes (harness.ledger)
+        forwarded, most_output = cap_output({**body, "model": self.model}, self.max_output_tokens)
+        worst = self.prices.cost(self.model, worst_case_input_tokens(forwarded), most_output)
+        held = self.ledger.reserve(channel.task, channel.generation, self.budget, worst or 0.0)
+        if isinstance(held, BudgetRefusal):
+            record["refused"] = str(held)
             self._append(channel, record)
-            return 402, _error(refusal, "budget_exhausted")
+            return 402, _error(str(held), "budget_exhausted")
         if body.get("stream"):
+            self.ledger.release(held)
             message = "streaming is not supported by the ratchet gateway"
             record["error"] = message
             self._append(channel, record)
             return 400, _error(message, "invalid_request")
-        forwarded = {**body, "model": self.model}  # the controller picks the model
         try:
             response = self.upstream.complete(forwarded)
         except Exception as exc:  # any upstream failure becomes an error the agent can read
+            self.ledger.release(held)
             record["error"] = f"{type(exc).__name__}: {exc}"
             self._append(channel, record)
             status = getattr(exc, "status_code", None)
@@ -324,17 +333,17 @@ class Gateway:
         prompt = int(usage_body.get("prompt_tokens") or 0)
         completion = int(usage_body.get("completion_tokens") or 0)
         cost = self.prices.cost(self.model, prompt, completion)
-        if cost is None:
-            cost = 0.0
+        if cost is None:  # --allow-unpriced: unknown, never $0
             with self._write_lock:
                 first = self.model not in self._warned
                 self._warned.add(self.model)
             if first:
-                log.warning("no price for model %r: its calls are counted as $0 "
-                            "(add it with RATCHET_PRICES)", self.model)
-        usage = Usage(1, prompt, completion, cost, time.monotonic() - started)
-        self.ledger.record(channel.task, channel.generation, usage)
-        record.update(response=response, usage=asdict(usage))
+                log.warning("no price for model %r: its calls are counted as unknown cost and no "
+                            "budget limits them (give its price with RATCHET_PRICES)", self.model)
+        usage = Usage(1, prompt, completion, cost or 0.0, time.monotonic() - started,
+                      unpriced_calls=int(cost is None))
+        self.ledger.settle(held, channel.task, channel.generation, usage, model=self.model)
+        record.update(response=response, usage=asdict(usage), reserved_usd=held.cost_usd)
         self._append(channel, record)
         return 200, response
 
