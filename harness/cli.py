@@ -418,7 +418,8 @@ def run_agent(
     for o in outcomes:
         table.add_row(o.instance_id, _verdict(o.resolved, tampered=o.tampered, flags=o.flags),
                       str(o.steps),
-                      f"{o.prompt_tokens}/{o.completion_tokens}", f"{o.cost_usd:.4f}",
+                      f"{o.prompt_tokens}/{o.completion_tokens}",
+                      "unknown" if o.unpriced_calls else f"{o.cost_usd:.4f}",
                       f"{o.seconds:.1f}", o.error or ("" if o.submitted else "did not submit"))
     console.print(table)
     _print_integrity([(o.instance_id, o.resolved, o.tampered, o.tamper_reasons, o.flags)
@@ -427,7 +428,8 @@ def run_agent(
     console.print(f"resolved {resolved}/{len(outcomes)}; tokens "
                   f"{sum(o.prompt_tokens for o in outcomes)} in / "
                   f"{sum(o.completion_tokens for o in outcomes)} out; "
-                  f"${sum(o.cost_usd for o in outcomes):.4f}. Predictions, trajectories and "
+                  + ("cost unknown (an unpriced model)" if any(o.unpriced_calls for o in outcomes)
+                     else f"${sum(o.cost_usd for o in outcomes):.4f}") + ". Predictions, trajectories and "
                   f"summary: {out}")
     if any(o.error for o in outcomes):
         raise typer.Exit(1)
