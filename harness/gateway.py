@@ -32,7 +32,7 @@ from typing import Any, Callable, Protocol
 
 from harness._http import send_json
 from harness.ledger import (DEFAULT_MAX_OUTPUT_TOKENS, Budget, BudgetRefusal, Ledger, Usage, cap_output,
-                            worst_case_input_tokens)
+                            output_field, worst_case_input_tokens)
 from harness.prices import PriceTable
 
 __all__ = [
@@ -303,7 +303,8 @@ class Gateway:
             record["node"] = node
         # the controller picks the model; the output is held to the ceiling, so the call's
         # worst case is known and reserved before it goes (harness.ledger)
-        forwarded, most_output = cap_output({**body, "model": self.model}, self.max_output_tokens)
+        forwarded, most_output = cap_output({**body, "model": self.model}, self.max_output_tokens,
+                                            output_field(self.model))
         worst = self.prices.cost(self.model, worst_case_input_tokens(forwarded), most_output)
         held = self.ledger.reserve(channel.task, channel.generation, self.budget,
                                    (worst or 0.0) if self.reserve_worst_case else 0.0)

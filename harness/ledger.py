@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -31,7 +32,7 @@ from typing import Any
 from harness.prices import PriceTable
 
 __all__ = ["Budget", "DEFAULT_MAX_OUTPUT_TOKENS", "Ledger", "PriceTable", "Reservation", "Usage",
-           "cap_output", "worst_case_input_tokens"]
+           "cap_output", "output_field", "worst_case_input_tokens"]
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +82,25 @@ def worst_case_input_tokens(body: dict[str, Any]) -> int:
 
 
 _OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens")
+_COMPLETION_TOKENS_ONLY = re.compile(r"^(?:[\w.-]+/)?(?:o\d|gpt-5)")
+"""OpenAI's reasoning models refuse ``max_tokens`` and take ``max_completion_tokens``."""
 
 
-def cap_output(body: dict[str, Any], ceiling: int) -> tuple[dict[str, Any], int]:
-    """`body` with its output-token fields held to `ceiling` (``max_tokens`` set to it when
-    the caller asked for none), and the most output tokens the call can then produce."""
+def output_field(model: str) -> str:
+    """The output-limit field to set on a call to `model` that gave none: ``max_tokens``,
+    which every OpenAI-compatible server (vLLM, Ollama, llama.cpp, LiteLLM) reads, except
+    for OpenAI's reasoning models (o1, o3, o4-mini, gpt-5...), which refuse it."""
+    return "max_completion_tokens" if _COMPLETION_TOKENS_ONLY.match(model) else "max_tokens"
+
+
+def cap_output(body: dict[str, Any], ceiling: int,
+               field: str = "max_tokens") -> tuple[dict[str, Any], int]:
+    """`body` with its output-token fields held to `ceiling` (`field` set to it when the
+    caller asked for none), and the most output tokens the call can then produce."""
     capped = dict(body)
     given = [name for name in _OUTPUT_FIELDS if capped.get(name) is not None]
     if not given:
-        capped["max_tokens"] = ceiling
+        capped[field] = ceiling
         return capped, ceiling
     most = 0
     for name in given:

@@ -13,7 +13,7 @@ import httpx2
 import pytest
 
 from harness.gateway import Budget, Gateway, OpenAIUpstream
-from harness.ledger import Ledger, cap_output, worst_case_input_tokens
+from harness.ledger import Ledger, cap_output, output_field, worst_case_input_tokens
 from harness.prices import PriceTable
 from harness.scripted_model import ScriptedModelServer
 
@@ -97,6 +97,9 @@ def test_the_output_ceiling_is_forced_on_every_call():
     assert cap_output({}, 1000) == ({"max_tokens": 1000}, 1000)
     assert cap_output({"max_tokens": 50}, 1000) == ({"max_tokens": 50}, 50)
     assert cap_output({"max_completion_tokens": "lots"}, 1000) == ({"max_completion_tokens": 1000}, 1000)
+    assert cap_output({}, 1000, output_field("o4-mini")) == ({"max_completion_tokens": 1000}, 1000)
+    assert output_field("openai/gpt-5-mini") == "max_completion_tokens"
+    assert output_field("gpt-4o") == output_field("qwen2.5-coder:7b") == "max_tokens"
     body = {"messages": [{"role": "user", "content": "é" * 10}]}
     assert worst_case_input_tokens(body) >= 20  # bytes, not characters
 
