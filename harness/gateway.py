@@ -156,6 +156,11 @@ class Gateway:
         """Output tokens a call may ask for at most: its worst case is reserved before it goes."""
         self.reserve_worst_case = True
         """Off only in the test that shows a budget overshot without it (check, then charge)."""
+        self.replay_paid = False
+        """Answer a request its channel's trajectory already holds a paid answer to (from a
+        process killed before it journaled the result) with that answer, at no new cost:
+        the meta model's gateway, so a proposal that was paid for is not bought twice."""
+        self._paid: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self._warned: set[str] = set()
         self._write_lock = threading.Lock()
         self._relayed: dict[str, Channel] = {}
@@ -301,6 +306,11 @@ class Gateway:
                                   "generation": channel.generation, "request": body}
         if node:
             record["node"] = node
+        paid = self._paid_answer(channel, body) if self.replay_paid else None
+        if paid is not None:
+            record.update(response=paid, replayed=True)
+            self._append(channel, record)
+            return 200, paid
         # the controller picks the model; the output is held to the ceiling, so the call's
         # worst case is known and reserved before it goes (harness.ledger)
         forwarded, most_output = cap_output({**body, "model": self.model}, self.max_output_tokens,
@@ -350,6 +360,26 @@ class Gateway:
         record.update(response=response, usage=asdict(usage), reserved_usd=held.cost_usd)
         self._append(channel, record)
         return 200, response
+
+    def _paid_answer(self, channel: Channel, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The next unused paid answer to exactly `body` in the channel's trajectory as it
+        was when this gateway first served the channel's task, or None."""
+        key = json.dumps(body, sort_keys=True)
+        with self._write_lock:
+            if channel.task not in self._paid:
+                found: dict[str, list[dict[str, Any]]] = {}
+                if channel.trajectory.is_file():
+                    for line in channel.trajectory.read_text(encoding="utf-8").splitlines():
+                        try:
+                            old = json.loads(line)
+                        except ValueError:  # torn by a kill
+                            continue
+                        if "response" in old and "usage" in old and not old.get("replayed"):
+                            found.setdefault(json.dumps(old["request"], sort_keys=True),
+                                             []).append(old["response"])
+                self._paid[channel.task] = found
+            answers = self._paid[channel.task].get(key)
+            return answers.pop(0) if answers else None
 
     def _append(self, channel: Channel, record: dict[str, Any]) -> None:
         line = json.dumps(record) + "\n"

@@ -186,6 +186,7 @@ class Controller:
         self.meta_gateway = Gateway(self.meta_upstream, model=s.meta_model, log_dir=logs / "meta",
                                     budget=budget, ledger=self.ledger, prices=self.prices,
                                     max_output_tokens=s.max_output_tokens)
+        self.meta_gateway.replay_paid = True  # a paid proposal is not bought twice on resume
         self.runner = TaskRunner(self.agent_gateway, self.grader,
                                  DockerEnvironment(self.grader.builder, timeout_s=s.agent_timeout_s),
                                  self.run_dir / "agent-logs")

@@ -126,3 +126,98 @@ def test_kill_then_resume_keeps_spend_true_and_the_budget(tmp_path):
     snapshot = json.loads((run_dir / "prices.json").read_text())
     assert snapshot["priced"]["input_usd_per_mtok"] == PRICE[0]
     assert snapshot["priced"]["source"].startswith("RATCHET_PRICES=")
+
+
+def _ask(gateway, channel, text: str) -> int:
+    import httpx2
+
+    transport = httpx2.HTTPTransport(uds=str(channel.socket_path))
+    with httpx2.Client(transport=transport) as client:
+        return client.post("http://gateway/v1/chat/completions", json={
+            "model": "m", "messages": [{"role": "user", "content": text}]}).status_code
+
+
+@pytest.mark.parametrize("replay", [True, False], ids=["replay-on", "replay-off"])
+def test_a_paid_answer_is_not_bought_twice_after_a_kill(tmp_path, replay):
+    """Invariant: a meta-model answer paid for by a process killed before it journaled the
+    proposal is served again from the trajectory on resume, at no new cost; each paid
+    answer once, to exactly the same request. With replay off it is bought again."""
+    from harness.gateway import Gateway, OpenAIUpstream
+    from harness.ledger import Ledger
+    from harness.prices import PriceTable
+
+    def gateway(upstream):
+        made = Gateway(OpenAIUpstream(upstream.base_url, "k"), model="priced", log_dir=tmp_path / "meta",
+                       prices=PriceTable({"priced": PRICE}), ledger=Ledger.open(tmp_path / "spend.jsonl"),
+                       max_output_tokens=500)
+        made.replay_paid = replay
+        return made
+
+    with ScriptedModelServer({"default": "an answer"}) as upstream:
+        first = gateway(upstream)
+        channel = first.open_channel("gen-0001.meta", "gen-0001")
+        assert _ask(first, channel, "propose a change") == 200
+        first.close_channel(channel)  # the process dies here, the proposal never journaled
+        paid_before = len(upstream.requests)
+
+        second = gateway(upstream)
+        channel = second.open_channel("gen-0001.meta", "gen-0001")
+        try:
+            assert _ask(second, channel, "propose a change") == 200
+            bought_again = len(upstream.requests) - paid_before
+            assert _ask(second, channel, "propose a change") == 200  # a second ask is new
+            assert _ask(second, channel, "something else") == 200
+        finally:
+            second.close_channel(channel)
+    spend = (tmp_path / "spend.jsonl").read_text().splitlines()
+    if replay:
+        assert bought_again == 0 and len(upstream.requests) == 3 and len(spend) == 3
+        assert second.ledger.run.calls == 3  # 1 from the log + the 2 new ones; the replay is free
+    else:
+        assert bought_again == 1 and len(upstream.requests) == 4 and len(spend) == 4
+
+
+def test_kill_after_the_proposal_was_paid_then_resume_buys_it_once(tmp_path):
+    """kill -9 of a real run after the meta model answered but before the proposal was
+    journaled (its edits in their checks): the resumed run uses the paid answer; the meta
+    model is asked once, and the journal's spend is the spend log's."""
+    tasks = {t.instance_id: t for t in load_suite("quickstart").tasks}
+    slice_ = [tasks[i] for i in BASH_TASKS[:2]]
+    suite = tmp_path / "slice.jsonl"
+    suite.write_text("".join(t.model_dump_json(exclude_none=True) + "\n" for t in slice_))
+    assert subprocess.run([RATCHET, "init", str(tmp_path / "ws")], capture_output=True).returncode == 0
+    workspace, run_dir = tmp_path / "ws", tmp_path / "ws" / "runs" / "m2"
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"priced": PRICE}))
+    script = Script(rules=[*demo_meta_script().rules, *demo_agent_script(slice_).rules])
+    with ScriptedModelServer(script) as model:
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")},
+               "OPENAI_BASE_URL": model.base_url, "OPENAI_API_KEY": "x",
+               "RATCHET_PRICES": str(prices), "COLUMNS": "200"}
+        proc = subprocess.Popen([RATCHET, "run", "--suite", str(suite), "--generations", "1",
+                                 "--model", "priced", "--meta-model", "priced", "--run-id", "m2",
+                                 "--acceptance", "strict", "--max-output-tokens", "500"],
+                                cwd=workspace, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        meta = run_dir / "trajectories" / "meta" / "gen-0001.meta.jsonl"
+        journal = run_dir / "journal.jsonl"
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline:
+            if meta.exists() and '"response"' in meta.read_text():
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert not any(e["event"] == "proposal" and e["generation"] == 1
+                       for e in Journal.read(journal)), "killed too late: the proposal was journaled"
+        resumed = subprocess.run([RATCHET, "resume", "m2"], cwd=workspace, env=env,
+                                 capture_output=True, text=True, timeout=900)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        meta_calls = [r for r in model.requests
+                      if any(SEED_FENCE in str(m.get("content")) for m in r["messages"])]
+    state = replay(Journal.read(journal))
+    assert state.end_reason.startswith("run_finished") and state.generations[1].proposal_valid
+    assert len(meta_calls) == 1
+    assert round(state.spent_usd, 2) == round(_logged(run_dir), 2)
+    assert sum(1 for line in (run_dir / "spend.jsonl").read_text().splitlines()
+               if "gen-0001.meta" in line) == 1
