@@ -221,3 +221,43 @@ def test_kill_after_the_proposal_was_paid_then_resume_buys_it_once(tmp_path):
     assert round(state.spent_usd, 2) == round(_logged(run_dir), 2)
     assert sum(1 for line in (run_dir / "spend.jsonl").read_text().splitlines()
                if "gen-0001.meta" in line) == 1
+
+
+def test_a_stop_in_the_middle_of_a_generation_counts_spend_once(tmp_path):
+    """Invariant: a run that stops mid-generation (here: a task with infrastructure errors
+    on both tries, after the others were journaled) journals exactly the spend log's total.
+    The old stop record added `ledger - state.spent_usd` with a state that had not seen the
+    generation's task records yet, counting their spend twice."""
+    from benchmark import Grader, ImageBuilder, InfraError
+    from harness.gateway import OpenAIUpstream
+    from harness.loop import Controller, LoopSettings
+
+    class _Broken:
+        """The real environment, except that the daemon always fails for one task."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def run_agent(self, task, agent_dir, **options):
+            if task.instance_id == BASH_TASKS[1]:
+                raise InfraError("the Docker daemon hiccuped (injected)")
+            return self.inner.run_agent(task, agent_dir, **options)
+
+    tasks = {t.instance_id: t for t in load_suite("quickstart").tasks}
+    slice_ = [tasks[i] for i in BASH_TASKS]
+    assert subprocess.run([RATCHET, "init", str(tmp_path / "ws")], capture_output=True).returncode == 0
+    workspace = tmp_path / "ws"
+    with ScriptedModelServer(demo_agent_script(slice_)) as model:
+        settings = LoopSettings(run="s1", suite="slice", generations=0, agent_model="priced",
+                                meta_model="priced", workers=2, prices={"priced": PRICE},
+                                max_output_tokens=500)
+        controller = Controller(workspace, settings, slice_, Grader(ImageBuilder(), tmp_path / "g"),
+                                OpenAIUpstream(model.base_url, "x"), OpenAIUpstream(model.base_url, "x"))
+        controller.runner.environment = _Broken(controller.runner.environment)
+        state = controller.run()
+    assert state.ended and "infrastructure errors" in state.end_reason
+    assert len(state.evaluations) == 2
+    logged = _logged(workspace / "runs" / "s1")
+    assert logged == pytest.approx(6 * AGENT_CALL)  # two tasks, three calls each
+    assert round(state.spent_usd, 2) == round(logged, 2)
+    assert state.spent_usd == pytest.approx(logged)
