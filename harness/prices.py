@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,8 @@ class PriceTable:
     catalog: bool = True
     sources: dict[str, str] = field(default_factory=dict)
     """Where each of ``prices`` came from (a file, the run's settings), for the snapshot."""
+    _flat_cache: dict[str, tuple[float, float] | tuple[()] | None] = field(
+        default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None,
@@ -87,13 +90,33 @@ class PriceTable:
 
     def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
         """USD for one call, or None for a model with no known price (never $0)."""
-        price = self.prices.get(model)
+        price = self.prices.get(model) or self._flat(model)
         if price is not None:
             return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
+        if not self.catalog or self._flat_cache.get(model, ()) is None:
+            return None
+        found = _catalog_price(model, prompt_tokens, completion_tokens)  # tiered: ~3 ms
+        return None if found is None else float(found.total_price)
+
+    def _flat(self, model: str) -> tuple[float, float] | None:
+        """The database's price of `model` when it is one flat pair (most models), looked up
+        once: genai-prices' own calculation costs ~3 ms a call, twice per gateway call. None
+        for a tiered price (computed in full each time) or an unknown model (cached as such
+        in ``_flat_cache`` with the value None)."""
         if not self.catalog:
             return None
-        found = _catalog_price(model, prompt_tokens, completion_tokens)
-        return None if found is None else float(found.total_price)
+        if model not in self._flat_cache:
+            found = _catalog_price(model, 1, 1)
+            flat = None
+            if found is not None:
+                given = getattr(found.model_price, "input_mtok", None)
+                taken = getattr(found.model_price, "output_mtok", None)
+                if isinstance(given, Decimal) and isinstance(taken, Decimal):
+                    flat = (float(given), float(taken))
+                else:
+                    flat = ()  # known, but tiered
+            self._flat_cache[model] = flat
+        return self._flat_cache[model] or None
 
     def known(self, model: str) -> bool:
         return self.cost(model, 1, 1) is not None
