@@ -247,6 +247,7 @@ def resume(
     generations: Optional[int] = typer.Option(None, help="A new number of generations."),
     executor: Optional[str] = typer.Option(None, "--executor", help="Run the rest elsewhere "
                                            "(default: where it ran). " + EXECUTOR_HELP),
+    allow_unpriced: bool = typer.Option(False, "--allow-unpriced", help=ALLOW_UNPRICED_HELP),
     workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP),
 ) -> None:
     """Continue a run after a crash, a Ctrl-C or a spent budget; or branch off a generation."""
@@ -270,6 +271,8 @@ def resume(
                       "open-ended level 6*alpha/(pi^2 g^2) (docs/acceptance.md)")
     if executor is not None:
         settings.executor = executor
+    if allow_unpriced:
+        settings.allow_unpriced = True
     if from_generation is not None:
         new_run = branched_run_id(run, from_generation)
         try:
