@@ -218,6 +218,10 @@ class Ledger:
                                f"its ${limit:.4f} limit (${held:.4f} more is held by calls in "
                                f"flight) and this call's worst case, ${cost_usd:.4f}, does not fit; "
                                "no more model calls are allowed")
+                    if spent < limit and cost_usd > limit - spent:
+                        message += (" (a call's worst case is its request's bytes as input tokens "
+                                    "plus the output ceiling: a smaller --max-output-tokens or a "
+                                    "larger budget lets it fit)")
                     if scope == "run":
                         self.run_exhausted = message
                     return BudgetRefusal(message, scope)
