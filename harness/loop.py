@@ -249,7 +249,7 @@ class Controller:
         remaining = max(0.0, s.budget_usd - spent.cost_usd)
         covers = "any number of" if each == 0 else f"about {int(remaining // each)}"
         return (line + f"; the ${s.budget_usd:.2f} budget (${remaining:.4f} left) covers {covers} "
-                f"more; {left} planned")
+                f"more; {left} more planned")
 
     def _run_budget_refusal(self) -> str | None:
         return self.ledger.refusal("-", "-", Budget(per_run=self.settings.budget_usd))
