@@ -96,7 +96,9 @@ class BenchRun:
             "resolved_flagged": sorted(o.instance_id for o in outcomes if o.resolved and o.flags),
             "prompt_tokens": sum(o.prompt_tokens for o in outcomes),
             "completion_tokens": sum(o.completion_tokens for o in outcomes),
-            "cost_usd": sum(o.cost_usd for o in outcomes),
+            "cost_usd": None if any(o.unpriced_calls for o in outcomes)  # unknown, never $0
+            else sum(o.cost_usd for o in outcomes),
+            "unpriced_calls": sum(o.unpriced_calls for o in outcomes),
             "per_task": {o.instance_id: {k: v for k, v in asdict(o).items() if k != "patch"}
                          for o in outcomes},
         }

@@ -31,6 +31,8 @@ EXECUTOR_HELP = escape("Where sandboxes run: local (this machine), ray (a Ray in
                        "ray:auto (this machine's Ray cluster) or ray:HOST:PORT (a Ray head). Ray "
                        "needs `pip install 'ratchet[ray]'`; see docs/scaling.md.")
 """Escaped: help texts are rich markup, where `[ray]` would be read as a style and dropped."""
+ALLOW_UNPRICED_HELP = ("Run a model with no known price: its calls count as unknown cost (never $0) "
+                       "and no budget limits them. Better: give its price with RATCHET_PRICES.")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -323,6 +325,29 @@ def _upstream(model: Optional[str], scripted: Optional[str], tasks):
     return upstream, model, model, None
 
 
+def _priced(models: dict[str, str], allow_unpriced: bool, *, extra: Optional[dict] = None,
+            free: tuple[str, ...] = ()):
+    """The price table for a run's models (role -> name), or one clear error before anything
+    is written: a bad RATCHET_PRICES file, or a model with no price without --allow-unpriced.
+    `free` names scripted models: no endpoint is paid, so they are priced at $0 explicitly."""
+    from harness.prices import PriceTable, unpriced_refusal
+
+    try:
+        table = PriceTable.load(extra=extra)
+    except (OSError, ValueError) as exc:
+        raise _fail(f"prices: {exc} (RATCHET_PRICES names a JSON file "
+                    '{"model": [usd_per_million_input, usd_per_million_output]})')
+    if free:
+        table.add({name: [0.0, 0.0] for name in free}, "a scripted model (no endpoint is paid)")
+    refusal = unpriced_refusal(table, models)
+    if refusal and not allow_unpriced:
+        raise _fail(refusal)
+    if refusal:
+        err.print("[yellow]--allow-unpriced:[/] " + refusal.split(":")[0] + "; its calls are "
+                  "counted as unknown cost, not $0, and no budget limits them")
+    return table
+
+
 @bench.command("run")
 def run_agent(
     suite: str = typer.Option(..., "--suite", "-s", help=SUITE_HELP),
@@ -334,6 +359,7 @@ def run_agent(
     workers: int = typer.Option(2, "--workers", "-w", min=1),
     budget_usd: Optional[float] = typer.Option(None, help="Stop model calls past this spend for the run."),
     task_budget_usd: Optional[float] = typer.Option(None, help="... and past this spend per task."),
+    allow_unpriced: bool = typer.Option(False, "--allow-unpriced", help=ALLOW_UNPRICED_HELP),
     timeout_s: float = typer.Option(1800, help="Wall-clock limit of one agent run."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     run_id: Optional[str] = typer.Option(None, help="Output directory under runs/bench/; "
@@ -345,21 +371,28 @@ def run_agent(
     from harness.bench_run import BenchRun
     from harness.executors import ExecutorError
     from harness.gateway import Budget, Gateway
+    from harness.ledger import Ledger
 
     loaded = _load(suite)
     try:
         source = resolve_agent(agent)
     except AgentSourceError as exc:
         raise _fail(str(exc))
+    if not scripted and model:
+        prices = _priced({"agent": model}, allow_unpriced)
     upstream, model_name, label, server = _upstream(model, scripted, loaded.tasks)
+    if scripted:
+        prices = _priced({"agent": model_name}, allow_unpriced, free=(model_name,))
     out = _run_dir("run", run_id)
+    (out / "prices.json").write_text(json.dumps(prices.snapshot([model_name]), indent=2))
     try:
         with _progress() as progress:
             grader = _grader(out / "grades", progress, executor)
             _prepare_images(grader, loaded.tasks, progress, executor)
             pool = _executor(executor, workers, progress)
             gateway = Gateway(upstream, model=model_name, log_dir=out / "trajectories",
-                              budget=Budget(per_task=task_budget_usd, per_run=budget_usd))
+                              budget=Budget(per_task=task_budget_usd, per_run=budget_usd),
+                              prices=prices, ledger=Ledger.open(out / "spend.jsonl"))
             bench_run = BenchRun(agent=source, gateway=gateway, grader=grader, out_dir=out,
                                  environment=DockerEnvironment(grader.builder, timeout_s=timeout_s),
                                  model_label=label)
@@ -385,7 +418,8 @@ def run_agent(
     for o in outcomes:
         table.add_row(o.instance_id, _verdict(o.resolved, tampered=o.tampered, flags=o.flags),
                       str(o.steps),
-                      f"{o.prompt_tokens}/{o.completion_tokens}", f"{o.cost_usd:.4f}",
+                      f"{o.prompt_tokens}/{o.completion_tokens}",
+                      "unknown" if o.unpriced_calls else f"{o.cost_usd:.4f}",
                       f"{o.seconds:.1f}", o.error or ("" if o.submitted else "did not submit"))
     console.print(table)
     _print_integrity([(o.instance_id, o.resolved, o.tampered, o.tamper_reasons, o.flags)
@@ -394,7 +428,8 @@ def run_agent(
     console.print(f"resolved {resolved}/{len(outcomes)}; tokens "
                   f"{sum(o.prompt_tokens for o in outcomes)} in / "
                   f"{sum(o.completion_tokens for o in outcomes)} out; "
-                  f"${sum(o.cost_usd for o in outcomes):.4f}. Predictions, trajectories and "
+                  + ("cost unknown (an unpriced model)" if any(o.unpriced_calls for o in outcomes)
+                     else f"${sum(o.cost_usd for o in outcomes):.4f}") + ". Predictions, trajectories and "
                   f"summary: {out}")
     if any(o.error for o in outcomes):
         raise typer.Exit(1)

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from harness.cli import EXECUTOR_HELP, _fail, _load, app, console, err
+from harness.cli import ALLOW_UNPRICED_HELP, EXECUTOR_HELP, _fail, _load, _priced, app, console, err
 
 WORKSPACE_HELP = "The workspace: a git repository holding agent_seed/ (default: the one around the current directory)."
 
@@ -74,6 +74,8 @@ def _drive(workspace: Path, settings) -> None:
 
     loaded = _load(settings.suite)
     _check_splits(settings, loaded.tasks, workspace / "runs" / settings.run / "splits.json")
+    _priced({"agent": settings.agent_model, "meta": settings.meta_model}, settings.allow_unpriced,
+            extra=settings.prices)  # a model with no price: one clear error, nothing written
     run_dir = workspace / "runs" / settings.run
     owned = _own_run(workspace, settings.run)
     try:
@@ -192,6 +194,11 @@ def run(
                                  "parent agent edits its own source in a sandbox, DGM-style)"),
     workers: int = typer.Option(2, "--workers", "-w", min=1),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    allow_unpriced: bool = typer.Option(False, "--allow-unpriced", help=ALLOW_UNPRICED_HELP),
+    max_output_tokens: int = typer.Option(8192, "--max-output-tokens", min=1, help="The most "
+                                          "output tokens one model call may ask for; forced on "
+                                          "every call, so its worst case is reserved from the "
+                                          "budget before it is sent."),
     run_id: Optional[str] = typer.Option(None, "--run-id", help="Default: a timestamp."),
     workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP),
 ) -> None:
@@ -209,7 +216,8 @@ def run(
         budget_usd=budget_usd, acceptance=acceptance, selector=selector,
         holdout=holdout, study=study, decide=decide, report_split=report_split,
         workers=workers, attempts=attempts, proposals=proposals, horizon=generations,
-        scripted=scripted, proposer=proposer, executor=executor))
+        scripted=scripted, proposer=proposer, executor=executor, allow_unpriced=allow_unpriced,
+        max_output_tokens=max_output_tokens))
 
 
 def start_run(root: Path, settings) -> None:
@@ -282,6 +290,7 @@ def resume(
     generations: Optional[int] = typer.Option(None, help="A new number of generations."),
     executor: Optional[str] = typer.Option(None, "--executor", help="Run the rest elsewhere "
                                            "(default: where it ran). " + EXECUTOR_HELP),
+    allow_unpriced: bool = typer.Option(False, "--allow-unpriced", help=ALLOW_UNPRICED_HELP),
     workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP),
 ) -> None:
     """Continue a run after a crash, a Ctrl-C or a spent budget; or branch off a generation."""
@@ -307,6 +316,8 @@ def resume(
                       "open-ended level 6*alpha/(pi^2 g^2) (docs/acceptance.md)")
     if executor is not None:
         settings.executor = executor
+    if allow_unpriced:
+        settings.allow_unpriced = True
     if from_generation is not None:
         new_run = branched_run_id(run, from_generation)
         try:
@@ -317,6 +328,22 @@ def resume(
         console.print(f"new line of descent [bold]{new_run}[/]: its generation 0 is {run}'s "
                       f"generation {from_generation}")
     _drive(root, settings)
+
+
+def _spent_text(state, root: Optional[Path] = None, run: str = "") -> str:
+    """The run's spend as the journal says, "unknown" when an unpriced model was called; with
+    `root`, also what the spend log holds that the journal does not yet (calls of tasks in
+    flight, or of a killed process before its resume)."""
+    text = (f"unknown ({state.unpriced_calls} call(s) of an unpriced model; ${state.spent_usd:.4f} "
+            "priced)" if state.unpriced_calls else f"${state.spent_usd:.4f}")
+    log = root / "runs" / run / "spend.jsonl" if root is not None else None
+    if log is not None and log.is_file():
+        from harness.ledger import Ledger
+
+        ahead = Ledger.open(log).run.cost_usd - state.spent_usd
+        if ahead >= 0.00005:
+            text += f" (+${ahead:.4f} in the spend log, not yet journaled)"
+    return text
 
 
 def _rows(root: Path, run: str):
@@ -402,7 +429,7 @@ def _print_log(root: Path, run: str) -> None:
     for line in details:
         console.print(line, markup=False, highlight=False)
     runs_tampered = sum(len(tasks) for tasks in tampering.values())
-    console.print(f"best: generation {state.best}; spent ${state.spent_usd:.4f}"
+    console.print(f"best: generation {state.best}; spent {_spent_text(state)}"
                   + (f"; tampering caught in {runs_tampered} task run(s) of {len(tampering)} "
                      "generation(s)" if runs_tampered else "; no tampering caught")
                   + (f"; {state.end_reason}" if state.end_reason else ""))
@@ -428,7 +455,8 @@ def runs(workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) ->
         state = replay(Journal.read(journal))
         holder = RunLock.holder(journal.parent)
         table.add_row(journal.parent.name, str(len(state.generations)), str(state.best),
-                      f"{state.spent_usd:.4f}", f"live: pid {holder.pid} on {holder.host}"
+                      "unknown" if state.unpriced_calls else f"{state.spent_usd:.4f}",
+                      f"live: pid {holder.pid} on {holder.host}"
                       if holder else state.end_reason or "killed (resume it)")
     console.print(table)
 
@@ -493,7 +521,7 @@ def status(run: str, workspace: Optional[Path] = typer.Option(None, help=WORKSPA
     tampering = run_tampering(events)
     tampered = sum(len(tasks) for tasks in tampering.values())
     console.print(f"run {run}: generation {current}, {evaluated} task(s) evaluated in it; best "
-                  f"generation {state.best}; spent ${state.spent_usd:.4f}; last event "
+                  f"generation {state.best}; spent {_spent_text(state, root, run)}; last event "
                   f"{last.get('event')} at {last.get('ts')}"
                   + (f"; TAMPERING caught in {tampered} task run(s) (generations "
                      f"{', '.join(map(str, tampering))})" if tampered else "")

@@ -37,6 +37,7 @@ class TaskOutcome:
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float
+    """Of the priced calls only: see ``unpriced_calls``."""
     seconds: float
     model_seconds: float
     agent_seconds: float
@@ -54,6 +55,8 @@ class TaskOutcome:
     tamper_reasons: list[str] = field(default_factory=list)
     flags: list[dict] = field(default_factory=list)
     """Tamper signatures in the patch (`benchmark._scan`)."""
+    unpriced_calls: int = 0
+    """Calls of a model with no known price (``--allow-unpriced``): the cost is unknown."""
 
     @property
     def overhead_seconds(self) -> float:
@@ -140,7 +143,8 @@ class TaskRunner:
         task, agent, run = ticket.task, ticket.agent, result.run
         usage = self.gateway.ledger.task(ticket.key)
         common = dict(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                      cost_usd=usage.cost_usd, model_seconds=usage.model_seconds,
+                      cost_usd=usage.cost_usd, unpriced_calls=usage.unpriced_calls,
+                      model_seconds=usage.model_seconds,
                       trajectory=str(ticket.channel.trajectory), node=result.node,
                       budget_exhausted=self.gateway.ledger.was_refused(ticket.key))
         seconds = time.monotonic() - ticket.started

@@ -28,7 +28,7 @@ import os
 import secrets
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,6 +37,9 @@ from harness._chat_request import RequestPolicy
 from harness._gateway_http import gateway_handler
 from harness._retry import call_with_retries, retry_seconds_setting
 from harness._serve import error_body as _error
+from harness.ledger import (DEFAULT_MAX_OUTPUT_TOKENS, Budget, BudgetRefusal, Ledger, Usage, cap_output,
+                            output_field, worst_case_input_tokens)
+from harness.prices import PriceTable
 
 __all__ = [
     "Budget",
@@ -96,122 +99,6 @@ class OpenAIUpstream:
                                  self.retry_seconds).model_dump(exclude_none=True)
 
 
-@dataclass(frozen=True)
-class PriceTable:
-    """USD per million tokens (input, output), by model name. Extend with a JSON file
-    ``{"model": [input, output]}`` given as ``RATCHET_PRICES``."""
-
-    prices: dict[str, tuple[float, float]] = field(default_factory=lambda: {
-        "scripted": (0.0, 0.0), "gpt-4o": (2.50, 10.00), "gpt-4o-mini": (0.15, 0.60), "gpt-4.1": (2.00, 8.00),
-        "gpt-4.1-mini": (0.40, 1.60), "o4-mini": (1.10, 4.40),
-    })
-
-    @classmethod
-    def load(cls, path: str | os.PathLike | None = None) -> "PriceTable":
-        table = cls()
-        path = path or os.environ.get("RATCHET_PRICES")
-        if path:
-            extra = json.loads(Path(path).read_text(encoding="utf-8"))
-            table.prices.update({name: (float(i), float(o)) for name, (i, o) in extra.items()})
-        return table
-
-    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
-        """None for a model with no price: it costs 0, and the caller warns once."""
-        price = self.prices.get(model)
-        if price is None:
-            return None
-        return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
-
-
-@dataclass
-class Usage:
-    calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    model_seconds: float = 0.0
-
-    def add(self, other: "Usage") -> None:
-        self.calls += other.calls
-        self.prompt_tokens += other.prompt_tokens
-        self.completion_tokens += other.completion_tokens
-        self.cost_usd += other.cost_usd
-        self.model_seconds += other.model_seconds
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Spending limits in USD; None is no limit."""
-
-    per_task: float | None = None
-    per_generation: float | None = None
-    per_run: float | None = None
-
-
-class Ledger:
-    """Usage per task, per generation and for the run, behind one lock."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.run = Usage()
-        self.generations: dict[str, Usage] = {}
-        self.tasks: dict[str, Usage] = {}
-        self.refused: set[str] = set()
-        self.failed: dict[str, str] = {}
-
-    def task(self, key: str) -> Usage:
-        with self._lock:
-            return self.tasks.get(key, Usage())
-
-    def was_refused(self, key: str) -> bool:
-        with self._lock:
-            return key in self.refused
-
-    def record_failure(self, task: str, message: str) -> None:
-        """A call of `task` failed for a reason outside the agent (the endpoint down,
-        overloaded, or refusing the gateway's credentials); the first one is kept."""
-        with self._lock:
-            self.failed.setdefault(task, message)
-
-    def failure(self, task: str) -> str | None:
-        with self._lock:
-            return self.failed.get(task)
-
-    def forget_failure(self, task: str) -> None:
-        """A new attempt of `task` starts with a clean slate."""
-        with self._lock:
-            self.failed.pop(task, None)
-
-    def record(self, task: str, generation: str, usage: Usage) -> None:
-        with self._lock:
-            self.run.add(usage)
-            self.generations.setdefault(generation, Usage()).add(usage)
-            self.tasks.setdefault(task, Usage()).add(usage)
-
-    def refusal(self, task: str, generation: str, budget: Budget) -> str | None:
-        """Why a call must be refused now, or None. Checked before a call and charged after
-        it, so concurrent calls in one scope can overshoot a limit by at most one call each."""
-        with self._lock:
-            checks = (
-                ("task", self.tasks.get(task, Usage()).cost_usd, budget.per_task),
-                ("generation", self.generations.get(generation, Usage()).cost_usd, budget.per_generation),
-                ("run", self.run.cost_usd, budget.per_run),
-            )
-        for scope, spent, limit in checks:
-            if limit is not None and spent >= limit:
-                with self._lock:
-                    self.refused.add(task)
-                return (f"ratchet budget exhausted: this {scope} has spent ${spent:.4f} of its "
-                        f"${limit:.4f} limit; no more model calls are allowed")
-        return None
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return {"run": asdict(self.run),
-                    "generations": {k: asdict(v) for k, v in self.generations.items()},
-                    "tasks": {k: asdict(v) for k, v in self.tasks.items()}}
-
-
 @dataclass
 class Channel:
     """One task's way to the gateway: a unix socket path, a loopback URL, or a relay id
@@ -239,7 +126,8 @@ class Gateway:
 
     def __init__(self, upstream: Upstream, *, model: str, log_dir: Path,
                  prices: PriceTable | None = None, budget: Budget = Budget(),
-                 ledger: Ledger | None = None, policy: RequestPolicy | None = None):
+                 ledger: Ledger | None = None, policy: RequestPolicy | None = None,
+                 max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS):
         self.upstream = upstream
         self.policy = policy or RequestPolicy.from_environment()
         """What a sandbox's request may be (size, fields, streaming) and how much of a
@@ -249,6 +137,15 @@ class Gateway:
         self.prices = prices or PriceTable.load()
         self.budget = budget
         self.ledger = ledger or Ledger()
+        self.max_output_tokens = max_output_tokens
+        """Output tokens a call may ask for at most: its worst case is reserved before it goes."""
+        self.reserve_worst_case = True
+        """Off only in the test that shows a budget overshot without it (check, then charge)."""
+        self.replay_paid = False
+        """Answer a request its channel's trajectory already holds a paid answer to (from a
+        process killed before it journaled the result) with that answer, at no new cost:
+        the meta model's gateway, so a proposal that was paid for is not bought twice."""
+        self._paid: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self._warned: set[str] = set()
         self._write_lock = threading.Lock()
         self._relayed: dict[str, Channel] = {}
@@ -327,15 +224,26 @@ class Gateway:
                                   "generation": channel.generation, "request": body}
         if node:
             record["node"] = node
-        refusal = self.ledger.refusal(channel.task, channel.generation, self.budget)
-        if refusal:
-            record["refused"] = refusal
+        paid = self._paid_answer(channel, body) if self.replay_paid else None
+        if paid is not None:
+            record.update(response=paid, replayed=True)
             self._append(channel, record)
-            return 402, _error(refusal, "budget_exhausted")
-        forwarded = {**body, "model": self.model}  # the controller picks the model
+            return 200, paid
+        # the controller picks the model; the output is held to the ceiling, so the call's
+        # worst case is known and reserved before it goes (harness.ledger)
+        forwarded, most_output = cap_output({**body, "model": self.model}, self.max_output_tokens,
+                                            output_field(self.model))
+        worst = self.prices.cost(self.model, worst_case_input_tokens(forwarded), most_output)
+        held = self.ledger.reserve(channel.task, channel.generation, self.budget,
+                                   (worst or 0.0) if self.reserve_worst_case else 0.0)
+        if isinstance(held, BudgetRefusal):
+            record["refused"] = str(held)
+            self._append(channel, record)
+            return 402, _error(str(held), "budget_exhausted")
         try:
             response = self.upstream.complete(forwarded)
         except Exception as exc:  # any upstream failure becomes an error the agent can read
+            self.ledger.release(held)
             record["error"] = f"{type(exc).__name__}: {exc}"
             self._append(channel, record)
             status = getattr(exc, "status_code", None)
@@ -351,19 +259,39 @@ class Gateway:
         prompt = int(usage_body.get("prompt_tokens") or 0)
         completion = int(usage_body.get("completion_tokens") or 0)
         cost = self.prices.cost(self.model, prompt, completion)
-        if cost is None:
-            cost = 0.0
+        if cost is None:  # --allow-unpriced: unknown, never $0
             with self._write_lock:
                 first = self.model not in self._warned
                 self._warned.add(self.model)
             if first:
-                log.warning("no price for model %r: its calls are counted as $0 "
-                            "(add it with RATCHET_PRICES)", self.model)
-        usage = Usage(1, prompt, completion, cost, time.monotonic() - started)
-        self.ledger.record(channel.task, channel.generation, usage)
-        record.update(response=response, usage=asdict(usage))
+                log.warning("no price for model %r: its calls are counted as unknown cost and no "
+                            "budget limits them (give its price with RATCHET_PRICES)", self.model)
+        usage = Usage(1, prompt, completion, cost or 0.0, time.monotonic() - started,
+                      unpriced_calls=int(cost is None))
+        self.ledger.settle(held, channel.task, channel.generation, usage, model=self.model)
+        record.update(response=response, usage=asdict(usage), reserved_usd=held.cost_usd)
         self._append(channel, record)
         return 200, response
+
+    def _paid_answer(self, channel: Channel, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The next unused paid answer to exactly `body` in the channel's trajectory as it
+        was when this gateway first served the channel's task, or None."""
+        key = json.dumps(body, sort_keys=True)
+        with self._write_lock:
+            if channel.task not in self._paid:
+                found: dict[str, list[dict[str, Any]]] = {}
+                if channel.trajectory.is_file():
+                    for line in channel.trajectory.read_text(encoding="utf-8").splitlines():
+                        try:
+                            old = json.loads(line)
+                        except ValueError:  # torn by a kill
+                            continue
+                        if "response" in old and "usage" in old and not old.get("replayed"):
+                            found.setdefault(json.dumps(old["request"], sort_keys=True),
+                                             []).append(old["response"])
+                self._paid[channel.task] = found
+            answers = self._paid[channel.task].get(key)
+            return answers.pop(0) if answers else None
 
     def _append(self, channel: Channel, record: dict[str, Any]) -> None:
         line = json.dumps(record) + "\n"

@@ -198,6 +198,8 @@ class RunState:
     best: int | None = None
     """The last accepted generation; generation 0 from the start of the run."""
     spent_usd: float = 0.0
+    unpriced_calls: int = 0
+    """Calls of a model with no known price (``--allow-unpriced``): spend is then unknown."""
     ended: bool = False
     end_reason: str | None = None
     """The ending event and its reason, e.g. "budget_exhausted: $40.00 spent"."""
@@ -226,6 +228,7 @@ def replay(events: Iterable[dict[str, Any]]) -> RunState:
             cost = record.get("cost_usd")
             if cost is not None:
                 state.spent_usd += float(cost)
+            state.unpriced_calls += int(record.get("unpriced_calls") or 0)
             if event == "run_started":
                 state.run = record.get("run", state.run)
                 state.ended, state.end_reason = False, None

@@ -34,7 +34,9 @@ from harness.attempts import attempt_index, pairs, score
 from harness.evaluate import TaskRunner
 from harness.executors import Executor, LocalPool, parse_executor
 from harness.evidence import collect_evidence
-from harness.gateway import Budget, Gateway, Ledger, Upstream
+from harness.gateway import Budget, Gateway, Upstream
+from harness.ledger import DEFAULT_MAX_OUTPUT_TOKENS, Ledger, Usage
+from harness.prices import PriceTable
 from harness.journal import Journal, RunState, replay
 from harness.lineage import Lineage
 from harness.proposer import MetaProposer, ModelCallFailed, read_agent_files
@@ -104,6 +106,15 @@ class LoopSettings:
     base: str = "HEAD"
     executor: str = "local"
     """Where task runs go: local, ray, ray:auto or ray:HOST:PORT (`harness.executors`)."""
+    allow_unpriced: bool = False
+    """Run with a model that has no known price: its calls count as unknown cost (never $0)
+    and no budget limits them. Without it such a run is refused before it starts."""
+    prices: dict[str, list[float]] | None = None
+    """USD per million (input, output) tokens by model name, over genai-prices' database
+    and RATCHET_PRICES (`harness.prices`)."""
+    max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
+    """The most output tokens a model call may ask for; the gateway forces it on every call
+    so the call's worst case is known and reserved before it is sent (`harness.ledger`)."""
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -157,14 +168,25 @@ class Controller:
         self.lineage = Lineage(self.workspace, s.run)
         self.rule = parse_rule(s.acceptance)
         self.selector = parse_selector(s.selector)
-        self.ledger = Ledger()
-        self.ledger.run.cost_usd = self.state.spent_usd
+        # the true spend: every call the gateways settled, on disk as it happened
+        self.ledger = Ledger.open(self.run_dir / "spend.jsonl")
+        missing = self.state.spent_usd - self.ledger.run.cost_usd
+        if missing > 1e-9:  # a run from before spend logs: its journal's spend is the start
+            self.ledger.carry(Usage(cost_usd=missing, unpriced_calls=max(
+                0, self.state.unpriced_calls - self.ledger.run.unpriced_calls)),
+                "spend journaled before this run had a spend log")
+        self.prices = PriceTable.load(extra=s.prices)
+        (self.run_dir / "prices.json").write_text(json.dumps(
+            self.prices.snapshot([s.agent_model, s.meta_model]), indent=2))
         budget = Budget(per_task=s.task_budget_usd, per_run=s.budget_usd)
         logs = self.run_dir / "trajectories"
         self.agent_gateway = Gateway(self.agent_upstream, model=s.agent_model, log_dir=logs,
-                                     budget=budget, ledger=self.ledger)
+                                     budget=budget, ledger=self.ledger, prices=self.prices,
+                                     max_output_tokens=s.max_output_tokens)
         self.meta_gateway = Gateway(self.meta_upstream, model=s.meta_model, log_dir=logs / "meta",
-                                    budget=budget, ledger=self.ledger)
+                                    budget=budget, ledger=self.ledger, prices=self.prices,
+                                    max_output_tokens=s.max_output_tokens)
+        self.meta_gateway.replay_paid = True  # a paid proposal is not bought twice on resume
         self.runner = TaskRunner(self.agent_gateway, self.grader,
                                  DockerEnvironment(self.grader.builder, timeout_s=s.agent_timeout_s),
                                  self.run_dir / "agent-logs")
@@ -204,6 +226,39 @@ class Controller:
 
     def _say(self, message: str) -> None:
         self.on_event(message)
+
+    def _spend_of(self, key: str) -> dict[str, Any]:
+        """The journal fields for what channel `key` spent since it was last journaled."""
+        usage = self.ledger.claim(key)
+        return {"cost_usd": usage.cost_usd, **({"unpriced_calls": usage.unpriced_calls}
+                                                if usage.unpriced_calls else {})}
+
+    def _unjournaled(self) -> dict[str, Any]:
+        """The journal fields bringing its spend to the spend log's: calls of discarded work,
+        or of a process killed before it journaled them. The journal is read afresh (the
+        state in memory lags the task records appended since the last replay)."""
+        journaled = replay(Journal.read(self.journal_path))
+        cost = self.ledger.run.cost_usd - journaled.spent_usd
+        unpriced = self.ledger.run.unpriced_calls - journaled.unpriced_calls
+        return {**({"cost_usd": round(cost, 9)} if cost > 1e-9 else {}),
+                **({"unpriced_calls": unpriced} if unpriced > 0 else {})}
+
+    def forecast(self) -> str:
+        """Spend per generation so far, and how many more generations the budget covers."""
+        done = sum(1 for g in self.state.generations.values() if g.recorded)
+        spent, s = self.ledger.run, self.settings
+        if spent.unpriced_calls:
+            return (f"forecast: spend per generation unknown ({spent.unpriced_calls} call(s) of an "
+                    f"unpriced model; ${spent.cost_usd:.4f} priced over {done} generation(s))")
+        each = spent.cost_usd / max(done, 1)
+        line = f"forecast: ${each:.4f} per generation so far (${spent.cost_usd:.4f} over {done})"
+        left = s.generations + 1 - done
+        if s.budget_usd is None:
+            return line + f"; no budget set; {left} generation(s) to go"
+        remaining = max(0.0, s.budget_usd - spent.cost_usd)
+        covers = "any number of" if each == 0 else f"about {int(remaining // each)}"
+        return (line + f"; the ${s.budget_usd:.2f} budget (${remaining:.4f} left) covers {covers} "
+                f"more; {left} more planned")
 
     def _run_budget_refusal(self) -> str | None:
         return self.ledger.refusal("-", "-", Budget(per_run=self.settings.budget_usd))
@@ -288,7 +343,7 @@ class Controller:
             result = {k: v for k, v in asdict(outcome).items() if k != "patch"}
             self.journal.append("task_evaluated", generation=gen, tree_hash=agent.tree_hash,
                                 task_id=task.instance_id, attempt=attempt, result=result,
-                                cost_usd=outcome.cost_usd)
+                                **self._spend_of(f"{label}.{task.instance_id}"))
             self.state.evaluations[(agent.tree_hash, task.instance_id, attempt)] = result
             done = self._results(agent.tree_hash, tasks, [attempt])
             resolved = sum(1 for r in done.values() if r["resolved"])
@@ -327,28 +382,39 @@ class Controller:
     def run(self) -> RunState:
         s = self.settings
         resumed = bool(self.state.generations)
-        self.journal.append("run_started", run=s.run, resumed=resumed, settings=asdict(s))
+        # calls a killed process paid for but never journaled are in the spend log: the
+        # journal takes them now, so its spend is the log's (and nothing is counted twice)
+        self.journal.append("run_started", run=s.run, resumed=resumed, settings=asdict(s),
+                            **self._unjournaled())
+        self.state = replay(Journal.read(self.journal_path))
+        for model in dict.fromkeys([s.agent_model, s.meta_model]):
+            if self.prices.free(model) and s.scripted is None:
+                self._say(f"model {model!r} is priced at $0 "
+                          f"({self.prices.describe(model)['source']}): budgets do not limit its calls")
         self._say(f"tasks: {self.splits.how}")
         self._say(start_of_run_power(s, len(self.accept_on)))
         try:
             if 0 not in self.state.generations or not self.state.generations[0].recorded:
                 self._seed()
+                self._say(self.forecast())
             for gen in range(1, s.generations + 1):
                 existing = self.state.generations.get(gen)
                 if existing is not None and existing.recorded:
                     continue
                 self._check_stop()
                 self._generation(gen)
+                self._say(self.forecast())
         except StopRequested as stop:
             reason = str(stop)
             event = "budget_exhausted" if "budget" in reason else "run_stopped"
-            # money spent on work that was discarded (a run cut off by the budget) still counts
-            unjournaled = max(0.0, self.ledger.run.cost_usd - self.state.spent_usd)
-            self.journal.append(event, reason=reason, cost_usd=round(unjournaled, 6))
+            # money spent on work that was discarded (a run cut off by the budget, a task with
+            # an infrastructure error) still counts: the journal is brought to the spend log
+            self.journal.append(event, reason=reason, **self._unjournaled())
             self.state = replay(Journal.read(self.journal_path))
             self._say(f"stopped: {reason}")
             return self.state
-        self.journal.append("run_finished", reason=f"{s.generations} generations")
+        self.journal.append("run_finished", reason=f"{s.generations} generations",
+                            **self._unjournaled())
         self.state = replay(Journal.read(self.journal_path))
         return self.state
 
@@ -475,14 +541,13 @@ class Controller:
                                                                 read_agent_files(worktree)))
             finally:
                 self.meta_gateway.close_channel(channel)
-        usage = self.ledger.task(key)
         out = self.run_dir / "gens" / f"{gen:04d}"
         out.mkdir(parents=True, exist_ok=True)
         (out / f"proposal{tag.replace('.', '-')}.json").write_text(json.dumps(
             {"proposer": self.settings.proposer, "valid": result.valid, "error": result.error,
              "messages": result.messages, "attempts": [asdict(a) for a in result.attempts]},
             indent=2, default=str))
-        return result, usage.cost_usd
+        return result, self._spend_of(key)
 
     def _guarded(self, propose):
         try:
@@ -515,16 +580,17 @@ class Controller:
         elif state.proposal_valid is None:  # not journaled: what is in the worktree is torn
             self.lineage.reset(gen)
             self._say(f"gen {gen}: proposing a change of generation {parent}")
-            result, cost = self._propose(gen, parent, worktree)
-            self._check_stop()
+            result, spend = self._propose(gen, parent, worktree)
             headline = result.proposal.headline if result.valid else ""
+            # journaled before any stop: a proposal that was paid for is used on resume
             self.journal.append("proposal", generation=gen, valid=result.valid,
                                 reason=headline if result.valid else result.error,
                                 diagnosis=result.proposal.diagnosis if result.valid else None,
                                 flags=proposal_flags(worktree) if result.valid else [],
-                                cost_usd=cost)
+                                **spend)
             self.state = replay(Journal.read(self.journal_path))
             state = self.state.generations[gen]
+            self._check_stop()
         if not state.proposal_valid:
             reason = f"invalid proposal: {state.proposal_reason}"
             self._say(f"gen {gen}: {reason}")
@@ -564,16 +630,16 @@ class Controller:
                 continue
             self.lineage.reset(gen)
             self._say(f"gen {gen}: proposal {index}/{count}: a change of generation {parent}")
-            result, cost = self._propose(gen, parent, worktree, tag=f".p{index}")
-            self._check_stop()
+            result, spend = self._propose(gen, parent, worktree, tag=f".p{index}")
             headline = result.proposal.headline if result.valid else ""
             diagnosis = result.proposal.diagnosis if result.valid else None
             sha = (self.lineage.save_candidate(gen, index, (diagnosis or headline).strip() or headline)
                    if result.valid else None)
             self.journal.append("candidate", generation=gen, index=index, valid=result.valid,
                                 reason=headline if result.valid else result.error, sha=sha,
-                                diagnosis=diagnosis, cost_usd=cost)
+                                diagnosis=diagnosis, **spend)
             self.state = replay(Journal.read(self.journal_path))
+            self._check_stop()  # after the journal: a paid candidate is kept
         candidates = self.state.generations[gen].candidates
         valid = [c for _, c in sorted(candidates.items()) if c["valid"]]
         if not valid:

@@ -127,6 +127,8 @@ class RunReport:
     changes: list[Change] = field(default_factory=list)
     best: int | None = None
     spent_usd: float = 0.0
+    unpriced_calls: int = 0
+    """Calls of a model with no known price: the run's spend is then unknown, not $0."""
     end_reason: str | None = None
     created: str = ""
 
@@ -308,6 +310,7 @@ def load_run(workspace: Path, run: str, *, with_diffs: bool = True) -> RunReport
     tasks = sorted({task for gen in generations for task in gen.outcomes})
     return RunReport(run=run, settings=settings, generations=generations, tasks=tasks,
                      changes=changes, best=state.best, spent_usd=state.spent_usd,
+                     unpriced_calls=state.unpriced_calls,
                      end_reason=state.end_reason,
                      created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
 

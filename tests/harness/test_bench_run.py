@@ -76,7 +76,7 @@ def test_a_model_endpoint_that_is_down_is_an_error_not_a_failed_task(tmp_path):
     suite = tmp_path / "one.jsonl"
     suite.write_text(task.model_dump_json(exclude_none=True) + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    out = subprocess.run([RATCHET, "bench", "run", "--suite", str(suite), "--model", "m",
+    out = subprocess.run([RATCHET, "bench", "run", "--suite", str(suite), "--model", "gpt-4o-mini",
                           "--run-id", "down"], capture_output=True, text=True, cwd=ROOT,
                          env={**env, "COLUMNS": "200", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
                               "OPENAI_API_KEY": "not-a-key",

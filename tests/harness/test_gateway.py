@@ -32,6 +32,9 @@ SANDBOX_KEY = "sandbox-token-5b8e"
 MODEL = "priced-model"
 PRICE = (1000.0, 2000.0)  # USD per million tokens: 1000 prompt + 100 completion = $1.20
 CALL_COST = (1000 * PRICE[0] + 100 * PRICE[1]) / 1e6
+MAX_OUTPUT = 100
+"""The gateways' output ceiling here: a call's reserved worst case is ~$0.3, so a $1 budget
+takes one $1.20 call (and refuses the next), as it did before reservations."""
 
 SCRIPT: dict[str, Any] = {"rules": [
     # one usage per concurrent task, so a misattributed call shows in the counts
@@ -61,7 +64,7 @@ class _Gateways:
              prices: PriceTable | None = None, policy: RequestPolicy | None = None,
              upstream_url: str | None = None, **upstream: Any) -> Gateway:
         return Gateway(OpenAIUpstream(upstream_url or self.upstream_url, UPSTREAM_KEY, **upstream),
-                       model=model, log_dir=self.log_dir, budget=budget,
+                       model=model, log_dir=self.log_dir, budget=budget, max_output_tokens=MAX_OUTPUT,
                        prices=prices or PriceTable({MODEL: PRICE}), policy=policy)
 
     def open(self, gateway: Gateway, task: str, generation: str = "gen-0", *,
@@ -152,15 +155,16 @@ def test_usage_is_counted_per_task_generation_and_run(gateways, tcp):
     assert set(snapshot["tasks"]) == {"task-a1", "task-a2", "task-b1"}
 
 
-def test_model_without_price_costs_nothing_and_warns_once(gateways, caplog):
-    """A model missing from the price table is counted at $0 with one warning, not a crash."""
+def test_model_without_price_is_counted_as_unknown_and_warns_once(gateways, caplog):
+    """A model with no price (allowed with --allow-unpriced) is counted as unknown cost,
+    never as $0, with one warning, not a crash."""
     gateway = gateways.make(model="unpriced-model")
     client = sandbox_client(gateways.open(gateway, "task-1"))
     with caplog.at_level(logging.WARNING, logger="harness.gateway"):
         for _ in range(3):
             assert ask(client).choices[0].message.content == "a fix"
     usage = gateway.ledger.run
-    assert (usage.calls, usage.prompt_tokens, usage.cost_usd) == (3, 3000, 0.0)
+    assert (usage.calls, usage.prompt_tokens, usage.cost_usd, usage.unpriced_calls) == (3, 3000, 0.0, 3)
     warnings = [r for r in caplog.records
                 if r.name == "harness.gateway" and r.levelno == logging.WARNING]
     assert len(warnings) == 1
@@ -295,7 +299,7 @@ def test_credentials_stay_on_their_side(upstream, tmp_path):
     recorder = _HeaderRecorder(upstream.base_url)
     gateway = Gateway(OpenAIUpstream(recorder.base_url, UPSTREAM_KEY), model=MODEL,
                       log_dir=tmp_path, prices=PriceTable({MODEL: PRICE}),
-                      budget=Budget(per_task=1.0))
+                      budget=Budget(per_task=1.0), max_output_tokens=MAX_OUTPUT)
     channel = gateway.open_channel("task-1")
     try:
         raw = httpx2.Client(transport=httpx2.HTTPTransport(uds=str(channel.socket_path)))
@@ -386,17 +390,18 @@ def test_concurrent_channels_attribute_usage_to_their_task(gateways):
 
 def test_price_table_load_reads_ratchet_prices(tmp_path, monkeypatch):
     """RATCHET_PRICES names a JSON file {"model": [input, output]} that adds to (and
-    overrides) the built-in prices; an explicit path does the same."""
+    overrides) genai-prices' database; an explicit path does the same."""
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps({"my-model": [1.5, 3], "gpt-4o": [100, 200]}))
     monkeypatch.setenv("RATCHET_PRICES", str(prices))
     table = PriceTable.load()
     assert table.prices["my-model"] == (1.5, 3.0)
     assert table.prices["gpt-4o"] == (100.0, 200.0)
-    assert "gpt-4o-mini" in table.prices  # built-ins kept
+    assert table.cost("gpt-4o", 1_000_000, 0) == pytest.approx(100.0)  # the override wins
+    assert table.cost("gpt-4o-mini", 1_000_000, 1_000_000) == pytest.approx(0.75)  # the database's
     assert table.cost("my-model", 1_000_000, 2_000_000) == pytest.approx(7.5)
     assert table.cost("nobody-priced-this", 10, 10) is None
-    assert PriceTable().prices["gpt-4o"] == (2.50, 10.00)  # loading changed no default
+    assert PriceTable().cost("gpt-4o", 1_000_000, 0) == pytest.approx(2.50)  # loading changed no default
 
     monkeypatch.delenv("RATCHET_PRICES")
     assert "my-model" not in PriceTable.load().prices

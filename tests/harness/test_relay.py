@@ -27,7 +27,7 @@ def gateway(tmp_path: Path):
     with ScriptedModelServer(SCRIPT) as upstream:
         made = Gateway(OpenAIUpstream(upstream.base_url, UPSTREAM_KEY), model=MODEL,
                        log_dir=tmp_path / "trajectories", prices=PriceTable({MODEL: (1000.0, 2000.0)}),
-                       budget=Budget(per_task=2.0))
+                       budget=Budget(per_task=2.0), max_output_tokens=100)
         yield made
         made.stop_relay()
 
