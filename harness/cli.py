@@ -441,7 +441,16 @@ def run_agent(
                   f"{sum(o.completion_tokens for o in outcomes)} out; "
                   f"${sum(o.cost_usd for o in outcomes):.4f}. Predictions, trajectories and "
                   f"summary: {out}")
-    if any(o.error for o in outcomes):
+    errors = [o for o in outcomes if o.error]
+    if errors:
+        from harness.endpoint import configured_url
+
+        endpoint = not scripted and any("model endpoint" in o.error for o in errors)
+        err.print(f"[bold red]error:[/] {len(errors)} task(s) have no verdict (left out of "
+                  "predictions.jsonl)"
+                  + (f"; the model endpoint {configured_url()} (OPENAI_BASE_URL) failed" if endpoint
+                     else "") + f". Once fixed, `--run-id {out.name}` again redoes only them",
+                  highlight=False)
         raise typer.Exit(1)
 
 

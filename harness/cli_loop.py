@@ -139,7 +139,7 @@ def stop_failure(state, settings) -> str | None:
     reason = state.end_reason or ""
     if not reason.startswith("run_stopped") or reason.endswith("interrupted"):
         return None
-    if "model" in reason and not settings.scripted:
+    if ("model endpoint" in reason or "model call" in reason) and not settings.scripted:
         from harness.endpoint import configured_url
 
         return (f"the run stopped on a model endpoint failure; the endpoint is "
