@@ -9,7 +9,6 @@ exit 0."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from benchmark import load_suite
+from harness._http import send_json
 
 pytestmark = pytest.mark.docker
 
@@ -29,20 +29,12 @@ TASK = "isodate__isodate-0.7.2__leap-century-month-add"
 
 
 class _Failing(BaseHTTPRequestHandler):
-    def _send(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def do_GET(self) -> None:
-        self._send(200, {"object": "list", "data": [{"id": "m", "object": "model"}]})
+        send_json(self, 200, {"object": "list", "data": [{"id": "m", "object": "model"}]})
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self._send(503, {"error": {"message": "overloaded", "type": "server_error"}})
+        send_json(self, 503, {"error": {"message": "overloaded", "type": "server_error"}})
 
     def log_message(self, *args) -> None:
         pass
