@@ -247,6 +247,8 @@ def _load_predictions(path: Path) -> tuple[dict[str, Optional[str]], str]:
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         else:
             data = json.loads(text)
+            if isinstance(data, dict) and "instance_id" in data:
+                data = [data]  # one prediction, as an object
             rows = list(data.values()) if isinstance(data, dict) else data
     except json.JSONDecodeError as exc:
         raise _fail(f"{path} is not valid JSON{'L' if path.suffix == '.jsonl' else ''}: {exc}")
