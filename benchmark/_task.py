@@ -28,6 +28,7 @@ __all__ = [
     "LoadedTasks",
     "load_tasks",
     "patch_paths",
+    "read_utf8",
 ]
 
 _REQUIREMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
@@ -96,6 +97,22 @@ class TaskEnvironment(BaseModel):
     """pytest plugins the tests need, by module name. Grading turns entry-point autoload off
     (``PYTEST_DISABLE_PLUGIN_AUTOLOAD=1``: a patch's packaging metadata could load one) and
     loads these with ``-p``."""
+
+    @field_validator("log_parser")
+    @classmethod
+    def _known_parser(cls, value: str) -> str:
+        """Checked at load, not after the first paid pass over the tasks. swebench is
+        imported (~1.5 s) only for a name other than the default."""
+        if value in ("pytest", "parse_log_pytest"):
+            return value
+        from swebench.harness.log_parsers import PARSER_REGISTRY
+
+        key = value if value.startswith("parse_log_") else f"parse_log_{value}"
+        if key not in PARSER_REGISTRY:
+            known = list(PARSER_REGISTRY)
+            raise ValueError(f"unknown log parser {value!r}; use pytest or one of swebench's "
+                             f"PARSER_REGISTRY: {', '.join(known[:12])}{', ...' if len(known) > 12 else ''}")
+        return value
 
     @field_validator("pytest_plugins")
     @classmethod
@@ -227,14 +244,27 @@ def _records(path: Path, text: str) -> list[tuple[str, Any]]:
     return [(f"item {index}", item) for index, item in enumerate(data)]
 
 
+def read_utf8(path: Path) -> str:
+    """The text of a file a user gave (a task or predictions file), or a TaskFileError that
+    names it and the fix: unreadable, or not UTF-8 (a byte order mark is allowed)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TaskFileError(path, None, None, f"cannot be read ({exc.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise TaskFileError(path, None, None,
+                            f"is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
+                            "save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 FILE > NEW`") from None
+
+
 def load_tasks(path: str | Path) -> LoadedTasks:
     """Load a task file. A bad instance costs only itself: it becomes a problem naming the
     file, the instance and the field, and the rest of the file still loads."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TaskFileError(path, None, None, f"cannot be read ({exc.strerror})") from None
+    text = read_utf8(path)
     tasks: list[TaskSpec] = []
     problems: list[TaskFileError] = []
     seen: set[str] = set()

@@ -83,8 +83,11 @@ class BenchRun:
         return ordered
 
     def _write_outputs(self, outcomes: list[TaskOutcome]) -> None:
+        """predictions.jsonl holds the tasks that have a verdict: a task whose run failed for
+        an infrastructure reason (an endpoint down) has no patch of the agent's, and the
+        official harness would grade its empty one as the agent's failure."""
         with (self.out_dir / "predictions.jsonl").open("w", encoding="utf-8") as handle:
-            for o in outcomes:
+            for o in (o for o in outcomes if not o.error):
                 handle.write(json.dumps({"instance_id": o.instance_id,
                                          "model_name_or_path": self.model_label,
                                          "model_patch": o.patch}) + "\n")

@@ -40,6 +40,19 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def checked_run_id(value: Optional[str]) -> Optional[str]:
+    """A typer callback for every run id a user gives (option or argument): refused at parse
+    time, before any path is made of it (`harness.workspace.check_run_id`)."""
+    from harness.workspace import WorkspaceError, check_run_id
+
+    if value is None:
+        return None
+    try:
+        return check_run_id(value)
+    except WorkspaceError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def _load(suite: str):
     from benchmark import TaskFileError, load_suite
 
@@ -178,7 +191,8 @@ def validate(
     suite: str = typer.Option(..., "--suite", "-s", help=SUITE_HELP),
     workers: int = typer.Option(2, "--workers", "-w", min=1, help="Gradings run in parallel."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
-    run_id: Optional[str] = typer.Option(None, help="Name of the output directory under runs/bench/."),
+    run_id: Optional[str] = typer.Option(None, help="Name of the output directory under runs/bench/.",
+                                  callback=checked_run_id),
 ) -> None:
     """Check every task: its gold patch resolves it and the empty patch does not."""
     from benchmark import validate_tasks
@@ -221,19 +235,31 @@ def validate(
 
 def _load_predictions(path: Path) -> tuple[dict[str, Optional[str]], str]:
     """SWE-bench predictions (JSONL, a JSON list, or a JSON object keyed by instance id),
-    and the model they name."""
+    and the model they name. One clear error for a file that is unreadable, not UTF-8, not
+    JSON, empty, or names an instance twice (which of the two would count?)."""
+    from benchmark import TaskFileError
+    from benchmark._task import read_utf8
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise _fail(f"cannot read predictions file {path}: {exc.strerror}")
+        text = read_utf8(path)
+    except TaskFileError as exc:
+        raise _fail(f"predictions file {exc}")
     try:
         if path.suffix == ".jsonl":
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         else:
             data = json.loads(text)
+            if isinstance(data, dict) and "instance_id" in data:
+                data = [data]  # one prediction, as an object
             rows = list(data.values()) if isinstance(data, dict) else data
     except json.JSONDecodeError as exc:
         raise _fail(f"{path} is not valid JSON{'L' if path.suffix == '.jsonl' else ''}: {exc}")
+    if not isinstance(rows, list):
+        raise _fail(f"{path} must hold a JSON list of predictions, an object keyed by instance "
+                    "id, or one prediction per line (.jsonl)")
+    if not rows:
+        raise _fail(f"{path} holds no prediction: give one {{\"instance_id\": ..., \"model_patch\": "
+                    "...}} per task")
     predictions: dict[str, Optional[str]] = {}
     model = "unknown"
     for number, row in enumerate(rows, start=1):
@@ -242,6 +268,9 @@ def _load_predictions(path: Path) -> tuple[dict[str, Optional[str]], str]:
         patch = row.get("model_patch")
         if patch is not None and not isinstance(patch, str):
             raise _fail(f"{path}, instance {row['instance_id']}, field 'model_patch': must be a string or null")
+        if row["instance_id"] in predictions:
+            raise _fail(f"{path}, prediction {number}: instance {row['instance_id']} appears twice; "
+                        "keep one prediction per instance")
         predictions[row["instance_id"]] = patch
         model = str(row.get("model_name_or_path") or model)
     return predictions, model
@@ -254,7 +283,8 @@ def grade(
                                      help="SWE-bench predictions (JSONL or JSON)."),
     workers: int = typer.Option(2, "--workers", "-w", min=1),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
-    run_id: Optional[str] = typer.Option(None, help="Name of the output directory under runs/bench/."),
+    run_id: Optional[str] = typer.Option(None, help="Name of the output directory under runs/bench/.",
+                                  callback=checked_run_id),
 ) -> None:
     """Grade a predictions file and write a report in SWE-bench's shape."""
     from benchmark import Job, run_jobs, run_report
@@ -263,6 +293,10 @@ def grade(
     preds, model = _load_predictions(predictions)
     by_id = {t.instance_id: t for t in loaded.tasks}
     unknown = sorted(set(preds) - set(by_id))
+    if len(unknown) == len(preds):
+        raise _fail(f"none of the {len(preds)} prediction(s) in {predictions} is for a task of "
+                    f"{loaded.path} (first: {unknown[0]}); grade them with the suite they were "
+                    "made for (--suite)")
     for instance_id in unknown:
         err.print(f"[yellow]ignored:[/] prediction for {instance_id}, which is not in the suite")
     tasks = [by_id[i] for i in preds if i in by_id]
@@ -322,6 +356,7 @@ def _upstream(model: Optional[str], scripted: Optional[str], tasks):
     if upstream is None:
         raise _fail(f"--model {model} needs an endpoint: set OPENAI_API_KEY (and OPENAI_BASE_URL "
                     "for anything but OpenAI itself).")
+    check_model_endpoint()
     return upstream, model, model, None
 
 
@@ -348,6 +383,17 @@ def _priced(models: dict[str, str], allow_unpriced: bool, *, extra: Optional[dic
     return table
 
 
+def check_model_endpoint() -> None:
+    """One clear error, before anything is written, when the configured endpoint does not
+    answer (`harness.endpoint`)."""
+    from harness.endpoint import EndpointError, check_endpoint
+
+    try:
+        check_endpoint()
+    except EndpointError as exc:
+        raise _fail(str(exc))
+
+
 @bench.command("run")
 def run_agent(
     suite: str = typer.Option(..., "--suite", "-s", help=SUITE_HELP),
@@ -363,7 +409,8 @@ def run_agent(
     timeout_s: float = typer.Option(1800, help="Wall-clock limit of one agent run."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     run_id: Optional[str] = typer.Option(None, help="Output directory under runs/bench/; "
-                                         "the same id again resumes, skipping finished tasks."),
+                                         "the same id again resumes, skipping finished tasks.",
+                                         callback=checked_run_id),
 ) -> None:
     """Run an agent on every task in a fresh sandbox, grade each patch, summarize."""
     from benchmark._agent_env import DockerEnvironment
@@ -431,7 +478,16 @@ def run_agent(
                   + ("cost unknown (an unpriced model)" if any(o.unpriced_calls for o in outcomes)
                      else f"${sum(o.cost_usd for o in outcomes):.4f}") + ". Predictions, trajectories and "
                   f"summary: {out}")
-    if any(o.error for o in outcomes):
+    errors = [o for o in outcomes if o.error]
+    if errors:
+        from harness.endpoint import configured_url
+
+        endpoint = not scripted and any("model endpoint" in o.error for o in errors)
+        err.print(f"[bold red]error:[/] {len(errors)} task(s) have no verdict (left out of "
+                  "predictions.jsonl)"
+                  + (f"; the model endpoint {configured_url()} (OPENAI_BASE_URL) failed" if endpoint
+                     else "") + f". Once fixed, `--run-id {out.name}` again redoes only them",
+                  highlight=False)
         raise typer.Exit(1)
 
 
@@ -442,7 +498,8 @@ def audit(
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     fork_bomb: bool = typer.Option(False, "--fork-bomb",
                                    help="Also try a fork bomb at import (slow: it runs to the grading's time limit)."),
-    run_id: Optional[str] = typer.Option(None, help="Name of the output directory under runs/bench/."),
+    run_id: Optional[str] = typer.Option(None, help="Name of the output directory under runs/bench/.",
+                                  callback=checked_run_id),
 ) -> None:
     """Attack the grader on every task: known grader-fooling patches must all come out
     unresolved, and the gold patch resolved."""

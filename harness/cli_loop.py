@@ -11,7 +11,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from harness.cli import ALLOW_UNPRICED_HELP, EXECUTOR_HELP, _fail, _load, _priced, app, console, err
+from harness.cli import (ALLOW_UNPRICED_HELP, EXECUTOR_HELP, _fail, _load, _priced, app,
+                         check_model_endpoint, checked_run_id, console, err)
 
 WORKSPACE_HELP = "The workspace: a git repository holding agent_seed/ (default: the one around the current directory)."
 
@@ -63,11 +64,14 @@ def _models(settings, tasks):
     if upstream is None:
         raise _fail("no model endpoint: set OPENAI_BASE_URL and OPENAI_API_KEY (and --model / "
                     "--meta-model), or run the scripted demo with --scripted demo.")
+    check_model_endpoint()
     return upstream, upstream, []
 
 
-def _drive(workspace: Path, settings) -> None:
-    """Run (or resume) the loop with a live line of status; Ctrl-C stops cleanly."""
+def _drive(workspace: Path, settings, before_start=None) -> None:
+    """Run (or resume) the loop with a live line of status; Ctrl-C stops cleanly.
+    ``before_start`` runs once every check passed, before anything of the run is written
+    (``--commit-agent``: nothing is committed for a run refused by a check)."""
     from harness.cli import _executor, _grader, _prepare_images, _progress
     from harness.executors import ExecutorError
     from harness.loop import Controller
@@ -80,6 +84,8 @@ def _drive(workspace: Path, settings) -> None:
     owned = _own_run(workspace, settings.run)
     try:
         agent_up, meta_up, servers = _models(settings, loaded.tasks)
+        if before_start is not None:
+            before_start()
     except BaseException:
         owned.close()
         raise
@@ -139,10 +145,13 @@ def _drive(workspace: Path, settings) -> None:
     if state.ended and state.end_reason and not state.end_reason.startswith("run_finished"):
         console.print(f"[yellow]{state.end_reason}[/]. Resume: `ratchet resume {settings.run}`"
                       + (" --budget-usd MORE" if "budget" in state.end_reason else ""))
-    console.print(f"Look: `git log --graph ratchet/{settings.run}/best`, "
-                  f"`ratchet diff {settings.run} 0 1`, `ratchet log {settings.run}`")
+    console.print(closing_hint(settings.run, state))
     if signals:  # stopped by a signal: the conventional code (130 for Ctrl-C, 143 for SIGTERM)
         raise typer.Exit(128 + signals[0])
+    failure = stop_failure(state, settings)
+    if failure:
+        err.print(f"[bold red]error:[/] {failure}", highlight=False)
+        raise typer.Exit(1)
 
 
 def _own_run(workspace: Path, run: str):
@@ -156,6 +165,30 @@ def _own_run(workspace: Path, run: str):
         return RunOwnership.take(workspace, run, say=lambda message: err.print(f"[dim]{message}[/]"))
     except RunLocked as exc:
         raise _fail(str(exc))
+
+
+def stop_failure(state, settings) -> str | None:
+    """Why a run that stopped on a failure (not done, not a budget, not Ctrl-C) stopped,
+    naming the model endpoint when it was the cause; None for the other endings."""
+    reason = state.end_reason or ""
+    if not reason.startswith("run_stopped") or reason.endswith("interrupted"):
+        return None
+    if ("model endpoint" in reason or "model call" in reason) and not settings.scripted:
+        from harness.endpoint import configured_url
+
+        return (f"the run stopped on a model endpoint failure; the endpoint is "
+                f"{configured_url()} (OPENAI_BASE_URL). Check it answers, then "
+                f"`ratchet resume {settings.run}`")
+    return f"the run stopped on a failure; fix its cause, then `ratchet resume {settings.run}`"
+
+
+def closing_hint(run: str, state) -> str:
+    """Where to look after a run: a diff only between generations that exist (the best
+    against the seed, else the last against the seed; none when only the seed ran)."""
+    recorded = sorted(n for n, g in state.generations.items() if g.recorded)
+    last = state.best if state.best else (recorded[-1] if recorded else 0)
+    diff = f"`ratchet diff {run} 0 {last}`, " if last else ""
+    return f"Look: `git log --graph ratchet/{run}/best`, {diff}`ratchet log {run}`"
 
 
 @app.command()
@@ -199,8 +232,12 @@ def run(
                                           "output tokens one model call may ask for; forced on "
                                           "every call, so its worst case is reserved from the "
                                           "budget before it is sent."),
-    run_id: Optional[str] = typer.Option(None, "--run-id", help="Default: a timestamp."),
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="Default: a timestamp.",
+                                         callback=checked_run_id),
     workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP),
+    commit_agent: bool = typer.Option(False, "--commit-agent", help="Commit agent_seed/ as it is "
+                                      "on disk before the run starts (default: refuse an agent "
+                                      "dir with uncommitted changes)."),
 ) -> None:
     """Start a run: generation 0 is the seed, then propose, evaluate, decide, record."""
     from harness.loop import LoopSettings
@@ -217,20 +254,34 @@ def run(
         holdout=holdout, study=study, decide=decide, report_split=report_split,
         workers=workers, attempts=attempts, proposals=proposals, horizon=generations,
         scripted=scripted, proposer=proposer, executor=executor, allow_unpriced=allow_unpriced,
-        max_output_tokens=max_output_tokens))
+        max_output_tokens=max_output_tokens), commit_agent=commit_agent)
 
 
-def start_run(root: Path, settings) -> None:
+def start_run(root: Path, settings, commit_agent: bool = False) -> None:
     """What `ratchet run` and `ratchet demo` share: refuse an existing run, check the
-    settings and splits, drive the loop. A plain function, so no command ever calls another
-    command's function and inherits typer's option objects as values."""
+    settings, splits and agent dir, drive the loop. A plain function, so no command ever calls
+    another command's function and inherits typer's option objects as values."""
+    from harness.workspace import WorkspaceError, check_agent_committed
+    from harness.workspace import commit_agent as commit
+
     _refuse_live(root, settings.run)
     if (root / "runs" / settings.run / "journal.jsonl").exists():
         raise _fail(f"run {settings.run} exists; continue it with `ratchet resume {settings.run}`")
     _check_settings(settings)
     _check_splits(settings, _load(settings.suite).tasks)
+    before_start = None
+    if settings.base == "HEAD" and commit_agent:
+        def before_start() -> None:
+            sha = commit(root, settings.run)
+            if sha:
+                console.print(f"committed agent_seed/ as it is on disk: {sha[:12]}")
+    elif settings.base == "HEAD":
+        try:
+            check_agent_committed(root)
+        except WorkspaceError as exc:
+            raise _fail(str(exc))
     console.print(f"run [bold]{settings.run}[/] in {root}")
-    _drive(root, settings)
+    _drive(root, settings, before_start)
 
 
 def _refuse_live(root: Path, run: str) -> None:
@@ -283,7 +334,7 @@ def _splits_line(root: Path, run: str) -> str:
 
 @app.command()
 def resume(
-    run: str = typer.Argument(...),
+    run: str = typer.Argument(..., metavar="RUN", callback=checked_run_id),
     from_generation: Optional[int] = typer.Option(None, "--from", help="Start a new line of descent "
                                                   "from this generation, as run RUN.from-NNNN."),
     budget_usd: Optional[float] = typer.Option(None, help="A new budget for the run."),
@@ -304,7 +355,11 @@ def resume(
         raise _fail(f"no run {run} in {root / 'runs'} (see `ratchet runs`)")
     if from_generation is None:  # branching off only reads the run's refs
         _refuse_live(root, run)
-    settings = LoopSettings.load(path)
+    try:
+        settings = LoopSettings.load(path)
+    except (ValueError, TypeError) as exc:
+        raise _fail(f"{path} is not the settings of a run ({str(exc)[:200]}); restore it (the "
+                    f"journal's run_started event keeps a copy) before `ratchet resume {run}`")
     if budget_usd is not None:
         settings.budget_usd = budget_usd
     if generations is not None:
@@ -321,6 +376,7 @@ def resume(
     if from_generation is not None:
         new_run = branched_run_id(run, from_generation)
         try:
+            _check_generations(Lineage(root, run), root, (from_generation,))
             Lineage(root, run).branch_from(from_generation, new_run)
         except LineageError as exc:
             raise _fail(str(exc))
@@ -392,14 +448,23 @@ def _integrity(gen_number: int, metrics: dict, tampering: dict[int, list[str]]) 
     return " ".join(cell), details
 
 
+def _scripted(root: Path, run: str) -> bool:
+    """Whether the run used scripted models: its settings' ``scripted`` value, not the key
+    (every settings.json has the key, null for a real endpoint)."""
+    try:
+        settings = json.loads((root / "runs" / run / "settings.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(settings, dict) and bool(settings.get("scripted"))
+
+
 def _print_log(root: Path, run: str) -> None:
     from harness.journal import Journal
     from harness.tamper import run_tampering
 
     state, rows = _rows(root, run)
     tampering = run_tampering(Journal.read(root / "runs" / run / "journal.jsonl"))
-    table = Table(title=f"run {run}" + (" (scripted)" if "scripted" in json.dumps(
-        json.loads((root / "runs" / run / "settings.json").read_text())) else ""))
+    table = Table(title=f"run {run}" + (" (scripted)" if _scripted(root, run) else ""))
     for column in ("gen", "parent", "verdict", "score", "delta", "cost $", "integrity", "diagnosis"):
         table.add_column(column, overflow="fold")
     best_rate = None
@@ -436,7 +501,8 @@ def _print_log(root: Path, run: str) -> None:
 
 
 @app.command("log")
-def log_command(run: str, workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) -> None:
+def log_command(run: str = typer.Argument(..., metavar="RUN", callback=checked_run_id),
+                workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) -> None:
     """The lineage of a run: generation, parent, verdict, score, delta, cost, diagnosis."""
     _print_log(_workspace(workspace), run)
 
@@ -462,7 +528,8 @@ def runs(workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) ->
 
 
 @app.command()
-def diff(run: str, a: int, b: int,
+def diff(run: str = typer.Argument(..., metavar="RUN", callback=checked_run_id),
+         a: int = typer.Argument(..., metavar="A"), b: int = typer.Argument(..., metavar="B"),
          html: bool = typer.Option(False, "--html", help="Write the report's diff view, one HTML file."),
          output: Optional[Path] = typer.Option(None, "--output", "-o",
                                                help="With --html: where (default runs/RUN/diff-A-B.html)."),
@@ -482,15 +549,36 @@ def diff(run: str, a: int, b: int,
         return
     if output is not None:
         raise _fail("-o/--output goes with --html (the plain diff goes to stdout)")
+    root = _workspace(workspace)
+    lineage = Lineage(root, run)
+    _check_generations(lineage, root, (a, b))
     try:
-        console.print(Lineage(_workspace(workspace), run).diff(a, b) or "(no difference)",
-                      markup=False, highlight=False)
+        console.print(lineage.diff(a, b) or "(no difference)", markup=False, highlight=False)
     except LineageError as exc:
         raise _fail(str(exc))
 
 
+def _check_generations(lineage, root: Path, numbers) -> None:
+    """One clear error for a run, or a generation of it, that has no commit."""
+    known = [g.number for g in lineage.generations()]
+    run = lineage.run
+    if not known:
+        raise _fail(f"no run {run} in {root} (no branch ratchet/{run}/gen-0000; see `ratchet runs`)")
+    for number in numbers:
+        if number not in known:
+            raise _fail(f"run {run} has no generation {number} (it has {_span(known)})"
+                        + (f"; e.g. `ratchet diff {run} {known[0]} {known[-1]}`" if len(known) > 1 else ""))
+
+
+def _span(numbers: list[int]) -> str:
+    """Generation numbers, short: ``0-7`` when they run without a gap."""
+    if numbers == list(range(numbers[0], numbers[-1] + 1)) and len(numbers) > 2:
+        return f"{numbers[0]}-{numbers[-1]}"
+    return ", ".join(map(str, numbers))
+
+
 @app.command()
-def report(run: str,
+def report(run: str = typer.Argument(..., metavar="RUN", callback=checked_run_id),
            output: Optional[Path] = typer.Option(None, "--output", "-o",
                                                  help="Where (default runs/RUN/report.html)."),
            workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) -> None:
@@ -502,11 +590,14 @@ def report(run: str,
         path = write_report(_workspace(workspace), run, output)
     except (ReportError, JournalError) as exc:
         raise _fail(str(exc))
+    except OSError as exc:
+        raise _fail(f"cannot write {output or 'the report'}: {exc.strerror or exc}")
     console.print(f"wrote {path}")
 
 
 @app.command()
-def status(run: str, workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) -> None:
+def status(run: str = typer.Argument(..., metavar="RUN", callback=checked_run_id),
+           workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) -> None:
     """Where a run is now; safe to call from another shell while it runs."""
     from harness.journal import Journal
 
@@ -543,7 +634,7 @@ def demo(generations: int = typer.Option(2, "--generations", "-g", min=1),
 
 @app.command("export")
 def export_command(
-    run: str = typer.Argument(...),
+    run: str = typer.Argument(..., metavar="RUN", callback=checked_run_id),
     what: str = typer.Option(..., "--what", help="predictions | trajectories | preferences | lessons"),
     gen: Optional[int] = typer.Option(None, "--gen", min=0, help="predictions: this generation "
                                       "(default: the best); trajectories: only this generation."),
@@ -566,8 +657,12 @@ def export_command(
     if output is None:
         count = write_jsonl(result.records, sys.stdout)
     else:
-        with output.open("w", encoding="utf-8") as handle:
-            count = write_jsonl(result.records, handle)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)  # as `ratchet report -o` does
+            with output.open("w", encoding="utf-8") as handle:
+                count = write_jsonl(result.records, handle)
+        except OSError as exc:
+            raise _fail(f"cannot write {output}: {exc.strerror or exc}")
     for problem in result.problems:
         err.print(f"[yellow]left out:[/] {escape(problem)}", highlight=False)
     if result.flagged:

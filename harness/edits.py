@@ -26,7 +26,13 @@ missing prose). Exceptions::
     EditError(ValueError)
     ├── NotAnEdit       the answer holds no edit, or a broken block; the message says how to fix it
     └── EditRejected    an edit that cannot be applied: a path outside the agent dir, a SEARCH
-                        found 0 or N>1 times; nothing is written then
+                        found 0 or N>1 times, a file or agent past its size cap; nothing is
+                        written then
+
+Size caps (``MAX_FILE_BYTES`` per file, ``MAX_AGENT_BYTES`` for the whole agent dir): a meta
+model once wrote a 14 MB ``lessons.md``, which every later prompt, sandbox and log carried.
+The agent is source code and short notes; past a cap the edit goes back to the model as a
+failed check, like any other.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ __all__ = [
     "SearchReplace",
     "Snapshot",
     "WholeFile",
+    "MAX_AGENT_BYTES",
+    "MAX_FILE_BYTES",
     "apply_edits",
     "check_worktree",
     "parse_answer",
@@ -73,6 +81,12 @@ the lines that replace them
 <file path="path/to/file.md">
 the complete new content of the file
 </file>"""
+
+
+MAX_FILE_BYTES = 256 * 1024
+"""The largest file an edit may leave in the agent dir (the seed's largest is ~11 KB)."""
+MAX_AGENT_BYTES = 2 * 1024 * 1024
+"""The most the whole agent dir may hold after an edit (the seed holds ~41 KB)."""
 
 
 class EditError(ValueError):
@@ -271,6 +285,10 @@ def apply_edits(root: Path, edits: tuple[Edit, ...] | list[Edit],
                                "replace, or use a whole-file block")
         else:
             new[target] = _replace_once(edit.path, current, edit)
+    problems = size_problems(root, allowed_dir, {target: len(content.encode("utf-8"))
+                                                 for target, content in new.items()})
+    if problems:
+        raise EditRejected("\n".join(problems))
     changed = []
     for target, content in new.items():
         data = content.encode("utf-8")
@@ -282,11 +300,31 @@ def apply_edits(root: Path, edits: tuple[Edit, ...] | list[Edit],
     return changed
 
 
+def size_problems(root: Path, allowed_dir: str = "agent_seed",
+                  pending: dict[Path, int] | None = None) -> list[str]:
+    """Files of the agent dir past ``MAX_FILE_BYTES``, and the dir past ``MAX_AGENT_BYTES``,
+    with ``pending`` (resolved path -> size) standing for files about to be written."""
+    agent = (root / allowed_dir).resolve()
+    sizes = {path.resolve(): path.stat().st_size for path in agent.rglob("*")
+             if path.is_file() and not path.is_symlink() and "__pycache__" not in path.parts}
+    sizes.update(pending or {})
+    problems = [f"{path.relative_to(root.resolve()).as_posix()}: {size:,} bytes, more than a "
+                f"file of the agent may hold ({MAX_FILE_BYTES:,}); keep it short (lessons: the "
+                "few that matter, summarized; code: split or trim it)"
+                for path, size in sorted(sizes.items()) if size > MAX_FILE_BYTES]
+    total = sum(sizes.values())
+    if total > MAX_AGENT_BYTES:
+        problems.append(f"{allowed_dir}/ would hold {total:,} bytes, more than an agent may "
+                        f"({MAX_AGENT_BYTES:,}); remove or shorten files")
+    return problems
+
+
 def check_worktree(root: Path, allowed_dir: str = "agent_seed") -> list[str]:
     """Cheap host-side checks of the agent dir; the problems found (``[]``: none).
 
-    Every ``.py`` file compiles (with ``compile()``, which is what ``py_compile`` does,
-    without writing bytecode into the worktree), ``config.yaml`` loads with
+    No file or the whole dir is past its size cap (the self proposer's route writes files
+    without ``apply_edits``). Every ``.py`` file compiles (with ``compile()``, which is what
+    ``py_compile`` does, without writing bytecode into the worktree), ``config.yaml`` loads with
     ``yaml.safe_load`` into a mapping, and its ``templates`` and any ``*.j2`` file parse as
     jinja2. Nothing of the agent is imported or run here: that is the sandboxed selfcheck.
     """
@@ -332,7 +370,7 @@ def check_worktree(root: Path, allowed_dir: str = "agent_seed") -> list[str]:
         except (jinja2.TemplateSyntaxError, UnicodeDecodeError) as exc:
             line = getattr(exc, "lineno", "?")
             problems.append(f"{file.relative_to(root).as_posix()}:{line}: template error: {exc}")
-    return problems
+    return problems + size_problems(root, allowed_dir)
 
 
 @dataclass(frozen=True)

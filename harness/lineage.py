@@ -48,7 +48,7 @@ import git
 from git.db import IStream  # GitPython's re-export of gitdb's
 
 from harness.runlock import flocked, git_common_dir
-from harness.workspace import AGENT_DIR, RATCHET_IDENTITY
+from harness.workspace import AGENT_DIR, RATCHET_IDENTITY, changed_paths, check_run_id
 
 __all__ = ["NOTES_REF", "TRAILER_GENERATION", "TRAILER_PARENT", "TRAILER_RUN", "ChangesOutsideAgent",
            "Generation", "Lineage", "LineageError", "NothingToCommit", "branched_run_id"]
@@ -58,7 +58,6 @@ TRAILER_RUN = "Ratchet-Run"
 TRAILER_GENERATION = "Ratchet-Generation"
 TRAILER_PARENT = "Ratchet-Parent"
 
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _TRAILER_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 _NO_HOOKS_NO_SIGNING = ["core.hooksPath=/dev/null", "commit.gpgSign=false"]
 NOTES_LOCK_NAME = "ratchet-notes.lock"
@@ -104,9 +103,7 @@ class Lineage:
     """The refs of one run in one workspace. Thread-safe within a process."""
 
     def __init__(self, workspace: Path, run: str):
-        if not _RUN_ID.fullmatch(run) or ".." in run or run.endswith((".lock", ".")):
-            raise ValueError(f"run id {run!r} is not usable in a branch name: use letters, digits, "
-                             "'.', '_', '-' (starting with a letter or digit)")
+        check_run_id(run)  # a WorkspaceError (ValueError) naming the rule
         self.workspace = Path(workspace).expanduser().resolve()
         self.run = run
         try:
@@ -341,20 +338,7 @@ class Lineage:
         return path
 
     def _changed_paths(self, command: git.Git) -> list[str]:
-        out = command.status("--porcelain=v1", "-z", "--untracked-files=all",
-                             strip_newline_in_stdout=False)
-        entries, paths = out.split("\x00"), []
-        index = 0
-        while index < len(entries):
-            entry = entries[index]
-            index += 1
-            if len(entry) < 4:
-                continue
-            paths.append(entry[3:])
-            if entry[0] in "RC":  # a rename or copy: the source path follows
-                paths.append(entries[index])
-                index += 1
-        return paths
+        return changed_paths(command)
 
     def _full_trailers(self, gen: int, parent_sha: str, trailers: Mapping[str, Any]) -> dict[str, str]:
         given = {str(k): str(v) for k, v in trailers.items()}

@@ -25,9 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmark import Grader, TaskSpec
-from benchmark import _docker
 from benchmark._agent_env import DockerEnvironment
-from benchmark._images import AGENT_VENV, SANDBOX_USER
 from harness.acceptance import DEFAULT_RULE, Decision, decide_in_looks, parse_rule
 from harness.agent_source import AgentSource, resolve_agent
 from harness.attempts import attempt_index, pairs, score
@@ -41,6 +39,7 @@ from harness.journal import Journal, RunState, replay
 from harness.lineage import Lineage
 from harness.proposer import MetaProposer, ModelCallFailed, read_agent_files
 from harness.selection import GenerationRecord, parse_selector
+from harness.smoke import check_candidate
 from harness.self_proposer import SelfProposer
 from harness.splits import check_unchanged, plan_splits, start_of_run_power
 from harness.tamper import flagged_tasks, gate, proposal_flags, tampered_tasks
@@ -499,19 +498,14 @@ class Controller:
                                 grader_log=not self.splits.studies_deciding,
                                 max_tokens=self.settings.evidence_tokens)
 
+    smoke_test = True
+    """Run the harness's smoke test on each candidate before its evaluation (`harness.smoke`);
+    off only in the test that shows what it catches."""
+
     def _selfcheck(self, worktree: Path) -> list[str]:
-        """The edited agent's own checks, run in a sandbox (it is model-written code)."""
-        copy = resolve_agent(str(worktree))
-        image = self.grader.builder.ensure_task(self.study[0])
-        run = _docker.run_script(
-            image, f"cd /agent && {AGENT_VENV}/bin/python -m agent_seed selfcheck",
-            timeout_s=300, user=SANDBOX_USER,
-            volumes={str(copy.directory): {"bind": "/agent", "mode": "ro"}},
-            environment={"HOME": "/home/sandbox"})
-        if run.exit_code == 0:
-            return []
-        return [f"`python -m agent_seed selfcheck` failed (exit {run.exit_code}):\n"
-                + "\n".join(run.log.strip().splitlines()[-30:])]
+        """The harness's smoke test of the edited agent, then the agent's own self-check, in
+        sandboxes (it is model-written code); a problem goes back to the model."""
+        return check_candidate(worktree, self.study[0], self.grader.builder, smoke=self.smoke_test)
 
     def _propose(self, gen: int, parent: int, worktree: Path, tag: str = ""):
         """The meta model edits the agent (default), or, with ``proposer="self"``, the parent

@@ -13,13 +13,14 @@ nothing else). A directory that is already a workspace is left as it is.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from pathlib import Path
 
 import git
 
-__all__ = ["AGENT_DIR", "RATCHET_IDENTITY", "WorkspaceError", "find_workspace",
-           "init_workspace", "is_workspace"]
+__all__ = ["AGENT_DIR", "RATCHET_IDENTITY", "WorkspaceError", "agent_changes", "changed_paths",
+           "check_agent_committed", "check_run_id", "commit_agent", "find_workspace", "init_workspace", "is_workspace"]
 
 AGENT_DIR = "agent_seed"
 """The agent package, at the root of the workspace; the only path the loop ever edits."""
@@ -60,6 +61,27 @@ log = logging.getLogger(__name__)
 
 class WorkspaceError(ValueError):
     """No workspace where one is needed, or a directory that cannot become one."""
+
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_run_id(run: str) -> str:
+    """``run`` if it can name a run: a folder under ``runs/`` and a branch ``ratchet/RUN/...``.
+
+    Every run id that comes from a user passes here before any path is made of it, so
+    ``../../x`` or ``/tmp/x`` can never write outside ``runs/``. The rule is git's for a ref
+    component, narrowed: letters, digits, ``.``, ``_``, ``-``, starting with a letter or digit,
+    no ``..``, not ending in ``.`` or ``.lock``; at most 100 characters (a branched run adds
+    ``.from-NNNN``).
+    """
+    if not isinstance(run, str) or not _RUN_ID.fullmatch(run) or ".." in run \
+            or run.endswith((".lock", ".")):
+        raise WorkspaceError(
+            f"run id {run!r} is not allowed: use up to 100 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, without '..' and not ending in '.' or '.lock' "
+            "(e.g. r1 or nightly-2026-12-04)")
+    return run
 
 
 def _ignored(directory: str, names: list[str]) -> list[str]:
@@ -168,3 +190,67 @@ def find_workspace(start: Path) -> Path:
         f"no ratchet workspace at or above {start}: no git repository there has {AGENT_DIR}/ "
         f"at its root. Run `ratchet init DIR` to make one, or run from inside one.")
 
+
+
+def changed_paths(command: git.Git, *pathspec: str) -> list[str]:
+    """Paths ``git status`` reports in ``command``'s work tree (both sides of a rename),
+    ignored files left out; limited to ``pathspec`` when given."""
+    out = command.status("--porcelain=v1", "-z", "--untracked-files=all",
+                         *(("--", *pathspec) if pathspec else ()), strip_newline_in_stdout=False)
+    entries, paths = out.split("\x00"), []
+    index = 0
+    while index < len(entries):
+        entry = entries[index]
+        index += 1
+        if len(entry) < 4:
+            continue
+        paths.append(entry[3:])
+        if entry[0] in "RC":  # a rename or copy: the source path follows
+            paths.append(entries[index])
+            index += 1
+    return paths
+
+
+def agent_changes(root: Path) -> list[str]:
+    """What a run starting from HEAD would silently leave out: paths under ``agent_seed/``
+    that differ from HEAD (modified, staged, deleted, untracked; ignored files do not count).
+
+    Raises WorkspaceError, with the fix, when HEAD has no committed ``agent_seed/`` at all.
+    """
+    repo = _repo_at(root)
+    if repo is None or not _has_commits(repo) or not is_workspace(root):
+        raise WorkspaceError(
+            f"{root / AGENT_DIR} is not committed (HEAD has no {AGENT_DIR}/): a run evolves the "
+            f"committed agent. Commit it (`git -C {root} add {AGENT_DIR} && git -C {root} commit "
+            f"-m 'agent'`), or pass --commit-agent to have ratchet commit it.")
+    # bytecode is never part of an agent (`harness.agent_source` leaves it out too)
+    return [path for path in changed_paths(repo.git, AGENT_DIR)
+            if "__pycache__" not in path and not _ignored("", [Path(path).name])]
+
+
+def check_agent_committed(root: Path) -> None:
+    """Refuse, with the fix, an agent dir a run would not see as it is on disk."""
+    changed = agent_changes(root)
+    if changed:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise WorkspaceError(
+            f"{AGENT_DIR}/ has uncommitted changes ({shown}): a run evolves the committed agent "
+            f"(HEAD), so they would be ignored. Commit them (`git -C {root} add {AGENT_DIR} && "
+            f"git -C {root} commit`), stash them, or pass --commit-agent to have ratchet commit them.")
+
+
+def commit_agent(root: Path, run: str) -> str | None:
+    """Commit ``agent_seed/`` as it is on disk (and nothing else the user may have staged),
+    as ratchet; the new commit's sha, or None when there was nothing to commit."""
+    repo = _repo_at(root)
+    if repo is None:
+        raise WorkspaceError(f"{root} is not the root of a git repository")
+    if _has_commits(repo) and is_workspace(root) and not agent_changes(root):
+        return None
+    gitcmd = repo.git
+    gitcmd.update_environment(**RATCHET_IDENTITY)
+    gitcmd.add("-A", "--", AGENT_DIR)
+    gitcmd.commit("--no-verify", "--no-gpg-sign", "-q", "-m",
+                  f"ratchet: commit {AGENT_DIR}/ as it is on disk, for run {run}", "--", AGENT_DIR)
+    log.info("committed %s/ in %s for run %s", AGENT_DIR, root, run)
+    return repo.head.commit.hexsha
