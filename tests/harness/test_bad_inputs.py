@@ -258,14 +258,14 @@ CASES = [
     Case("bench-agent-missing", ["bench", "run", *SUITE, "--scripted", "oracle", "--agent",
                                  "{root}/nope"], ["nope"], after=_no_predictions),
     # -- model endpoints --------------------------------------------------------------------
-    Case("bench-run-endpoint-unreachable", ["bench", "run", *SUITE, "--model", "m", "--agent",
+    Case("bench-run-endpoint-unreachable", ["bench", "run", *SUITE, "--model", "gpt-4o-mini", "--agent",
                                             "{root}/ws"],
          [DEAD_URL, "OPENAI_BASE_URL"], env=DEAD, after=_no_predictions),
     Case("loop-endpoint-unreachable", [*RUN, "--run-id", "e1"], [DEAD_URL, "OPENAI_BASE_URL"], env=DEAD),
     Case("loop-endpoint-not-a-url", [*RUN, "--run-id", "e1"], ["OPENAI_BASE_URL", "not-a-url"],
          env={"OPENAI_BASE_URL": "not-a-url", "OPENAI_API_KEY": "k"}),
     Case("loop-no-endpoint", [*RUN, "--run-id", "e1"], ["OPENAI_BASE_URL", "--scripted demo"]),
-    Case("bench-run-no-endpoint", ["bench", "run", *SUITE, "--model", "m"], ["OPENAI_API_KEY"]),
+    Case("bench-run-no-endpoint", ["bench", "run", *SUITE, "--model", "gpt-4o-mini"], ["OPENAI_API_KEY"]),
     # -- runs -------------------------------------------------------------------------------
     Case("log-of-a-real-run-is-not-titled-scripted", ["log", "r1"], ["run r1"], ok=True,
          refuses=["(scripted)"]),

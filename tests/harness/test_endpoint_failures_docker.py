@@ -69,7 +69,7 @@ def _ratchet(*args: str, cwd: Path, url: str) -> subprocess.CompletedProcess:
 
 def test_bench_run_with_a_failing_endpoint_names_it_and_writes_no_empty_predictions(
         tmp_path, suite, failing_url):
-    out = _ratchet("bench", "run", "--suite", str(suite), "--model", "m", "--run-id", "down",
+    out = _ratchet("bench", "run", "--suite", str(suite), "--model", "gpt-4o-mini", "--run-id", "down",
                    "--agent", str(ROOT), "--timeout-s", "240", cwd=tmp_path, url=failing_url)
     text = " ".join((out.stdout + out.stderr).split())
     assert out.returncode == 1, text[-3000:]
