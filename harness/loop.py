@@ -104,6 +104,18 @@ class LoopSettings:
     base: str = "HEAD"
     executor: str = "local"
     """Where task runs go: local, ray, ray:auto or ray:HOST:PORT (`harness.executors`)."""
+    agent_base_url: str | None = None
+    """The agent model's endpoint (None: ``OPENAI_BASE_URL``); `harness.endpoints`."""
+    agent_api_key_env: str | None = None
+    """The NAME of the variable holding the agent endpoint's key (None: ``OPENAI_API_KEY``)."""
+    agent_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Request settings the gateway adds to the agent's calls where the agent set none."""
+    meta_base_url: str | None = None
+    """The meta model's endpoint (None: the agent's)."""
+    meta_api_key_env: str | None = None
+    """The NAME of the variable holding the meta endpoint's key (None: the agent's)."""
+    meta_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Request settings sent with every proposer call (temperature, reasoning_effort, ...)."""
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -123,16 +135,10 @@ class LoopSettings:
         return cls(**data)
 
     def check(self) -> None:
-        """Raise ValueError naming the bad setting and its fix."""
-        from harness.attempts import MAX_ATTEMPTS, MAX_PROPOSALS
+        """Raise ValueError naming each bad setting and what is allowed (`harness.runfile`)."""
+        from harness.runfile import from_settings, validate
 
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) \
-                or not 1 <= self.attempts <= MAX_ATTEMPTS:
-            raise ValueError(f"attempts must be an integer in 1..{MAX_ATTEMPTS}, got {self.attempts!r}")
-        if isinstance(self.proposals, bool) or not isinstance(self.proposals, int) \
-                or not 1 <= self.proposals <= MAX_PROPOSALS:
-            raise ValueError(f"proposals must be an integer in 1..{MAX_PROPOSALS}, got {self.proposals!r}")
-        parse_rule(self.acceptance)
+        validate(from_settings(self), {})
 
 
 @dataclass
