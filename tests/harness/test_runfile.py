@@ -18,6 +18,7 @@ from harness.journal import Journal
 from harness.loop import LoopSettings
 from harness.runfile import RunFileError, from_settings, load_sources, resolve, to_settings
 from tests.conftest import ROOT
+from tests.harness.conftest import new_workspace
 
 RATCHET = str(Path(sys.executable).with_name("ratchet"))
 EXAMPLE = ROOT / "examples" / "run.yaml"
@@ -36,10 +37,7 @@ def _ratchet(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Compl
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("rf") / "ws"
-    out = subprocess.run([RATCHET, "init", str(root)], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    return root
+    return new_workspace(tmp_path_factory.mktemp("rf") / "ws")
 
 
 def _nothing_written(workspace: Path) -> bool:
