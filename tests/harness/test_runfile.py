@@ -5,6 +5,7 @@ of it is written. No Docker: the CLI is stopped by validation before any sandbox
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -213,3 +214,12 @@ def test_status_shows_the_runs_resolved_settings_as_a_run_file(workspace, tmp_pa
     assert shown["models"]["meta"] == {"name": "gpt-4o-mini", "base_url": None,
                                        "api_key_env": "META_KEY",
                                        "kwargs": {"reasoning_effort": "high"}}
+
+
+def test_the_readmes_run_file_examples_are_valid_run_files(tmp_path):
+    """The README promises its run files work: each YAML block there validates."""
+    blocks = re.findall(r"^```yaml\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
+    assert blocks
+    for number, block in enumerate(blocks):
+        config = resolve([str(_write(tmp_path / f"readme-{number}.yaml", block))])
+        assert config.models.agent.api_key_env and config.models.meta.api_key_env
