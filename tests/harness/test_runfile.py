@@ -42,8 +42,18 @@ def workspace(tmp_path_factory) -> Path:
 
 
 def _nothing_written(workspace: Path) -> bool:
+    """Nothing in runs/ but its README and the runs the tests made up (fab-*)."""
     runs = workspace / "runs"
-    return not any(p.name != "README.md" for p in runs.iterdir())
+    return not any(p.name != "README.md" and not p.name.startswith("fab-") for p in runs.iterdir())
+
+
+def _made_up_run(workspace: Path, run: str, settings: LoopSettings) -> Path:
+    """A run's folder as `ratchet run` leaves it: settings.json and a journal."""
+    run_dir = workspace / "runs" / run
+    run_dir.mkdir(parents=True)
+    settings.save(run_dir / "settings.json")
+    Journal(run_dir / "journal.jsonl").append("run_started", run=run, resumed=False)
+    return run_dir
 
 
 # -- merging ------------------------------------------------------------------------------
@@ -201,15 +211,12 @@ def test_status_shows_the_runs_resolved_settings_as_a_run_file(workspace, tmp_pa
     settings = to_settings(resolve([str(EXAMPLE), "scripted=null", "task_budget_usd=0.25",
                                     "models.agent.base_url=http://127.0.0.1:8000/v1",
                                     "models.meta.api_key_env=META_KEY",
-                                    "models.meta.kwargs.reasoning_effort=high"]), "shown")
-    run_dir = workspace / "runs" / "shown"
-    run_dir.mkdir(parents=True)
-    settings.save(run_dir / "settings.json")
-    Journal(run_dir / "journal.jsonl").append("run_started", run="shown", resumed=False)
-    out = _ratchet("status", "shown", cwd=workspace)
+                                    "models.meta.kwargs.reasoning_effort=high"]), "fab-shown")
+    _made_up_run(workspace, "fab-shown", settings)
+    out = _ratchet("status", "fab-shown", cwd=workspace)
     assert out.returncode == 0, out.stderr
     shown = yaml.safe_load(out.stdout.split("takes it):\n", 1)[1])
-    assert shown["task_budget_usd"] == 0.25 and shown["run_id"] == "shown"
+    assert shown["task_budget_usd"] == 0.25 and shown["run_id"] == "fab-shown"
     assert shown["models"]["agent"]["base_url"] == "http://127.0.0.1:8000/v1"
     assert shown["models"]["meta"] == {"name": "gpt-4o-mini", "base_url": None,
                                        "api_key_env": "META_KEY",
@@ -223,3 +230,17 @@ def test_the_readmes_run_file_examples_are_valid_run_files(tmp_path):
     for number, block in enumerate(blocks):
         config = resolve([str(_write(tmp_path / f"readme-{number}.yaml", block))])
         assert config.models.agent.api_key_env and config.models.meta.api_key_env
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget-usd", "-5"], "--budget-usd must be a number > 0 (or null), got -5.0"),
+    (["--generations", "-1"], "--generations must be an integer >= 0, got -1"),
+    (["--executor", "slurm"], "--executor: must be local, ray, ray:auto or ray:HOST:PORT"),
+])
+def test_resume_refuses_a_bad_new_value_and_leaves_the_run_as_it_was(workspace, args, message):
+    run = f"fab-resume-{args[0][2:]}"
+    run_dir = _made_up_run(workspace, run, to_settings(resolve([str(EXAMPLE)]), run))
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    out = _ratchet("resume", run_dir.name, *args, cwd=workspace)
+    assert out.returncode == 2 and message in " ".join(out.stderr.split()), out.stderr
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
