@@ -314,12 +314,16 @@ def _problem(error: dict, origins: dict[str, str]) -> str:
     info = _field(loc)
     allowed = _allowed(info) if info is not None and error["type"] not in ("value_error",
                                                                             "literal_error") else None
-    given = "(not shown: it may be a key)" if loc[-1:] == ["api_key_env"] else repr(error.get("input"))
+    value = error.get("input")
+    given = "(not shown: it may be a key)" if loc[-1:] == ["api_key_env"] else repr(value)
+    if origin and origin.startswith("--"):  # as typed: `--holdout -1: holdout must be ...`
+        name, given = f"{origin} {value}: {dotted}", None
     if allowed:
-        return f"{name} must be {allowed}, got {given}"
+        return f"{name} must be {allowed}" + (f", got {given}" if given else "")
     if error["type"] == "value_error":  # our validators' messages say what was given
         return f"{name}: {error['msg'].removeprefix('Value error, ')}"
-    return f"{name}: {error['msg'].replace('Input should be', 'must be')}, got {given}"
+    return (f"{name}: {error['msg'].replace('Input should be', 'must be')}"
+            + (f", got {given}" if given else ""))
 
 
 def validate(merged: dict[str, Any], origins: dict[str, str] | None = None) -> RunConfig:

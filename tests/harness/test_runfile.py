@@ -161,18 +161,18 @@ def test_ratchet_run_with_a_bad_run_file_exits_2_with_each_problem_and_writes_no
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--holdout", "-1"], "--holdout must be an integer >= 0, got -1"),
+    (["--holdout", "-1"], "--holdout -1: holdout must be an integer >= 0"),
     (["--holdout", "9"], "--holdout 9 is out of range"),
-    (["--budget-usd", "-5"], "--budget-usd must be a number > 0 (or null), got -5.0"),
-    (["--task-budget-usd", "0"], "--task-budget-usd must be a number > 0 (or null), got 0.0"),
-    (["--generations", "-1"], "--generations must be an integer >= 0, got -1"),
-    (["--attempts", "-2"], "--attempts must be an integer in 1..99, got -2"),
-    (["--proposals", "-1"], "--proposals must be an integer in 1..39, got -1"),
-    (["--workers", "0"], "--workers must be an integer in 1..256, got 0"),
-    (["--max-proposal-attempts", "0"], "--max-proposal-attempts must be an integer in 1..20, got 0"),
-    (["--evidence-tokens", "-1"], "--evidence-tokens must be an integer in 500..1000000"),
-    (["--agent-timeout-s", "-3"], "--agent-timeout-s must be a number > 0 and <= 86400, got -3.0"),
-    (["--executor", "k8s"], "--executor: must be local, ray, ray:auto or ray:HOST:PORT"),
+    (["--budget-usd", "-5"], "--budget-usd -5.0: budget_usd must be a number > 0 (or null)"),
+    (["--task-budget-usd", "0"], "--task-budget-usd 0.0: task_budget_usd must be a number > 0 (or null)"),
+    (["--generations", "-1"], "--generations -1: generations must be an integer >= 0"),
+    (["--attempts", "-2"], "--attempts -2: attempts must be an integer in 1..99"),
+    (["--proposals", "-1"], "--proposals -1: proposals must be an integer in 1..39"),
+    (["--workers", "0"], "--workers 0: workers must be an integer in 1..256"),
+    (["--max-proposal-attempts", "0"], "--max-proposal-attempts 0: max_proposal_attempts must be an integer in 1..20"),
+    (["--evidence-tokens", "-1"], "--evidence-tokens -1: evidence_tokens must be an integer in 500..1000000"),
+    (["--agent-timeout-s", "-3"], "--agent-timeout-s -3.0: agent_timeout_s must be a number > 0 and <= 86400"),
+    (["--executor", "k8s"], "--executor k8s: executor: must be local, ray, ray:auto or ray:HOST:PORT"),
 ])
 def test_each_bad_option_value_is_one_clear_error_before_anything_is_written(workspace, args, message):
     out = _ratchet("run", "--suite", "quickstart", "--scripted", "demo", *args, cwd=workspace)
@@ -185,7 +185,7 @@ def test_each_bad_option_value_is_one_clear_error_before_anything_is_written(wor
 def test_flags_win_over_the_run_file_in_the_error_too(workspace, tmp_path):
     """The file says generations 2 (fine); the flag's bad value is named as the flag."""
     out = _ratchet("run", "-c", str(EXAMPLE), "--generations", "-4", cwd=workspace)
-    assert out.returncode == 2 and "--generations must be an integer >= 0, got -4" in out.stderr
+    assert out.returncode == 2 and "--generations -4: generations must be an integer >= 0" in out.stderr
 
 
 def test_no_endpoint_and_a_missing_key_variable_are_named_before_anything_is_written(workspace):
@@ -233,9 +233,9 @@ def test_the_readmes_run_file_examples_are_valid_run_files(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--budget-usd", "-5"], "--budget-usd must be a number > 0 (or null), got -5.0"),
-    (["--generations", "-1"], "--generations must be an integer >= 0, got -1"),
-    (["--executor", "slurm"], "--executor: must be local, ray, ray:auto or ray:HOST:PORT"),
+    (["--budget-usd", "-5"], "--budget-usd -5.0: budget_usd must be a number > 0 (or null)"),
+    (["--generations", "-1"], "--generations -1: generations must be an integer >= 0"),
+    (["--executor", "slurm"], "--executor slurm: executor: must be local, ray, ray:auto or ray:HOST:PORT"),
 ])
 def test_resume_refuses_a_bad_new_value_and_leaves_the_run_as_it_was(workspace, args, message):
     run = f"fab-resume-{args[0][2:]}"
