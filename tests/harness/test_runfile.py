@@ -244,3 +244,16 @@ def test_resume_refuses_a_bad_new_value_and_leaves_the_run_as_it_was(workspace, 
     out = _ratchet("resume", run_dir.name, *args, cwd=workspace)
     assert out.returncode == 2 and message in " ".join(out.stderr.split()), out.stderr
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_every_flag_of_ratchet_run_has_a_run_file_key():
+    """A flag with no key would be a setting a run file cannot hold (and the reverse)."""
+    import typer.main
+
+    from harness.cli import app
+    from harness.runfile import FLAGS
+
+    run = typer.main.get_command(app).commands["run"]
+    flags = {max(p.opts, key=len) for p in run.params if p.opts}
+    not_settings = {"--config", "--workspace", "--stage-size"}  # where, and a deprecated no-op
+    assert flags - not_settings == set(FLAGS.values())
