@@ -53,7 +53,7 @@ def example_run_file() -> str:
 
 def _models(settings, tasks):
     """(agent upstream, meta upstream, servers to stop): the scripted demo's servers, or each
-    model's own endpoint from the settings (`harness.endpoints`)."""
+    model's own endpoint from the settings (`harness.upstreams`)."""
 
     from harness.gateway import OpenAIUpstream
 
@@ -69,11 +69,11 @@ def _models(settings, tasks):
                 [agent, meta])
     if settings.scripted:
         raise _fail(f"unknown scripted mode {settings.scripted!r} (known: demo)")
-    from harness.endpoints import EndpointError, build_upstreams
+    from harness.upstreams import EndpointSettingError, build_upstreams
 
     try:
         agent, meta, endpoints = build_upstreams(settings)
-    except EndpointError as exc:
+    except EndpointSettingError as exc:
         raise _fail(str(exc))
     for endpoint in endpoints:
         console.print(endpoint.describe(), markup=False, highlight=False)
@@ -247,9 +247,9 @@ def start_run(root: Path, settings) -> None:
 
 def _check_settings(settings, origins: Optional[dict[str, str]] = None) -> None:
     """Every setting valid (`harness.runfile`, one line per bad one) and each model's endpoint
-    set up (`harness.endpoints`), before anything of the run is written. `origins`: run-file
+    set up (`harness.upstreams`), before anything of the run is written. `origins`: run-file
     key -> the flag that changed it, so a message names what the user typed."""
-    from harness.endpoints import EndpointError, resolve_endpoints
+    from harness.upstreams import EndpointSettingError, resolve_endpoints
     from harness.runfile import RunFileError, from_settings, validate
 
     try:
@@ -258,7 +258,7 @@ def _check_settings(settings, origins: Optional[dict[str, str]] = None) -> None:
             resolve_endpoints(settings)
     except RunFileError as exc:
         raise _fail_all(exc.problems)
-    except EndpointError as exc:
+    except EndpointSettingError as exc:
         raise _fail(str(exc))
 
 

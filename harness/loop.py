@@ -105,7 +105,7 @@ class LoopSettings:
     executor: str = "local"
     """Where task runs go: local, ray, ray:auto or ray:HOST:PORT (`harness.executors`)."""
     agent_base_url: str | None = None
-    """The agent model's endpoint (None: ``OPENAI_BASE_URL``); `harness.endpoints`."""
+    """The agent model's endpoint (None: ``OPENAI_BASE_URL``); `harness.upstreams`."""
     agent_api_key_env: str | None = None
     """The NAME of the variable holding the agent endpoint's key (None: ``OPENAI_API_KEY``)."""
     agent_kwargs: dict[str, Any] = field(default_factory=dict)

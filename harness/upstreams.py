@@ -27,13 +27,14 @@ from harness.gateway import OpenAIUpstream, Upstream
 if TYPE_CHECKING:
     from harness.loop import LoopSettings
 
-__all__ = ["Endpoint", "EndpointError", "WithDefaults", "build_upstreams", "resolve_endpoints"]
+__all__ = ["Endpoint", "EndpointSettingError", "WithDefaults", "build_upstreams",
+           "resolve_endpoints"]
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 DEFAULT_URL_ENV = "OPENAI_BASE_URL"
 
 
-class EndpointError(ValueError):
+class EndpointSettingError(ValueError):
     """A model has no endpoint, or the variable named for its key is not set."""
 
 
@@ -61,7 +62,7 @@ class Endpoint:
 
 def resolve_endpoints(settings: "LoopSettings",
                       environ: Mapping[str, str] = os.environ) -> tuple[Endpoint, Endpoint]:
-    """(agent, meta) endpoints of a run; EndpointError naming the setting to fix."""
+    """(agent, meta) endpoints of a run; EndpointSettingError naming the setting to fix."""
     agent_url = settings.agent_base_url or environ.get(DEFAULT_URL_ENV) or None
     agent_key_env = settings.agent_api_key_env or DEFAULT_KEY_ENV
     agent = Endpoint("agent", settings.agent_model, agent_url, agent_key_env,
@@ -71,12 +72,12 @@ def resolve_endpoints(settings: "LoopSettings",
     for endpoint, named in ((agent, settings.agent_api_key_env),
                             (meta, settings.meta_api_key_env or settings.agent_api_key_env)):
         if named and not endpoint.key(environ):
-            raise EndpointError(
+            raise EndpointSettingError(
                 f"models.{endpoint.role}.api_key_env names {named}, which is not set in this "
                 f"environment: export {named}=YOUR_KEY (ratchet reads the key from there and "
                 "never writes it to the run)")
         if endpoint.base_url is None and not endpoint.key(environ):
-            raise EndpointError(
+            raise EndpointSettingError(
                 f"no endpoint for the {endpoint.role} model: set models.{endpoint.role}.base_url "
                 f"(and api_key_env) in the run file, or {DEFAULT_URL_ENV} and {DEFAULT_KEY_ENV}; "
                 "or run the scripted demo with --scripted demo")

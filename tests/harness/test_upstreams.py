@@ -1,4 +1,4 @@
-"""Two endpoints (`harness.endpoints`): the agent's and the meta model's calls each go to their
+"""Two endpoints (`harness.upstreams`): the agent's and the meta model's calls each go to their
 own endpoint with their own key and settings, through gateways as the controller builds them.
 
 Real HTTP on both sides: two scripted model servers that, like a real endpoint, answer 401 to
@@ -10,7 +10,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from harness.endpoints import EndpointError, build_upstreams, resolve_endpoints
+from harness.upstreams import EndpointSettingError, build_upstreams, resolve_endpoints
 from harness.gateway import Gateway, Ledger
 from harness.loop import LoopSettings
 from harness.runfile import resolve, to_settings
@@ -108,8 +108,8 @@ def test_the_meta_model_inherits_the_agents_endpoint_but_not_its_kwargs(servers)
 def test_a_named_key_variable_that_is_unset_is_refused_with_the_fix():
     settings = LoopSettings(run="r", suite="q", generations=1, agent_model="a", meta_model="b",
                             agent_base_url="http://127.0.0.1:9/v1", meta_api_key_env="PAID_KEY")
-    with pytest.raises(EndpointError, match="models.meta.api_key_env names PAID_KEY.*export PAID_KEY="):
+    with pytest.raises(EndpointSettingError, match="models.meta.api_key_env names PAID_KEY.*export PAID_KEY="):
         resolve_endpoints(settings, {})
-    with pytest.raises(EndpointError, match="no endpoint for the agent model"):
+    with pytest.raises(EndpointSettingError, match="no endpoint for the agent model"):
         resolve_endpoints(LoopSettings(run="r", suite="q", generations=1, agent_model="a",
                                        meta_model="b"), {})
