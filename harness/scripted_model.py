@@ -204,7 +204,7 @@ class ScriptedModelServer:
     Use as a context manager, or ``start()``/``stop()``. ``requests`` holds every chat
     request body received (parsed JSON), in arrival order. With ``api_key``, like a real
     endpoint, a request without ``Authorization: Bearer API_KEY`` is answered 401 (and
-    counted in ``refused``), so a test can show whose key reached which endpoint.
+    counted in ``unauthorized``), so a test can show whose key reached which endpoint.
     """
 
     def __init__(self, script: Script | Mapping[str, Any], host: str = "127.0.0.1",
@@ -213,7 +213,7 @@ class ScriptedModelServer:
         self.host, self.port = host, port
         self.api_key = api_key
         self.requests: list[dict[str, Any]] = []
-        self.refused = 0
+        self.unauthorized = 0
         self._lock = threading.Lock()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -254,7 +254,7 @@ class ScriptedModelServer:
         if self.api_key is not None and not hmac.compare_digest(
                 (authorization or "").encode(), f"Bearer {self.api_key}".encode()):
             with self._lock:
-                self.refused += 1
+                self.unauthorized += 1
             return _error(401, "incorrect API key provided", "authentication_error")
         path = path.split("?", 1)[0].rstrip("/")
         if (method, path) == ("GET", "/v1/models"):

@@ -81,7 +81,7 @@ def test_two_endpoints_each_get_their_models_calls_with_their_key_and_no_key_ent
         out = _ratchet("run", "-c", str(run_file), cwd=workspace,
                        env={"AGENT_API_KEY": AGENT_KEY, "META_API_KEY": META_KEY})
         agent_requests, meta_requests = list(agent.requests), list(meta.requests)
-        refused = (agent.refused, meta.refused)
+        refused = (agent.unauthorized, meta.unauthorized)
     assert out.returncode == 0, out.stdout + out.stderr
     state = replay(Journal.read(workspace / "runs" / "two" / "journal.jsonl"))
     assert state.generations[1].recorded and state.generations[1].proposal_valid

@@ -61,7 +61,7 @@ def test_each_models_calls_land_on_its_own_endpoint_with_its_own_key_and_kwargs(
     assert _call(agent_gw, "task-1", temperature=0.0) == "agent says hi"
     assert _call(meta_gw, "gen-0001.meta") == "meta says hi"
 
-    assert (agent_server.refused, meta_server.refused) == (0, 0)  # each server checked its key
+    assert (agent_server.unauthorized, meta_server.unauthorized) == (0, 0)  # each server checked its key
     [to_agent], [to_meta] = agent_server.requests, meta_server.requests
     assert to_agent["model"] == "local-coder" and to_meta["model"] == "paid-meta"
     # the agent's own temperature wins over the default; a field the SDK does not name still arrives
@@ -80,7 +80,7 @@ def test_a_key_sent_to_the_wrong_endpoint_is_refused_there(servers, tmp_path):
     gateway = Gateway(agent_up, model=settings.agent_model, log_dir=tmp_path)
     with pytest.raises(openai.APIStatusError):
         _call(gateway, "task-1")
-    assert agent_server.refused >= 1 and agent_server.requests == []
+    assert agent_server.unauthorized >= 1 and agent_server.requests == []
 
 
 def test_the_simple_case_is_one_endpoint_from_the_environment(servers):
@@ -92,7 +92,7 @@ def test_the_simple_case_is_one_endpoint_from_the_environment(servers):
         agent_server.base_url, "OPENAI_API_KEY")
     for upstream in build_upstreams(settings, env)[:2]:
         assert upstream.complete({"model": "m", "messages": [{"role": "user", "content": "x"}]})
-    assert len(agent_server.requests) == 2 and agent_server.refused == 0
+    assert len(agent_server.requests) == 2 and agent_server.unauthorized == 0
 
 
 def test_the_meta_model_inherits_the_agents_endpoint_but_not_its_kwargs(servers):
