@@ -383,13 +383,13 @@ def _priced(models: dict[str, str], allow_unpriced: bool, *, extra: Optional[dic
     return table
 
 
-def check_model_endpoint() -> None:
-    """One clear error, before anything is written, when the configured endpoint does not
-    answer (`harness.endpoint`)."""
+def check_model_endpoint(base_url: Optional[str] = None, api_key: Optional[str] = None) -> None:
+    """One clear error, before anything is written, when an endpoint (default: the
+    environment's) does not answer (`harness.endpoint`)."""
     from harness.endpoint import EndpointError, check_endpoint
 
     try:
-        check_endpoint()
+        check_endpoint(base_url, api_key)
     except EndpointError as exc:
         raise _fail(str(exc))
 

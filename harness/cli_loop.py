@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +29,7 @@ def _workspace(path: Optional[Path]) -> Path:
 
 @app.command()
 def init(directory: Path = typer.Argument(Path("."), help="Where to make the workspace.")) -> None:
-    """Make a git workspace holding the seed agent."""
+    """Make a git workspace holding the seed agent and a commented example run file (run.yaml)."""
     import agent_seed
     from harness.workspace import WorkspaceError, init_workspace, is_workspace
 
@@ -36,15 +37,25 @@ def init(directory: Path = typer.Argument(Path("."), help="Where to make the wor
         console.print(f"{directory.resolve()} is already a ratchet workspace; nothing changed.")
         return
     try:
-        root = init_workspace(directory, seed=Path(agent_seed.__file__).parent)
+        root = init_workspace(directory, seed=Path(agent_seed.__file__).parent,
+                              files={"run.yaml": example_run_file()})
     except WorkspaceError as exc:
         raise _fail(str(exc))
-    console.print(f"workspace ready at {root}: agent_seed/ committed. Next: "
-                  f"`cd {root} && ratchet run --suite quickstart --generations 3 --scripted demo`")
+    console.print(f"workspace ready at {root}: agent_seed/ and run.yaml committed. Next: "
+                  f"`cd {root} && ratchet run -c run.yaml` (the scripted demo; edit run.yaml for "
+                  "your endpoints)")
+
+
+def example_run_file() -> str:
+    """The commented example run file (also shipped as examples/run.yaml)."""
+    from importlib.resources import files
+
+    return files("harness").joinpath("templates/run.yaml").read_text(encoding="utf-8")
 
 
 def _models(settings, tasks):
-    """(agent upstream, meta upstream, servers to stop)."""
+    """(agent upstream, meta upstream, servers to stop): the scripted demo's servers, or each
+    model's own endpoint from the settings (`harness.upstreams`)."""
 
     from harness.gateway import OpenAIUpstream
 
@@ -60,12 +71,16 @@ def _models(settings, tasks):
                 [agent, meta])
     if settings.scripted:
         raise _fail(f"unknown scripted mode {settings.scripted!r} (known: demo)")
-    upstream = OpenAIUpstream.from_environment()
-    if upstream is None:
-        raise _fail("no model endpoint: set OPENAI_BASE_URL and OPENAI_API_KEY (and --model / "
-                    "--meta-model), or run the scripted demo with --scripted demo.")
-    check_model_endpoint()
-    return upstream, upstream, []
+    from harness.upstreams import EndpointSettingError, build_upstreams
+
+    try:
+        agent, meta, endpoints = build_upstreams(settings)
+    except EndpointSettingError as exc:
+        raise _fail(str(exc))
+    for endpoint in endpoints:
+        console.print(endpoint.describe(), markup=False, highlight=False)
+        check_model_endpoint(endpoint.base_url, endpoint.key(os.environ))
+    return agent, meta, []
 
 
 def _drive(workspace: Path, settings, before_start=None) -> None:
@@ -191,29 +206,42 @@ def closing_hint(run: str, state) -> str:
     return f"Look: `git log --graph ratchet/{run}/best`, {diff}`ratchet log {run}`"
 
 
+CONFIG_HELP = ("A run file (YAML: `ratchet init` writes a commented one; examples/run.yaml) or "
+               "a dotted KEY=VALUE (e.g. models.meta.kwargs.temperature=0.2). Repeatable: later "
+               "ones win; flags win over all.")
+
+
 @app.command()
 def run(
-    suite: str = typer.Option(..., "--suite", "-s"),
-    generations: int = typer.Option(3, "--generations", "-g", min=0),
+    config: Optional[list[str]] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    suite: Optional[str] = typer.Option(None, "--suite", "-s", help="A suite name or task file."),
+    generations: Optional[int] = typer.Option(None, "--generations", "-g",
+                                              help="Generations after the seed (default 3)."),
     budget_usd: Optional[float] = typer.Option(None, help="Stop cleanly when the run has spent this."),
-    model: str = typer.Option("gpt-4o-mini", "--model", "-m", help="The agent's model."),
+    task_budget_usd: Optional[float] = typer.Option(None, help="Refuse one task run's model calls "
+                                                    "past this."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="The agent's model (default "
+                                        "gpt-4o-mini; models.agent in a run file)."),
     meta_model: Optional[str] = typer.Option(None, help="The proposer's model (default: --model)."),
     scripted: Optional[str] = typer.Option(None, help="'demo': scripted agent and meta models."),
-    acceptance: str = typer.Option("sign", help="sign[:ALPHA[:run|open|each]] (default: the exact "
-                                   "sign test at a run error budget of 0.05, split over the "
-                                   "generations) | mcnemar[:ALPHA...] | margin:K | strict "
-                                   "(both noisy: docs/acceptance.md)"),
-    selector: str = typer.Option("best", help="best (the ratchet) | archive (DGM-style) | clade "
-                                 "(HGM-style: Thompson sampling on each clade's results)"),
-    attempts: int = typer.Option(1, "--attempts", "-k", help="Runs of each deciding task per "
-                                 "candidate (and fresh runs of an accepted one). Small suites "
-                                 "need 3-5 to detect anything: docs/acceptance.md."),
-    proposals: int = typer.Option(1, "--proposals", "-p", help="Candidates per generation: each "
-                                  "screened on one run per deciding task; the best is tested on "
-                                  "fresh runs."),
+    acceptance: Optional[str] = typer.Option(None, help="sign[:ALPHA[:run|open|each]] (default: the "
+                                             "exact sign test at a run error budget of 0.05, split "
+                                             "over the generations) | mcnemar[:ALPHA...] | margin:K | "
+                                             "strict (both noisy: docs/acceptance.md)"),
+    selector: Optional[str] = typer.Option(None, help="best (the ratchet, default) | archive "
+                                           "(DGM-style) | clade (HGM-style: Thompson sampling on "
+                                           "each clade's results)"),
+    attempts: Optional[int] = typer.Option(None, "--attempts", "-k", help="Runs of each deciding "
+                                           "task per candidate (and fresh runs of an accepted one; "
+                                           "default 1). Small suites need 3-5 to detect anything: "
+                                           "docs/acceptance.md."),
+    proposals: Optional[int] = typer.Option(None, "--proposals", "-p", help="Candidates per "
+                                            "generation (default 1): each screened on one run per "
+                                            "deciding task; the best is tested on fresh runs."),
     stage_size: Optional[int] = typer.Option(None, hidden=True, help="Deprecated: ignored."),
-    holdout: int = typer.Option(0, help="N tasks, drawn by a shuffle seeded with the run's seed, "
-                                "decide acceptance and are never studied (0: off)."),
+    holdout: Optional[int] = typer.Option(None, help="N tasks, drawn by a shuffle seeded with the "
+                                          "run's seed, decide acceptance and are never studied "
+                                          "(default 0: off)."),
     study: Optional[str] = typer.Option(None, "--study", help="SPLIT[,SPLIT]: the tasks of these "
                                         "splits (the suite's `split` field) are studied by the "
                                         "proposer (default: all but --decide)."),
@@ -223,15 +251,25 @@ def run(
     report_split: Optional[str] = typer.Option(None, "--report-split", help="SPLIT: run only for "
                                                "the best (gen 0, each acceptance), shown as the "
                                                "report's held-out curve; never decides."),
-    proposer: str = typer.Option("meta", help="meta (a meta model edits the agent) | self (the "
-                                 "parent agent edits its own source in a sandbox, DGM-style)"),
-    workers: int = typer.Option(2, "--workers", "-w", min=1),
-    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
-    allow_unpriced: bool = typer.Option(False, "--allow-unpriced", help=ALLOW_UNPRICED_HELP),
-    max_output_tokens: int = typer.Option(8192, "--max-output-tokens", min=1, help="The most "
-                                          "output tokens one model call may ask for; forced on "
-                                          "every call, so its worst case is reserved from the "
-                                          "budget before it is sent."),
+    proposer: Optional[str] = typer.Option(None, help="meta (default: a meta model edits the agent) "
+                                           "| self (the parent agent edits its own source in a "
+                                           "sandbox, DGM-style)"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Task runs at once (default 2)."),
+    executor: Optional[str] = typer.Option(None, "--executor", help=EXECUTOR_HELP),
+    seed: Optional[int] = typer.Option(None, help="Seeds the holdout draw, parent selection and "
+                                       "the deciding order (default 0)."),
+    max_proposal_attempts: Optional[int] = typer.Option(None, help="Tries of one proposal, each "
+                                                        "failed check sent back (default 3)."),
+    evidence_tokens: Optional[int] = typer.Option(None, help="About how much failure evidence the "
+                                                  "proposer sees (default 6000)."),
+    agent_timeout_s: Optional[float] = typer.Option(None, help="Wall-clock limit of one agent run "
+                                                    "(default 900)."),
+    allow_unpriced: Optional[bool] = typer.Option(None, "--allow-unpriced", help=ALLOW_UNPRICED_HELP),
+    max_output_tokens: Optional[int] = typer.Option(None, "--max-output-tokens", help="The most "
+                                                    "output tokens one model call may ask for "
+                                                    "(default 8192); forced on every call, so its "
+                                                    "worst case is reserved from the budget before "
+                                                    "it is sent."),
     run_id: Optional[str] = typer.Option(None, "--run-id", help="Default: a timestamp.",
                                          callback=checked_run_id),
     workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP),
@@ -239,22 +277,39 @@ def run(
                                       "on disk before the run starts (default: refuse an agent "
                                       "dir with uncommitted changes)."),
 ) -> None:
-    """Start a run: generation 0 is the seed, then propose, evaluate, decide, record."""
-    from harness.loop import LoopSettings
+    """Start a run: generation 0 is the seed, then propose, evaluate, decide, record.
 
-    run = run_id or f"r{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    Settings come from the defaults, then each -c (run file or KEY=VALUE), then the flags."""
+    from harness.runfile import RunFileError, resolve, to_settings
+
     if stage_size is not None:
         err.print("[yellow]--stage-size is deprecated and ignored:[/] futility looks after 1/3 and "
                   "2/3 of the deciding runs replaced the staged evaluation (docs/acceptance.md).")
-    start_run(_workspace(workspace), LoopSettings(
-        run=run, suite=suite, generations=generations,
-        agent_model="scripted" if scripted else model,
-        meta_model="scripted" if scripted else (meta_model or model),
-        budget_usd=budget_usd, acceptance=acceptance, selector=selector,
-        holdout=holdout, study=study, decide=decide, report_split=report_split,
-        workers=workers, attempts=attempts, proposals=proposals, horizon=generations,
-        scripted=scripted, proposer=proposer, executor=executor, allow_unpriced=allow_unpriced,
-        max_output_tokens=max_output_tokens), commit_agent=commit_agent)
+    given = {"suite": suite, "generations": generations, "budget_usd": budget_usd,
+             "task_budget_usd": task_budget_usd, "models.agent.name": model,
+             "models.meta.name": meta_model, "scripted": scripted, "acceptance": acceptance,
+             "selector": selector, "attempts": attempts, "proposals": proposals,
+             "holdout": holdout, "study": study, "decide": decide, "report_split": report_split,
+             "proposer": proposer, "workers": workers, "executor": executor, "seed": seed,
+             "max_proposal_attempts": max_proposal_attempts, "evidence_tokens": evidence_tokens,
+             "agent_timeout_s": agent_timeout_s, "allow_unpriced": allow_unpriced,
+             "max_output_tokens": max_output_tokens, "run_id": run_id}
+    try:
+        resolved = resolve(list(config or []), {k: v for k, v in given.items() if v is not None})
+    except RunFileError as exc:
+        raise _fail_all(exc.problems)
+    run_name = resolved.run_id or f"r{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    start_run(_workspace(workspace), to_settings(resolved, run_name), commit_agent=commit_agent)
+
+
+def _fail_all(problems: list[str]) -> typer.Exit:
+    """One line per problem (exit 2); the messages are shown as written, never as markup."""
+    from rich.markup import escape
+
+    if len(problems) == 1:
+        return _fail(escape(problems[0]))
+    return _fail(f"{len(problems)} problems in the run's settings:\n"
+                 + "\n".join(f"  {escape(problem)}" for problem in problems))
 
 
 def start_run(root: Path, settings, commit_agent: bool = False) -> None:
@@ -294,17 +349,20 @@ def _refuse_live(root: Path, run: str) -> None:
         raise _fail(str(exc))
 
 
-def _check_settings(settings) -> None:
-    from harness.acceptance import parse_rule
-    from harness.selection import parse_selector
+def _check_settings(settings, origins: Optional[dict[str, str]] = None) -> None:
+    """Every setting valid (`harness.runfile`, one line per bad one) and each model's endpoint
+    set up (`harness.upstreams`), before anything of the run is written. `origins`: run-file
+    key -> the flag that changed it, so a message names what the user typed."""
+    from harness.upstreams import EndpointSettingError, resolve_endpoints
+    from harness.runfile import RunFileError, from_settings, validate
 
-    if settings.proposer not in ("meta", "self"):
-        raise _fail(f"unknown proposer {settings.proposer!r} (known: meta, self)")
     try:
-        settings.check()
-        parse_rule(settings.acceptance)
-        parse_selector(settings.selector)
-    except ValueError as exc:
+        validate(from_settings(settings), origins or {})
+        if not settings.scripted:
+            resolve_endpoints(settings)
+    except RunFileError as exc:
+        raise _fail_all(exc.problems)
+    except EndpointSettingError as exc:
         raise _fail(str(exc))
 
 
@@ -373,6 +431,9 @@ def resume(
         settings.executor = executor
     if allow_unpriced:
         settings.allow_unpriced = True
+    _check_settings(settings, {key: flag for key, flag, value in (
+        ("budget_usd", "--budget-usd", budget_usd), ("generations", "--generations", generations),
+        ("executor", "--executor", executor)) if value is not None})
     if from_generation is not None:
         new_run = branched_run_id(run, from_generation)
         try:
@@ -620,6 +681,25 @@ def status(run: str = typer.Argument(..., metavar="RUN", callback=checked_run_id
     splits = _splits_line(root, run)
     if splits:
         console.print(splits, markup=False, highlight=False)
+    _print_settings(root / "runs" / run / "settings.json")
+
+
+def _print_settings(path: Path) -> None:
+    """The run's resolved settings, as a run file (keys only name where keys are read)."""
+    import yaml
+
+    from harness.loop import LoopSettings
+    from harness.runfile import from_settings
+
+    try:
+        settings = LoopSettings.load(path)
+    except (OSError, ValueError, TypeError) as exc:
+        console.print(f"settings: cannot read {path}: {exc}", markup=False, highlight=False)
+        return
+    text = yaml.safe_dump(from_settings(settings), sort_keys=False, default_flow_style=False)
+    console.print("settings (a run file: `ratchet run -c FILE` takes it):\n"
+                  + "\n".join(f"  {line}" for line in text.splitlines()),
+                  markup=False, highlight=False)
 
 
 @app.command()

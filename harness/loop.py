@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmark import Grader, TaskSpec
+from benchmark import Grader, TaskSpec, _docker
 from benchmark._agent_env import DockerEnvironment
 from harness.acceptance import DEFAULT_RULE, Decision, decide_in_looks, parse_rule
 from harness.agent_source import AgentSource, resolve_agent
@@ -114,6 +114,18 @@ class LoopSettings:
     max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
     """The most output tokens a model call may ask for; the gateway forces it on every call
     so the call's worst case is known and reserved before it is sent (`harness.ledger`)."""
+    agent_base_url: str | None = None
+    """The agent model's endpoint (None: ``OPENAI_BASE_URL``); `harness.upstreams`."""
+    agent_api_key_env: str | None = None
+    """The NAME of the variable holding the agent endpoint's key (None: ``OPENAI_API_KEY``)."""
+    agent_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Request settings the gateway adds to the agent's calls where the agent set none."""
+    meta_base_url: str | None = None
+    """The meta model's endpoint (None: the agent's)."""
+    meta_api_key_env: str | None = None
+    """The NAME of the variable holding the meta endpoint's key (None: the agent's)."""
+    meta_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Request settings sent with every proposer call (temperature, reasoning_effort, ...)."""
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -133,16 +145,10 @@ class LoopSettings:
         return cls(**data)
 
     def check(self) -> None:
-        """Raise ValueError naming the bad setting and its fix."""
-        from harness.attempts import MAX_ATTEMPTS, MAX_PROPOSALS
+        """Raise ValueError naming each bad setting and what is allowed (`harness.runfile`)."""
+        from harness.runfile import from_settings, validate
 
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) \
-                or not 1 <= self.attempts <= MAX_ATTEMPTS:
-            raise ValueError(f"attempts must be an integer in 1..{MAX_ATTEMPTS}, got {self.attempts!r}")
-        if isinstance(self.proposals, bool) or not isinstance(self.proposals, int) \
-                or not 1 <= self.proposals <= MAX_PROPOSALS:
-            raise ValueError(f"proposals must be an integer in 1..{MAX_PROPOSALS}, got {self.proposals!r}")
-        parse_rule(self.acceptance)
+        validate(from_settings(self), {})
 
 
 @dataclass

@@ -19,6 +19,7 @@ Exceptions: ``ScriptError(ValueError)``, a script that cannot be read or is inva
 from __future__ import annotations
 
 import copy
+import hmac
 import json
 import math
 import re
@@ -201,17 +202,21 @@ class ScriptedModelServer:
     """Serves a :class:`Script` over HTTP on ``host:port`` (0: any free port), in a thread.
 
     Use as a context manager, or ``start()``/``stop()``. ``requests`` holds every chat
-    request body received (parsed JSON), in arrival order.
+    request body received (parsed JSON), in arrival order. With ``api_key``, like a real
+    endpoint, a request without ``Authorization: Bearer API_KEY`` is answered 401 (and
+    counted in ``unauthorized``), so a test can show whose key reached which endpoint.
     """
 
     def __init__(self, script: Script | Mapping[str, Any], host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, api_key: str | None = None) -> None:
         self.script = script if isinstance(script, Script) else Script.model_validate(script)
         self.host, self.port = host, port
+        self.api_key = api_key
         self.requests: list[dict[str, Any]] = []
         self.refused_calls = 0
         """Chat calls answered with a scripted outage (`fail_next`)."""
         self._outage: list[tuple[int, float | None]] = []
+        self.unauthorized = 0
         self._lock = threading.Lock()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -264,8 +269,14 @@ class ScriptedModelServer:
         headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
         return (*_error(status, f"scripted outage: HTTP {status}", "rate_limit_error"), headers)
 
-    def handle(self, method: str, path: str, raw: bytes) -> tuple[int, dict[str, Any]]:
+    def handle(self, method: str, path: str, raw: bytes,
+               authorization: str | None = None) -> tuple[int, dict[str, Any]]:
         """The (status, JSON body) answering one HTTP request; no I/O, so no hang."""
+        if self.api_key is not None and not hmac.compare_digest(
+                (authorization or "").encode(), f"Bearer {self.api_key}".encode()):
+            with self._lock:
+                self.unauthorized += 1
+            return _error(401, "incorrect API key provided", "authentication_error")
         path = path.split("?", 1)[0].rstrip("/")
         if (method, path) == ("GET", "/v1/models"):
             names = dict.fromkeys([DEFAULT_MODEL, *(r.model for r in self.script.rules
@@ -321,7 +332,8 @@ class _Handler(BaseHTTPRequestHandler):
         if outage is not None:
             send_json(self, outage[0], outage[1], outage[2])
             return
-        status, body = owner.handle(self.command, self.path, raw)
+        status, body = owner.handle(self.command, self.path, raw,
+                                    self.headers.get("Authorization"))
         send_json(self, status, body)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read bodies instead

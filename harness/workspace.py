@@ -117,13 +117,14 @@ def is_workspace(directory: Path) -> bool:
         return False
 
 
-def init_workspace(directory: Path, *, seed: Path) -> Path:
+def init_workspace(directory: Path, *, seed: Path, files: dict[str, str] | None = None) -> Path:
     """Make ``directory`` a workspace holding a copy of the agent package ``seed``.
 
     Returns the workspace root. A directory that already is a workspace is returned as it
     is (nothing is copied or committed: its agent may have moved on from the seed); check
     ``is_workspace`` first to tell the user so. Raises ``WorkspaceError`` for a directory
     that holds anything else, since copying into it would mix ratchet's files with its.
+    ``files`` (relative path -> text) are written and committed with it (the example run file).
     """
     directory = directory.expanduser().resolve()
     seed = seed.expanduser().resolve()
@@ -152,11 +153,13 @@ def init_workspace(directory: Path, *, seed: Path) -> Path:
     (directory / "README.md").write_text(README, encoding="utf-8")
     (directory / "runs").mkdir(exist_ok=True)
     (directory / "runs" / "README.md").write_text(RUNS_README, encoding="utf-8")
+    for name, text in (files or {}).items():
+        (directory / name).write_text(text, encoding="utf-8")
 
     repo = repo or git.Repo.init(directory, initial_branch="main")
     gitcmd = repo.git
     gitcmd.update_environment(**RATCHET_IDENTITY)
-    gitcmd.add("--", AGENT_DIR, ".gitignore", "README.md", "runs/README.md")
+    gitcmd.add("--", AGENT_DIR, ".gitignore", "README.md", "runs/README.md", *(files or {}))
     gitcmd.commit("--no-verify", "--no-gpg-sign", "-q", "-m", "ratchet: seed agent")
     log.info("initialised a ratchet workspace at %s from %s", directory, seed)
     return directory

@@ -164,16 +164,16 @@ def test_every_inline_command_names_real_options(example):
 
 
 def test_every_bare_option_in_the_docs_is_an_option_of_some_command():
-    """An option named in prose (`--max-proposal-attempts times`) must exist somewhere."""
+    """An option named in prose (`--max-proposal-retries times`) must exist somewhere."""
     known = _all_option_names() | set(FOREIGN_OPTIONS)
     unknown = {f"{doc.relative_to(ROOT)}: {option}" for doc in DOCS
                for option in bare_options(doc.read_text(encoding="utf-8")) if option not in known}
     assert not unknown, sorted(unknown)
-    assert bare_options("retried `--max-proposal-attempts` times") - known == {"--max-proposal-attempts"}
+    assert bare_options("retried `--max-proposal-retries` times") - known == {"--max-proposal-retries"}
 
 
 @pytest.mark.parametrize("example, problem", [
-    ("run --suite quickstart --max-proposal-attempts 3", "No such option"),
+    ("run --suite quickstart --max-proposal-retries 3", "No such option"),
     ("frobnicate RUN", "unknown command"),
     ("bench frob --suite S", "unknown command"),
     ("run --suite quickstart --generations many", "valid integer"),
@@ -185,7 +185,7 @@ def test_the_code_check_catches_what_does_not_exist(example, problem):
 
 
 @pytest.mark.parametrize("example", [
-    "run --suite S [--max-proposal-attempts N]", "resume RUN [--frm N]", "bench grok --suite S"])
+    "run --suite S [--max-proposal-retries N]", "resume RUN [--frm N]", "bench grok --suite S"])
 def test_the_inline_check_catches_what_does_not_exist(example):
     with pytest.raises(UsageProblem):
         check_inline_example(example)

@@ -24,6 +24,7 @@ from harness.journal import Journal, replay
 from harness.lineage import Lineage
 from harness.loop import Controller, LoopSettings
 from harness.scripted_model import ScriptedModelServer
+from tests.harness.conftest import new_workspace, quickstart_slice
 
 pytestmark = pytest.mark.docker
 
@@ -34,17 +35,12 @@ SLICE = ("toolz__toolz-1.2.0__dissoc-many-keys", "isodate__isodate-0.7.2__decemb
 
 @pytest.fixture
 def suite(tmp_path: Path) -> Path:
-    tasks = {t.instance_id: t for t in load_suite("quickstart").tasks}
-    path = tmp_path / "slice.jsonl"
-    path.write_text("".join(tasks[i].model_dump_json(exclude_none=True) + "\n" for i in SLICE))
-    return path
+    return quickstart_slice(tmp_path, SLICE)
 
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
-    out = subprocess.run([RATCHET, "init", str(tmp_path / "ws")], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    return tmp_path / "ws"
+    return new_workspace(tmp_path / "ws")
 
 
 def _ratchet(*args: str, cwd: Path) -> subprocess.CompletedProcess:
