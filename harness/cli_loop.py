@@ -418,6 +418,11 @@ def resume(
     except (ValueError, TypeError) as exc:
         raise _fail(f"{path} is not the settings of a run ({str(exc)[:200]}); restore it (the "
                     f"journal's run_started event keeps a copy) before `ratchet resume {run}`")
+    if from_generation is not None:  # a generation that does not exist, before anything else
+        try:
+            _check_generations(Lineage(root, run), root, (from_generation,))
+        except LineageError as exc:
+            raise _fail(str(exc))
     if budget_usd is not None:
         settings.budget_usd = budget_usd
     if generations is not None:
@@ -437,7 +442,6 @@ def resume(
     if from_generation is not None:
         new_run = branched_run_id(run, from_generation)
         try:
-            _check_generations(Lineage(root, run), root, (from_generation,))
             Lineage(root, run).branch_from(from_generation, new_run)
         except LineageError as exc:
             raise _fail(str(exc))

@@ -285,8 +285,7 @@ CASES = [
     # -- option values (owned by the `runfile` helper) --------------------------------------
     Case("holdout-negative", [*RUN, "--run-id", "h1", "--holdout", "-1"], ["holdout"], env=DEAD),
     Case("holdout-larger-than-suite", [*RUN, "--run-id", "h1", "--holdout", "5"], ["holdout"], env=DEAD),
-    Case("budget-negative", [*RUN, "--run-id", "h1", "--budget-usd", "-5"], ["budget"], env=DEAD,
-         marks=(pytest.mark.xfail(reason="runfile", strict=False),)),
+    Case("budget-negative", [*RUN, "--run-id", "h1", "--budget-usd", "-5"], ["budget"], env=DEAD),
 ]
 
 

@@ -255,5 +255,6 @@ def test_every_flag_of_ratchet_run_has_a_run_file_key():
 
     run = typer.main.get_command(app).commands["run"]
     flags = {max(p.opts, key=len) for p in run.params if p.opts}
-    not_settings = {"--config", "--workspace", "--stage-size"}  # where, and a deprecated no-op
+    # where, a deprecated no-op, and an action on the workspace before the run (not a setting)
+    not_settings = {"--config", "--workspace", "--stage-size", "--commit-agent"}
     assert flags - not_settings == set(FLAGS.values())
