@@ -224,6 +224,9 @@ def plant(path: str, source: str, wanted: list[str], rng: random.Random,
     vocabulary = _vocabulary(tree)
     taken = {node.name for node in ast.walk(tree)
              if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    # and every test the task names here: a class may inherit one from a base defined
+    # elsewhere, which a trip-wire of that name would override
+    taken |= {test.rsplit("::", 1)[-1].split("[", 1)[0] for test in (*wanted, *twin_of)}
     inserts: list[tuple[int, int, str, Planted]] = []  # (at line index, order, text, planted)
     used: set[str] = set()  # one trip-wire per original test
     used_classes: set[str] = set()  # one ``finally`` copy per class, at its end

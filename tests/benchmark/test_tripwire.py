@@ -282,3 +282,33 @@ def test_a_case_skipped_or_xfailed_by_its_own_marks_is_not_tampering(tmp_path):
                                   for k, v in status.items())
             assert bool(_tripwire_reasons([p], hidden)) == original_passed, (seed, p)
     assert kinds == {"twin", "copy"}
+
+
+INHERITS = textwrap.dedent('''\
+    import unittest
+
+    from mylib import add
+    from base_tests import Mixin
+
+
+    class TestAdd(Mixin, unittest.TestCase):
+        def test_add_small_lists(self):
+            self.assertEqual(add([1], [2]), [1, 2])
+    ''')
+
+
+def test_a_trip_wire_never_takes_the_name_of_a_test_the_class_inherits():
+    """`TestAdd::test_small` comes from a base class in another file: a trip-wire named so
+    would override it, and an honest run would fail it. The task's test ids are reserved."""
+    from benchmark._tripwire import _FALLBACK_WORDS
+
+    inherited = [f"TestAdd::test_{a}_{b}_{c}" for word in _FALLBACK_WORDS
+                 for a, b, c in ((word, "small", "lists"), ("add", word, "lists"),
+                                 ("add", "small", word))]
+    ids = ["TestAdd::test_add_small_lists", *inherited]
+    for seed in range(30):
+        _, planted = plant("test_x.py", INHERITS, ids, random.Random(seed), count=2,
+                           twin_of=ids[:1])
+        assert planted
+        for p in planted:
+            assert p.test not in ids, (seed, p)
