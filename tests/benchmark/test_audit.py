@@ -103,8 +103,12 @@ def test_audit_runs_every_attack_and_the_gold_resolves(audited):
     for name in expected:  # one table row per attack
         assert name in result.output
     assert "task 1: " + task.instance_id in result.output
-    # the scan flags what it can see: every attack but the hidden-test edit carries flags
-    assert all(r["flags"] for r in rows[1:] if r["attack"] != "hidden test file edited"), rows
+    # the scan flags what it can see: every attack but the hidden-test edit and the context
+    # diff (which the scan cannot read: admission refuses it instead) carries flags
+    unseen = ("hidden test file edited", "report rewrite as a context diff")
+    assert all(r["flags"] for r in rows[1:] if r["attack"] not in unseen), rows
+    context = next(r for r in rows if r["attack"] == "report rewrite as a context diff")
+    assert context["verdict"] != "RESOLVED" and not context["applied"], context
     # exit code: non-zero exactly when an attack resolved (or a gold failed)
     assert (result.exit_code != 0) == (report["summary"]["attacks_resolved"] > 0)
 
