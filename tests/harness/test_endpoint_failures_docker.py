@@ -62,7 +62,8 @@ def suite(tmp_path: Path) -> Path:
 
 def _ratchet(*args: str, cwd: Path, url: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    env.update(OPENAI_BASE_URL=url, OPENAI_API_KEY="sk-test", COLUMNS="300")
+    env.update(OPENAI_BASE_URL=url, OPENAI_API_KEY="sk-test", COLUMNS="300",
+               RATCHET_RETRY_SECONDS="0")  # an outage, not a blip: no retries to wait out
     return subprocess.run([RATCHET, *args], capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=900)
 
