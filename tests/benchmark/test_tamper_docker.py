@@ -384,13 +384,16 @@ def test_git_runs_no_hook_or_fsmonitor_the_package_writes_at_test_time(task):
     assert outcomes[True] == [], outcomes
 
 
+FORK_BOMB = ("\nimport os as _os, sys as _sys\nif '_pytest' in _sys.modules:\n"
+             "    while True:\n        try:\n            _os.fork()\n        except OSError:\n"
+             "            pass\n")
+
+
 def test_fork_bomb_at_import_ends_within_ten_seconds_of_the_limit(task, module_source, tmp_path):
     limit = 10
     bomb = task.model_copy(update={"environment": task.environment.model_copy(
         update={"timeout_s": limit})})
-    code = ("\nimport os as _os, sys as _sys\nif '_pytest' in _sys.modules:\n"
-            "    while True:\n        try:\n            _os.fork()\n        except OSError:\n"
-            "            pass\n")
+    code = FORK_BOMB
     started = time.monotonic()
     result = Grader(ImageBuilder(), tmp_path).grade(bomb, _append(MODULE, module_source, code))
     took = time.monotonic() - started
@@ -409,9 +412,7 @@ def test_fork_bomb_runs_past_the_limit_without_the_wall_clock_kill(task, module_
     limit = 5
     bomb = task.model_copy(update={"environment": task.environment.model_copy(
         update={"timeout_s": limit})})
-    code = ("\nimport os as _os, sys as _sys\nif '_pytest' in _sys.modules:\n"
-            "    while True:\n        try:\n            _os.fork()\n        except OSError:\n"
-            "            pass\n")
+    code = FORK_BOMB
     patch = _append(MODULE, module_source, code)
     small = _docker.SandboxLimits(pids=96, cpus=0.5)
     took: dict[bool, float] = {}
