@@ -16,11 +16,12 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import tenacity
 
-__all__ = ["DEFAULT_RETRY_SECONDS", "call_with_retries", "is_retryable", "retry_after",
+__all__ = ["DEFAULT_RETRY_SECONDS", "RETRY_LISTENER", "call_with_retries", "is_retryable", "retry_after",
            "retry_seconds_setting"]
 
 T = TypeVar("T")
@@ -30,6 +31,12 @@ DEFAULT_RETRY_SECONDS = 300.0
 """Five minutes of retries: well inside the seed agent's own 600 s model timeout, so the
 agent hears the gateway's verdict rather than timing out and sending the call again."""
 MAX_BACKOFF_SECONDS = 60.0
+
+RETRY_LISTENER: ContextVar[Callable[[str], None] | None] = ContextVar("ratchet_retry_listener",
+                                                                      default=None)
+"""Told (with the error's first line) each time a call on this thread is about to be retried:
+the gateway's way to know that a task's call is waiting out an endpoint failure, so a run
+that ends meanwhile is the endpoint's failure, not the agent's."""
 
 
 def retry_seconds_setting() -> float:
@@ -95,9 +102,12 @@ def _log_retry(total: float) -> Callable[[tenacity.RetryCallState], None]:
         exc = state.outcome.exception() if state.outcome else None
         status = getattr(exc, "status_code", None)
         what = f"HTTP {status}" if status else type(exc).__name__
+        first_line = str(exc).splitlines()[0][:200] if exc and str(exc) else ""
         log.warning("upstream %s; retry %d in %.1f s (%.0f s of %.0f s spent): %s", what,
                     state.attempt_number, state.upcoming_sleep, state.seconds_since_start or 0.0,
-                    total, str(exc).splitlines()[0][:200] if exc else "")
+                    total, first_line)
+        if (listener := RETRY_LISTENER.get()) is not None:
+            listener(f"{what}: {first_line}" if first_line else what)
     return before_sleep
 
 

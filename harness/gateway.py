@@ -29,13 +29,14 @@ import secrets
 import threading
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 from harness import _serve
 from harness._chat_request import RequestPolicy
 from harness._gateway_http import gateway_handler
-from harness._retry import call_with_retries, retry_seconds_setting
+from harness._retry import RETRY_LISTENER, call_with_retries, retry_seconds_setting
 from harness._serve import error_body as _error
 from harness.ledger import (DEFAULT_MAX_OUTPUT_TOKENS, Budget, BudgetRefusal, Ledger, Usage, cap_output,
                             output_field, worst_case_input_tokens)
@@ -240,6 +241,7 @@ class Gateway:
             record["refused"] = str(held)
             self._append(channel, record)
             return 402, _error(str(held), "budget_exhausted")
+        listening = RETRY_LISTENER.set(partial(self.ledger.note_retry, channel.task))
         try:
             response = self.upstream.complete(forwarded)
         except Exception as exc:  # any upstream failure becomes an error the agent can read
@@ -255,6 +257,9 @@ class Gateway:
                 # not the agent's doing (a 400, such as an overlong context, is)
                 self.ledger.record_failure(channel.task, shown.splitlines()[0][:300])
             return 502, _error(f"the upstream model failed: {shown}", "upstream_error")
+        finally:
+            RETRY_LISTENER.reset(listening)
+        self.ledger.note_answered(channel.task)
         usage_body = response.get("usage") or {}
         prompt = int(usage_body.get("prompt_tokens") or 0)
         completion = int(usage_body.get("completion_tokens") or 0)

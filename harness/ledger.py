@@ -151,6 +151,8 @@ class Ledger:
         self.run_exhausted: str | None = None
         """Why a call was refused by the run's own limit: the run is over for this budget."""
         self.failed: dict[str, str] = {}
+        self.retrying: dict[str, str] = {}
+        """Task key -> the endpoint error its call is being retried after (until one succeeds)."""
         self._reserved_run = 0.0
         self._reserved: dict[tuple[str, str], float] = {}
         self._claimed: dict[str, Usage] = {}
@@ -187,14 +189,32 @@ class Ledger:
         with self._lock:
             self.failed.setdefault(task, message)
 
-    def failure(self, task: str) -> str | None:
+    def note_retry(self, task: str, message: str) -> None:
+        """A call of `task` is waiting out an endpoint failure (`harness._retry`)."""
         with self._lock:
-            return self.failed.get(task)
+            self.retrying[task] = message
+
+    def note_answered(self, task: str) -> None:
+        """A call of `task` got its answer: the endpoint is back."""
+        with self._lock:
+            self.retrying.pop(task, None)
+
+    def failure(self, task: str) -> str | None:
+        """Why the endpoint, not the agent, may have ended `task`'s run: a call that failed,
+        or one still being retried when asked (the run ended while the gateway waited out
+        an outage; its sandbox's clock ran out on the endpoint's time)."""
+        with self._lock:
+            if task in self.failed:
+                return self.failed[task]
+            if task in self.retrying:
+                return f"a call was still being retried when the run ended ({self.retrying[task]})"
+            return None
 
     def forget_failure(self, task: str) -> None:
         """A new attempt of `task` starts with a clean slate."""
         with self._lock:
             self.failed.pop(task, None)
+            self.retrying.pop(task, None)
 
     # -- reserve, settle, release ---------------------------------------------------------
 

@@ -60,18 +60,28 @@ def suite(tmp_path: Path) -> Path:
     return path
 
 
-def _ratchet(*args: str, cwd: Path, url: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    env.update(OPENAI_BASE_URL=url, OPENAI_API_KEY="sk-test", COLUMNS="300",
-               RATCHET_RETRY_SECONDS="0")  # an outage, not a blip: no retries to wait out
+def _ratchet(*args: str, cwd: Path, url: str, retry_seconds: str | None = "0"
+             ) -> subprocess.CompletedProcess:
+    """`retry_seconds`: the gateway's retries ("0": none, an outage at once; None: the
+    default five minutes, which outlast a short task's wall clock)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RATCHET_RETRY"))}
+    env.update(OPENAI_BASE_URL=url, OPENAI_API_KEY="sk-test", COLUMNS="300")
+    if retry_seconds is not None:
+        env["RATCHET_RETRY_SECONDS"] = retry_seconds
     return subprocess.run([RATCHET, *args], capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=900)
 
 
+@pytest.mark.parametrize("retry_seconds, timeout_s", [("0", "240"), (None, "30")],
+                         ids=["no-retries", "task-ends-while-the-gateway-retries"])
 def test_bench_run_with_a_failing_endpoint_names_it_and_writes_no_empty_predictions(
-        tmp_path, suite, failing_url):
+        tmp_path, suite, failing_url, retry_seconds, timeout_s):
+    """Either way the task has no verdict: the call failed, or the task's wall clock ran
+    out while the gateway was still retrying it (the agent never heard back; counting
+    that as the agent's failure would be the endpoint's outage measured as the agent's)."""
     out = _ratchet("bench", "run", "--suite", str(suite), "--model", "gpt-4o-mini", "--run-id", "down",
-                   "--agent", str(ROOT), "--timeout-s", "240", cwd=tmp_path, url=failing_url)
+                   "--agent", str(ROOT), "--timeout-s", timeout_s, cwd=tmp_path, url=failing_url,
+                   retry_seconds=retry_seconds)
     text = " ".join((out.stdout + out.stderr).split())
     assert out.returncode == 1, text[-3000:]
     assert failing_url in text and "OPENAI_BASE_URL" in text and "Traceback" not in text

@@ -607,6 +607,32 @@ def test_a_persistent_outage_fails_after_the_retry_time(gateways, upstream):
     assert gateway.ledger.failure("outage").startswith("InternalServerError")
 
 
+def test_a_run_that_ends_while_its_call_is_retried_is_the_endpoints_failure(
+        gateways, upstream, monkeypatch):
+    """The sandbox's clock can run out while the gateway still waits out an outage (its
+    retries outlast the task's wall clock, or the agent's own model timeout): the agent
+    never hears the verdict and its run ends unsubmitted. That is the endpoint's failure,
+    not the agent's: the ledger says so while the call is being retried, and not once the
+    call is answered. With the retry notice switched off the same run reads as the agent's."""
+    def gave_up(gateway: Gateway, task: str) -> str | None:
+        upstream.fail_next(2, 503, retry_after=1.0)  # two 503s: at least 2 s of retrying
+        with pytest.raises(openai.APITimeoutError):  # the agent's clock ran out first
+            ask(sandbox_client(gateways.open(gateway, task), max_retries=0, timeout=1.2))
+        seen = gateway.ledger.failure(task)
+        deadline = time.monotonic() + 30
+        while gateway.ledger.run.calls < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the gateway's call ends: the endpoint answered the third try
+        assert gateway.ledger.run.calls == 1 and gateway.ledger.failure(task) is None
+        return seen
+
+    seen = gave_up(gateways.make(retry_seconds=30), "gave-up")
+    assert seen is not None and "still being retried" in seen and "HTTP 503" in seen
+
+    deaf = gateways.make(retry_seconds=30)
+    monkeypatch.setattr(deaf.ledger, "note_retry", lambda task, message: None)
+    assert gave_up(deaf, "unheard") is None  # the check off: counted as the agent's failure
+
+
 def test_a_retry_after_past_the_retry_time_is_not_waited_out(gateways, upstream):
     gateway = gateways.make(retry_seconds=5)
     upstream.fail_next(1, 429, retry_after=3600)

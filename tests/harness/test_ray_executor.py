@@ -247,7 +247,7 @@ def test_ctrl_c_then_kill_9_then_resume_on_the_cluster(cluster, tmp_path):
     wait_for(1)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stdout[-2000:] + stderr[-2000:]
+    assert proc.returncode == 128 + signal.SIGINT, stdout[-2000:] + stderr[-2000:]
     assert "stopping after the tasks in flight" in stderr and "ratchet resume s1" in stdout
     stopped = Journal.read(journal)
     assert stopped[-1]["event"] == "run_stopped"

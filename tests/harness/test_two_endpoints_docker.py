@@ -8,6 +8,7 @@ Also: `ratchet run -c examples/run.yaml` (the shipped example) runs as it is."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -69,6 +70,8 @@ def test_two_endpoints_each_get_their_models_calls_with_their_key_and_no_key_ent
     agent_script = Script(rules=[Rule(any_contains=solve.any_contains, usage=solve.usage,
                                       replies=[scan, *solve.replies]), *script.rules])
     run_file = tmp_path / "two.yaml"
+    prices = tmp_path / "prices.json"  # a local endpoint is free; the paid one has a price
+    prices.write_text(json.dumps({"local-coder": [0, 0], "paid-meta": [3.0, 15.0]}))
     with ScriptedModelServer(agent_script, api_key=AGENT_KEY) as agent, \
             ScriptedModelServer(demo_meta_script(), api_key=META_KEY) as meta:
         run_file.write_text(yaml.safe_dump({
@@ -79,7 +82,8 @@ def test_two_endpoints_each_get_their_models_calls_with_their_key_and_no_key_ent
                 "meta": {"name": "paid-meta", "base_url": meta.base_url,
                          "api_key_env": "META_API_KEY", "kwargs": {"temperature": 0.7}}}}))
         out = _ratchet("run", "-c", str(run_file), cwd=workspace,
-                       env={"AGENT_API_KEY": AGENT_KEY, "META_API_KEY": META_KEY})
+                       env={"AGENT_API_KEY": AGENT_KEY, "META_API_KEY": META_KEY,
+                            "RATCHET_PRICES": str(prices)})
         agent_requests, meta_requests = list(agent.requests), list(meta.requests)
         refused = (agent.unauthorized, meta.unauthorized)
     assert out.returncode == 0, out.stdout + out.stderr
