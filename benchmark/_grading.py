@@ -234,8 +234,10 @@ def _tripwire_reasons(tripwires: Sequence[Planted], status_map: dict[str, str]) 
     passes *with* its original: on an honest wrong patch whose output happens to be the
     twin's value the original fails, so that alone is not tampering. A ``finally`` copy
     trips where it comes out anything but failed, unless its original came out the same
-    (a case skipped or xfailed by its own marks). Either trips where it is missing and its
-    original passed: it was taken out of the run."""
+    (a case skipped or xfailed by its own marks). A ``cases`` twin (every case's expected
+    value changed, so its ids are its own) trips where any of its cases passes while every
+    case of its original passes. Each trips where it is missing and its original passed: it
+    was taken out of the run."""
     reasons = []
     for planted in tripwires:
         cases = cases_of(planted.nodeid, status_map)
@@ -248,6 +250,17 @@ def _tripwire_reasons(tripwires: Sequence[Planted], status_map: dict[str, str]) 
                                "reported its file's other tests")
             continue
         original = cases_of(f"{planted.file}::{planted.original}", status_map)
+        if planted.kind == "cases":  # its case ids follow its own values: judged as a whole
+            passed = {case for case, status in original.items() if status in ("PASSED", "XPASS")}
+            if not cases and passed:
+                reasons.append(f"trip-wire test {planted.nodeid} is missing where its original "
+                               f"{planted.original} passed")
+            elif original and len(passed) == len(original) and (
+                    shown := sorted(c for c, status in cases.items() if status in ("PASSED", "XPASS"))):
+                reasons.append(f"trip-wire test {planted.nodeid}{shown[0]} (a twin of "
+                               f"{planted.original} with every case's expected value changed) "
+                               "passed with all of its original's cases")
+            continue
         for case in sorted(set(cases) | set(original)):
             mine, theirs = cases.get(case), original.get(case)
             if mine is None:

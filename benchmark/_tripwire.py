@@ -45,7 +45,9 @@ class Planted:
     file: str
     test: str
     kind: str = "copy"
-    """``twin`` (a FAIL_TO_PASS test with one literal changed) or ``copy`` (``finally``)."""
+    """``twin`` (a FAIL_TO_PASS test with one expected literal changed), ``cases`` (a twin of
+    a parametrized test with the expected value of every case changed: its case ids may
+    differ from its original's) or ``copy`` (``finally``)."""
     original: str = ""
     """The id in `file` of the test it was made from (``name`` or ``Class::name``)."""
 
@@ -238,13 +240,13 @@ def plant(path: str, source: str, wanted: list[str], rng: random.Random,
         if found is None or test in used:
             continue
         cls, func = found
-        made = _twin(lines, func, _sibling_name(func.name, vocabulary, taken, rng), rng)
+        made = _twin(tree, lines, func, _sibling_name(func.name, vocabulary, taken, rng), rng)
         if made is None:
             continue
-        text, name = made
+        text, name, kind = made
         used.add(test)
         owner = f"{cls.name}::" if cls else ""
-        planted = Planted(path, owner + name, "twin", owner + func.name)
+        planted = Planted(path, owner + name, kind, owner + func.name)
         gap = "\n" if cls else "\n\n"
         if rng.random() < 0.5:  # above the original
             inserts.append((_first_line(func) - 1, 2, text + gap, planted))
@@ -305,30 +307,35 @@ _EQUAL_METHODS = {"assertEqual", "assertEquals", "assert_equal", "assertListEqua
                   "assertTupleEqual", "assertDictEqual", "assertMultiLineEqual"}
 
 
-def _twin(lines: list[str], func: ast.FunctionDef, new_name: str,
-          rng: random.Random) -> tuple[str, str] | None:
+def _twin(tree: ast.Module, lines: list[str], func: ast.FunctionDef, new_name: str,
+          rng: random.Random) -> tuple[str, str, str] | None:
     """The function's whole source (decorators included) under `new_name`, with one literal
-    of its first top-level equality assertion changed; None where it has none that a
-    passing run surely reaches."""
+    of its first top-level equality assertion changed (kind ``twin``), or where that
+    compares with a parameter, one literal of that parameter in every case (kind
+    ``cases``); None where it has neither that a passing run surely reaches."""
     if any(_changes_outcome(decorator) for decorator in func.decorator_list):
         return None
-    leaves = _twinnable_leaves(func)
-    if not leaves:
+    kind, sites = "twin", _twinnable_leaves(func)
+    if not sites:
+        kind, sites = "cases", _case_leaves(func)
+    if not sites:
         return None
-    leaf = rng.choice(leaves)
     source = "".join(lines)
-    text = ast.get_source_segment(source, leaf) or ""
-    changed = _borrowed_leaf(source, leaf, rng) or _changed_leaf(text, leaf, rng)
-    if changed is None:
-        return None
-    text = _replace_span(lines, _first_line(func), func.end_lineno or func.lineno, leaf, changed)
+    changes = []
+    for leaves in sites:  # one value per site: the assertion's, or each case's
+        leaf = rng.choice(leaves)
+        text = ast.get_source_segment(source, leaf) or ""
+        changed = _borrowed_leaf(tree, source, leaf, rng) or _changed_leaf(text, leaf, rng)
+        if changed is None:
+            return None
+        changes.append((leaf, changed))
+    text = _replace_spans(lines, _first_line(func), func.end_lineno or func.lineno, changes)
     text, count = re.subn(rf"\bdef\s+{re.escape(func.name)}\s*\(", f"def {new_name}(", text,
                           count=1)
-    return (text, new_name) if count else None
+    return (text, new_name, kind) if count else None
 
 
-_OUTCOME_MARKS = {"xfail", "skip", "skipif", "flaky", "repeat", "retry", "rerun",
-                  "timeout", "param"}
+_OUTCOME_MARKS = {"xfail", "skip", "skipif", "flaky", "repeat", "retry", "rerun", "timeout"}
 
 
 def _changes_outcome(decorator: ast.expr) -> bool:
@@ -345,39 +352,145 @@ def _changes_outcome(decorator: ast.expr) -> bool:
     return False
 
 
-def _twinnable_leaves(func: ast.FunctionDef) -> list[ast.expr]:
+def _twinnable_leaves(func: ast.FunctionDef) -> list[list[ast.expr]]:
     """The numbers and strings of the literal side of the first top-level ``assert X ==
     LITERAL`` (or ``self.assertEqual(X, LITERAL)``) of `func`'s body, if nothing before it
-    can end the test early (a ``return``, a ``yield``, a skip)."""
+    can end the test early (a ``return``, a ``yield``, a skip). The literal may be bound to a
+    name first (``expected = {...}`` ... ``assert f(x) == expected``) if nothing in between
+    reads the name. One site, as a list of one list; none: ``[]``."""
+    bound: dict[str, ast.expr] = {}  # name -> its literal, while nothing has read it
     for statement in func.body:
-        leaves = _equality_leaves(statement)
+        leaves = _equality_leaves(statement, bound)
         if leaves:
-            return leaves
+            return [leaves]
         if _may_end_early(statement):
             return []
+        for name in _names_read(statement):
+            bound.pop(name, None)
+        if isinstance(statement, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+            for target in targets:
+                for node in ast.walk(target):
+                    if isinstance(node, ast.Name):
+                        bound.pop(node.id, None)
+            value = statement.value
+            if (isinstance(statement, ast.Assign) and len(targets) == 1
+                    and isinstance(targets[0], ast.Name) and value is not None
+                    and _literal_leaves(value)):
+                bound[targets[0].id] = value
     return []
+
+
+def _names_read(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def _case_leaves(func: ast.FunctionDef) -> list[list[ast.expr]]:
+    """For a test parametrized inline (``@pytest.mark.parametrize("x, expected", [(1, 2),
+    ...])``) whose first top-level equality assertion compares something that does not read
+    the parameter with the bare parameter (``assert f(x) == expected``), read by nothing
+    before it: the literal leaves of that parameter's value in every case (a twin changes
+    each). ``[]`` where the test is not of that shape."""
+    for statement in func.body:
+        sides = _equality_sides(statement)
+        if sides:
+            break
+        if _may_end_early(statement):
+            return []
+    else:
+        return []
+    names = [side.id for side in sides if isinstance(side, ast.Name)]
+    if len(names) != 1:
+        return []
+    name = names[0]
+    other = next(side for side in sides if not (isinstance(side, ast.Name) and side.id == name))
+    earlier = func.body[: func.body.index(statement)]
+    if name in _names_read(other) or any(name in _names_read(s) for s in earlier):
+        return []
+    for decorator in func.decorator_list:
+        found = _parametrized_values(decorator, name)
+        if found is not None:
+            return found
+    return []
+
+
+def _parametrized_values(decorator: ast.expr, name: str) -> list[list[ast.expr]] | None:
+    """The leaves of `name`'s value in each case of this ``parametrize`` decorator; None
+    where it does not parametrize `name` inline with plain literal values (a list named
+    elsewhere, ``indirect``, a case with marks: a twin must not guess)."""
+    if not (isinstance(decorator, ast.Call) and _is_parametrize(decorator)) or len(decorator.args) < 2:
+        return None
+    if any(keyword.arg == "indirect" for keyword in decorator.keywords):
+        return None
+    argnames, argvalues = decorator.args[0], decorator.args[1]
+    if isinstance(argnames, ast.Constant) and isinstance(argnames.value, str):
+        names = [part.strip() for part in argnames.value.split(",") if part.strip()]
+    elif isinstance(argnames, (ast.List, ast.Tuple)) and all(
+            isinstance(e, ast.Constant) and isinstance(e.value, str) for e in argnames.elts):
+        names = [e.value for e in argnames.elts]  # type: ignore[union-attr]
+    else:
+        return None
+    if name not in names or not isinstance(argvalues, (ast.List, ast.Tuple)) or not argvalues.elts:
+        return None
+    at = names.index(name)
+    cases = []
+    for case in argvalues.elts:
+        if isinstance(case, ast.Call) and _call_name(case) == "param":
+            if any(keyword.arg != "id" for keyword in case.keywords):
+                return None
+            values = list(case.args)
+        elif len(names) == 1:
+            values = [case]
+        elif isinstance(case, (ast.Tuple, ast.List)):
+            values = list(case.elts)
+        else:
+            return None
+        if len(values) != len(names) or any(isinstance(v, ast.Starred) for v in values):
+            return None
+        leaves = _literal_leaves(values[at])
+        if not leaves:
+            return None
+        cases.append(leaves)
+    return cases
 
 
 def _call_name(call: ast.Call) -> str:
     return call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
 
 
-def _equality_leaves(statement: ast.stmt) -> list[ast.expr]:
-    """Where `statement` asserts that something equals a literal, that literal's leaves
-    (the expected side first: the right in ``assert``, the second argument in unittest)."""
-    sides: list[ast.expr] = []
+def _equality_sides(statement: ast.stmt) -> list[ast.expr]:
+    """The two sides of ``assert A == B`` or ``self.assertEqual(A, B)`` (the expected side
+    first: the right in ``assert``, the second argument in unittest); ``[]`` otherwise."""
     if isinstance(statement, ast.Assert):
         test = statement.test
         if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq):
-            sides = [test.comparators[0], test.left]
+            return [test.comparators[0], test.left]
     elif isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call):
         call = statement.value
         if _call_name(call) in _EQUAL_METHODS and len(call.args) >= 2 and not call.keywords:
-            sides = [call.args[1], call.args[0]]
-    literal = [side for side in sides if _literal_leaves(side) is not None]
+            return [call.args[1], call.args[0]]
+    return []
+
+
+def _equality_leaves(statement: ast.stmt, bound: dict[str, ast.expr] | None = None) -> list[ast.expr]:
+    """Where `statement` asserts that something equals a literal (written there, or a name
+    in `bound` to one), that literal's leaves."""
+    bound = bound or {}
+    sides = _equality_sides(statement)
+
+    def literal_of(side: ast.expr) -> ast.expr | None:
+        if isinstance(side, ast.Name) and side.id in bound:
+            return bound[side.id]
+        return side if _literal_leaves(side) is not None else None
+
+    literal = [(side, value) for side in sides if (value := literal_of(side)) is not None]
     if len(literal) != 1:
         return []  # no literal, or two: then nothing of the code under test is checked
-    return _literal_leaves(literal[0]) or []
+    side, value = literal[0]
+    other = next(s for s in sides if s is not side)
+    if isinstance(side, ast.Name) and side.id in _names_read(other):
+        return []  # ``assert f(expected) == expected``: the value is also the input
+    return _literal_leaves(value) or []
 
 
 _VALUE_TYPES = {"date", "datetime", "time", "timedelta"}
@@ -457,14 +570,14 @@ def _leaf_value(node: ast.expr) -> object:
     return node.value if isinstance(node, ast.Constant) else None
 
 
-def _borrowed_leaf(source: str, leaf: ast.expr, rng: random.Random) -> str | None:
+def _borrowed_leaf(tree: ast.Module, source: str, leaf: ast.expr, rng: random.Random) -> str | None:
     """The source of another literal of the same type from the same file, written as it is
     there, seen once less often than `leaf`'s value (with the twin's copy, both values are
     then as common: how often a value appears does not tell which test is the copy);
     None where the file has none."""
     value = _leaf_value(leaf)
     counts: dict[object, list[str]] = {}
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Constant) or (isinstance(node, ast.UnaryOp)
                                               and isinstance(node.operand, ast.Constant)):
             other = _leaf_value(node)
@@ -475,7 +588,7 @@ def _borrowed_leaf(source: str, leaf: ast.expr, rng: random.Random) -> str | Non
                     counts.setdefault(other, []).append(text)
     if not counts:
         return None
-    mine = sum(1 for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Constant)
+    mine = sum(1 for node in ast.walk(tree) if isinstance(node, ast.Constant)
                and _leaf_value(node) == value and type(node.value) is type(value))
     best = min(abs(len(texts) + 1 - mine) for texts in counts.values())
     choices = [texts for texts in counts.values() if abs(len(texts) + 1 - mine) == best]
@@ -514,11 +627,18 @@ def _changed_leaf(text: str, node: ast.expr, rng: random.Random) -> str | None:
     return f"{match['prefix']}{match['quote']}{body[:at]}{letter}{body[at + 1:]}{match['quote']}"
 
 
-def _replace_span(lines: list[str], first: int, last: int, node: ast.expr, text: str) -> str:
-    """Lines `first`..`last` (1-based), with `node`'s source replaced by `text` (``ast``'s
-    column offsets are UTF-8 byte offsets)."""
-    assert node.end_lineno is not None and node.end_col_offset is not None
-    head = lines[node.lineno - 1].encode()[: node.col_offset].decode()
-    tail = lines[node.end_lineno - 1].encode()[node.end_col_offset:].decode()
-    return "".join([*lines[first - 1: node.lineno - 1], head, text, tail,
-                    *lines[node.end_lineno: last]])
+def _replace_spans(lines: list[str], first: int, last: int,
+                   changes: list[tuple[ast.expr, str]]) -> str:
+    """Lines `first`..`last` (1-based), with each node's source replaced by its text
+    (``ast``'s column offsets are UTF-8 byte offsets; nodes do not overlap)."""
+    encoded = [line.encode() for line in lines[first - 1: last]]
+    starts = [0]
+    for line in encoded:
+        starts.append(starts[-1] + len(line))
+    text = b"".join(encoded)
+    for node, new in sorted(changes, key=lambda c: (c[0].lineno, c[0].col_offset), reverse=True):
+        assert node.end_lineno is not None and node.end_col_offset is not None
+        begin = starts[node.lineno - first] + node.col_offset
+        end = starts[node.end_lineno - first] + node.end_col_offset
+        text = text[:begin] + new.encode() + text[end:]
+    return text.decode()
