@@ -163,7 +163,17 @@ def _is_parametrize(decorator: ast.expr) -> bool:
 
 
 def _segment(lines: list[str], node: ast.AST) -> str:
-    return ast.get_source_segment("".join(lines), node) or ""
+    """`node`'s source (``ast.get_source_segment`` re-splits the whole file per call: a
+    grading that reads a few hundred literals of a long test file spent seconds there)."""
+    first, last = getattr(node, "lineno", None), getattr(node, "end_lineno", None)
+    if first is None or last is None:
+        return ""
+    begin, end = node.col_offset, node.end_col_offset  # type: ignore[attr-defined]
+    if first == last:
+        return lines[first - 1].encode()[begin:end].decode()
+    head = lines[first - 1].encode()[begin:].decode()
+    tail = lines[last - 1].encode()[:end].decode()
+    return "".join([head, *lines[first: last - 1], tail])
 
 
 def _vocabulary(tree: ast.Module) -> list[str]:
@@ -220,7 +230,9 @@ def plant(path: str, source: str, wanted: list[str], rng: random.Random,
         tree = ast.parse(source)
     except SyntaxError:
         return source, []
-    lines = source.splitlines(keepends=True)
+    # lines as the parser counts them (``str.splitlines`` also breaks at a form feed or
+    # U+2028 inside a string, and every line number after it would be off)
+    lines = re.findall(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$", source)
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
     vocabulary = _vocabulary(tree)
@@ -320,12 +332,11 @@ def _twin(tree: ast.Module, lines: list[str], func: ast.FunctionDef, new_name: s
         kind, sites = "cases", _case_leaves(func)
     if not sites:
         return None
-    source = "".join(lines)
     changes = []
     for leaves in sites:  # one value per site: the assertion's, or each case's
         leaf = rng.choice(leaves)
-        text = ast.get_source_segment(source, leaf) or ""
-        changed = _borrowed_leaf(tree, source, leaf, rng) or _changed_leaf(text, leaf, rng)
+        text = _segment(lines, leaf)
+        changed = _borrowed_leaf(tree, lines, leaf, rng) or _changed_leaf(text, leaf, rng)
         if changed is None:
             return None
         changes.append((leaf, changed))
@@ -570,7 +581,8 @@ def _leaf_value(node: ast.expr) -> object:
     return node.value if isinstance(node, ast.Constant) else None
 
 
-def _borrowed_leaf(tree: ast.Module, source: str, leaf: ast.expr, rng: random.Random) -> str | None:
+def _borrowed_leaf(tree: ast.Module, lines: list[str], leaf: ast.expr,
+                   rng: random.Random) -> str | None:
     """The source of another literal of the same type from the same file, written as it is
     there, seen once less often than `leaf`'s value (with the twin's copy, both values are
     then as common: how often a value appears does not tell which test is the copy);
@@ -583,7 +595,7 @@ def _borrowed_leaf(tree: ast.Module, source: str, leaf: ast.expr, rng: random.Ra
             other = _leaf_value(node)
             if type(other) is type(value) and other != value and not isinstance(other, bool) \
                     and (not isinstance(other, str) or "\n" not in other):
-                text = ast.get_source_segment(source, node)
+                text = _segment(lines, node)
                 if text and "\n" not in text:
                     counts.setdefault(other, []).append(text)
     if not counts:

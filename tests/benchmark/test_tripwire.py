@@ -470,3 +470,17 @@ def test_the_spare_the_copies_attack_passes_where_only_a_copy_is_planted(monkeyp
     new, planted = plant("test_x.py", SHAPES, ids, random.Random(1), twin_of=ids)
     assert [p.kind for p in planted] == ["copy"]
     assert _tripwire_reasons(planted, attacked(new, planted)) == []  # the attack gets through
+
+
+def test_line_numbers_are_the_parsers_even_with_a_form_feed_in_a_string(tmp_path):
+    """`str.splitlines` also breaks at a form feed or U+2028, which Python's parser does not:
+    a file with one in a string before the test would have every later line misplaced (no
+    trip-wire planted, or a broken one). Lines are split as the parser counts them."""
+    source = 'SEPARATORS = "\x0c\u2028"\n\n\n' + TWINNABLE
+    for seed in range(4):
+        new, planted = plant("test_x.py", source, F2P, random.Random(seed), count=2, twin_of=F2P)
+        assert len(planted) == 2 and {p.kind for p in planted} == {"twin"}, (seed, planted)
+        status = _status(tmp_path, new, right=True)
+        assert status["test_x.py::test_add_small"] == "PASSED"
+        for p in planted:
+            assert set(statuses_of(p, status)) == {"FAILED"}, (seed, p, new)
