@@ -176,20 +176,49 @@ def _segment(lines: list[str], node: ast.AST) -> str:
     return "".join([head, *lines[first: last - 1], tail])
 
 
+_TOKEN = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z0-9]+")
+"""A word of a name, split at underscores and at case changes (``testNormalizeUTC``:
+``test``, ``Normalize``, ``UTC``)."""
+
+
 def _vocabulary(tree: ast.Module) -> list[str]:
     words: dict[str, None] = {}
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
-            for word in _WORD.findall(node.name.lower()):
-                if word != "test":
+            for token in _TOKEN.findall(node.name):
+                word = token.lower()
+                if word != "test" and _WORD.fullmatch(word):
                     words.setdefault(word)
     return list(words) if len(words) >= 4 else [*words, *_FALLBACK_WORDS]
 
 
+def _camel(name: str) -> bool:
+    """``testNormalize`` rather than ``test_normalize``."""
+    return "_" not in name.strip("_") and any(c.isupper() for c in name)
+
+
+def _spelled(word: str, like: str) -> str:
+    """`word` in the case of `like` (``UTC``, ``Normalize``, ``normalize``)."""
+    if like.isupper() and len(like) > 1:
+        return word.upper()
+    return word.capitalize() if like[:1].isupper() else word
+
+
+def _collected_as(original: str, name: str) -> bool:
+    """Whether `name` is collected as surely as `original` is: pytest (and unittest) find
+    tests by their ``test`` prefix, so a name that loses it would be missing from the run
+    and an honest run would read as tampered (``testNormalize`` once became ``other``)."""
+    return not original.startswith("test") or name.startswith("test")
+
+
 def _fresh_name(original: str, vocabulary: list[str], taken: set[str], rng: random.Random) -> str:
     while True:
-        words = "_".join(rng.sample(vocabulary, k=min(3, len(vocabulary))))
-        name = f"test_{words}" if original.startswith("test") else f"{words}_{original}"
+        words = rng.sample(vocabulary, k=min(3, len(vocabulary)))
+        if original.startswith("test"):
+            name = ("test" + "".join(w.capitalize() for w in words) if _camel(original)
+                    else "test_" + "_".join(words))
+        else:  # a project's own prefix (``python_functions = check_*``): kept in front
+            name = original + "_" + "_".join(words)
         if name not in taken and not any(t.startswith(name) for t in taken):
             taken.add(name)
             return name
@@ -198,18 +227,23 @@ def _fresh_name(original: str, vocabulary: list[str], taken: set[str], rng: rand
 def _sibling_name(original: str, vocabulary: list[str], taken: set[str],
                   rng: random.Random) -> str:
     """A name for a twin, written as a sibling of `original` would be: one of its words
-    swapped for another word of the file (a relation that reads the same both ways), so the
-    name does not tell which of the two is the copy."""
-    words = original.split("_")
-    slots = [i for i, word in enumerate(words) if _WORD.fullmatch(word.lower()) and word != "test"]
+    swapped for another word of the file, in the same case (a relation that reads the same
+    both ways), so the name does not tell which of the two is the copy. The ``test``
+    prefix is never the word swapped."""
+    tokens = list(_TOKEN.finditer(original))
+    lowered = {t.group().lower() for t in tokens}
+    slots = [t for t in tokens[1:]  # never the first: it is the prefix tests are found by
+             if _WORD.fullmatch(t.group().lower()) and t.group().lower() != "test"]
     for _ in range(50):
         if not slots:
             break
-        at = rng.choice(slots)
+        slot = rng.choice(slots)
         other = rng.choice(vocabulary)
-        if other == words[at].lower() or other in (w.lower() for w in words):
+        if other in lowered:
             continue
-        name = "_".join([*words[:at], other, *words[at + 1:]])
+        name = original[: slot.start()] + _spelled(other, slot.group()) + original[slot.end():]
+        if not _collected_as(original, name):
+            continue
         if name not in taken and not any(t.startswith(name) or name.startswith(t + "_")
                                          for t in taken if t.startswith("test")):
             taken.add(name)

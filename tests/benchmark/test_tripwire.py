@@ -484,3 +484,41 @@ def test_line_numbers_are_the_parsers_even_with_a_form_feed_in_a_string(tmp_path
         assert status["test_x.py::test_add_small"] == "PASSED"
         for p in planted:
             assert set(statuses_of(p, status)) == {"FAILED"}, (seed, p, new)
+
+
+CAMEL = textwrap.dedent('''\
+    import unittest
+
+    from mylib import add
+
+
+    class LocalTestCase(unittest.TestCase):
+        def testNormalize(self):
+            self.assertEqual(add(1, 2), 3)
+
+        def testLocalizeUTC(self):
+            self.assertEqual(add(2, 2), 4)
+
+        def testOther(self):
+            self.assertEqual(add(0, 2), 2)
+    ''')
+
+
+def test_camel_case_test_names_keep_their_test_prefix(tmp_path):
+    """pytz names its tests `testNormalize`: a twin named by swapping the only word its
+    snake-case reading found was `other`, never collected, so the gold patch read as
+    tampered ("missing where its original passed"). Names are split at case changes too,
+    the prefix is never the word swapped, and a name is written in its original's style."""
+    from benchmark._grading import _tripwire_reasons
+
+    ids = ["LocalTestCase::testNormalize", "LocalTestCase::testLocalizeUTC"]
+    for seed in range(6):
+        new, planted = plant("test_x.py", CAMEL, ids, random.Random(seed), count=2, twin_of=ids)
+        assert len(planted) == 2
+        for p in planted:
+            name = p.test.rsplit("::", 1)[-1]
+            assert name.startswith("test") and "_" not in name, (seed, name)
+        status = _status(tmp_path, new, right=True)
+        assert _tripwire_reasons(planted, status) == [], (seed, planted, status)
+        for p in planted:
+            assert statuses_of(p, status) == ["FAILED"], (seed, p)
