@@ -95,22 +95,42 @@ def added_test_names(test_patch: str) -> dict[str, list[str]]:
 
 def _targets(tree: ast.Module, name: str) -> tuple[ast.ClassDef | None, ast.FunctionDef] | None:
     """The plain (not async) test function `name` (``f`` or ``Class::f``) at module level or
-    in a top-level class."""
+    in a top-level class, or inherited by that class from a base class of the same file (a
+    mixin of tests run by several classes): the class that defines it, and it."""
     owner, _, func = name.rpartition("::")
     func = func.split("[", 1)[0]
-    scopes: list[tuple[ast.ClassDef | None, list[ast.stmt]]] = []
-    if owner:
-        if "::" in owner:
-            return None
-        scopes += [(node, node.body) for node in tree.body
-                   if isinstance(node, ast.ClassDef) and node.name == owner]
-    else:
-        scopes.append((None, tree.body))
-    for cls, body in scopes:
-        for node in body:
+    if not owner:
+        return next(((None, node) for node in tree.body
+                     if isinstance(node, ast.FunctionDef) and node.name == func), None)
+    if "::" in owner:
+        return None
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    todo, seen = [owner], set()
+    while todo:  # the class, then its bases defined here, depth first as Python looks
+        current = classes.get(todo.pop(0))
+        if current is None or current.name in seen:
+            continue
+        seen.add(current.name)
+        for node in current.body:
             if isinstance(node, ast.FunctionDef) and node.name == func:
-                return cls, node
+                return current, node
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Assign)) and \
+                    func in _bound_names(node):
+                return None  # the class defines it some other way: leave it be
+        todo[:0] = [base.id for base in current.bases if isinstance(base, ast.Name)]
     return None
+
+
+def _bound_names(node: ast.stmt) -> set[str]:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return {node.name}
+    return {target.id for target in getattr(node, "targets", []) if isinstance(target, ast.Name)}
+
+
+def _owner(test: str) -> str:
+    """``Class::`` of a test id (the class it runs in), or ``""``."""
+    owner = test.split("[", 1)[0].rpartition("::")[0]
+    return f"{owner}::" if owner else ""
 
 
 def _parametrized(tree: ast.Module, test: str) -> bool:
@@ -276,23 +296,23 @@ def plant(path: str, source: str, wanted: list[str], rng: random.Random,
     # elsewhere, which a trip-wire of that name would override
     taken |= {test.rsplit("::", 1)[-1].split("[", 1)[0] for test in (*wanted, *twin_of)}
     inserts: list[tuple[int, int, str, Planted]] = []  # (at line index, order, text, planted)
-    used: set[str] = set()  # one trip-wire per original test
+    used: set[int] = set()  # one trip-wire per original test function (by id())
     used_classes: set[str] = set()  # one ``finally`` copy per class, at its end
     fresh = set(fresh_names)
     for test in sorted(_shuffled(twin_of, rng), key=lambda t: t.rsplit("::", 1)[-1] not in fresh):
         if len(inserts) >= count:
             break
         found = _targets(tree, test)
-        if found is None or test in used:
+        if found is None or id(found[1]) in used:
             continue
         cls, func = found
         made = _twin(tree, lines, func, _sibling_name(func.name, vocabulary, taken, rng), rng)
         if made is None:
             continue
         text, name, kind = made
-        used.add(test)
-        owner = f"{cls.name}::" if cls else ""
-        planted = Planted(path, owner + name, kind, owner + func.name)
+        used.add(id(func))
+        owner = _owner(test)  # judged in the class the test id names (a mixin's twin runs
+        planted = Planted(path, owner + name, kind, owner + func.name)  # in every subclass)
         gap = "\n" if cls else "\n\n"
         if rng.random() < 0.5:  # above the original
             inserts.append((_first_line(func) - 1, 2, text + gap, planted))
@@ -302,7 +322,7 @@ def plant(path: str, source: str, wanted: list[str], rng: random.Random,
         if len(inserts) >= count:
             break
         found = _targets(tree, test)
-        if found is None or test in used:
+        if found is None or id(found[1]) in used:
             continue
         cls, func = found
         if cls is not None and cls.name in used_classes:
@@ -312,13 +332,14 @@ def plant(path: str, source: str, wanted: list[str], rng: random.Random,
         text = _copy(lines, func, name, f"assert {left!r} == {right!r}")
         if text is None:
             continue
-        used.add(test)
+        used.add(id(func))
         if cls is None:
             inserts.append((len(lines), 0, "\n\n" + text, Planted(path, name, "copy", func.name)))
         else:
             used_classes.add(cls.name)
+            owner = _owner(test)
             inserts.append((cls.end_lineno or cls.lineno, 1, "\n" + text,
-                            Planted(path, f"{cls.name}::{name}", "copy", f"{cls.name}::{func.name}")))
+                            Planted(path, owner + name, "copy", owner + func.name)))
     if not inserts:
         return source, []
     out = list(lines)
@@ -367,10 +388,11 @@ def _twin(tree: ast.Module, lines: list[str], func: ast.FunctionDef, new_name: s
     if not sites:
         return None
     changes = []
-    for leaves in sites:  # one value per site: the assertion's, or each case's
+    for leaves, strict in sites:  # one value per site: the assertion's, or each case's
         leaf = rng.choice(leaves)
         text = _segment(lines, leaf)
-        changed = _borrowed_leaf(tree, lines, leaf, rng) or _changed_leaf(text, leaf, rng)
+        changed = ((None if strict else _borrowed_leaf(tree, lines, leaf, rng))
+                   or _changed_leaf(text, leaf, rng, swap_only=strict))
         if changed is None:
             return None
         changes.append((leaf, changed))
@@ -397,17 +419,27 @@ def _changes_outcome(decorator: ast.expr) -> bool:
     return False
 
 
-def _twinnable_leaves(func: ast.FunctionDef) -> list[list[ast.expr]]:
+Site = tuple[list[ast.expr], bool]
+"""Where a twin changes one value: the literal leaves to choose from, and whether only a
+letter may be swapped (a substring check: a borrowed or longer value could still match)."""
+
+
+def _twinnable_leaves(func: ast.FunctionDef) -> list[Site]:
     """The numbers and strings of the literal side of the first top-level ``assert X ==
     LITERAL`` (or ``self.assertEqual(X, LITERAL)``) of `func`'s body, if nothing before it
     can end the test early (a ``return``, a ``yield``, a skip). The literal may be bound to a
     name first (``expected = {...}`` ... ``assert f(x) == expected``) if nothing in between
-    reads the name. One site, as a list of one list; none: ``[]``."""
+    reads the name. A substring check (``assert "a long text" in out``,
+    ``out.endswith("text")``) counts too, its string changed by one letter. One site, or
+    none (``[]``)."""
     bound: dict[str, ast.expr] = {}  # name -> its literal, while nothing has read it
     for statement in func.body:
         leaves = _equality_leaves(statement, bound)
         if leaves:
-            return [leaves]
+            return [(leaves, False)]
+        leaves = _substring_leaves(statement)
+        if leaves:
+            return [(leaves, True)]
         if _may_end_early(statement):
             return []
         for name in _names_read(statement):
@@ -430,7 +462,40 @@ def _names_read(node: ast.AST) -> set[str]:
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
 
-def _case_leaves(func: ast.FunctionDef) -> list[list[ast.expr]]:
+_AFFIXES = {"startswith", "endswith"}
+_IN_METHODS = {"assertIn"}
+_SHORTEST_SUBSTRING = 8
+"""A substring shorter than this, one letter changed, might still occur in the text."""
+
+
+def _substring_leaves(statement: ast.stmt) -> list[ast.expr]:
+    """The string of ``assert "..." in X``, ``self.assertIn("...", X)`` (at least
+    `_SHORTEST_SUBSTRING` long) or ``assert X.startswith("...")`` / ``endswith``, where a
+    letter can be swapped: the check then surely fails on any text the original passes on
+    (an affix of the same length that differs; a long substring that does not occur)."""
+    text: ast.expr | None = None
+    long_enough = True
+    if isinstance(statement, ast.Assert):
+        test = statement.test
+        if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.In):
+            text, long_enough = test.left, False
+        elif isinstance(test, ast.Call) and isinstance(test.func, ast.Attribute) \
+                and test.func.attr in _AFFIXES and len(test.args) == 1 and not test.keywords:
+            text = test.args[0]
+    elif isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call):
+        call = statement.value
+        if _call_name(call) in _IN_METHODS and len(call.args) >= 2 and not call.keywords:
+            text, long_enough = call.args[0], False
+    if not (isinstance(text, ast.Constant) and isinstance(text.value, str)):
+        return []
+    if not any(c.isascii() and c.isalpha() for c in text.value):
+        return []
+    if not long_enough and len(text.value) < _SHORTEST_SUBSTRING:
+        return []
+    return [text]
+
+
+def _case_leaves(func: ast.FunctionDef) -> list[Site]:
     """For a test parametrized inline (``@pytest.mark.parametrize("x, expected", [(1, 2),
     ...])``) whose first top-level equality assertion compares something that does not read
     the parameter with the bare parameter (``assert f(x) == expected``), read by nothing
@@ -459,7 +524,7 @@ def _case_leaves(func: ast.FunctionDef) -> list[list[ast.expr]]:
     return []
 
 
-def _parametrized_values(decorator: ast.expr, name: str) -> list[list[ast.expr]] | None:
+def _parametrized_values(decorator: ast.expr, name: str) -> list[Site] | None:
     """The leaves of `name`'s value in each case of this ``parametrize`` decorator; None
     where it does not parametrize `name` inline with plain literal values (a list named
     elsewhere, ``indirect``, a case with marks: a twin must not guess)."""
@@ -495,7 +560,7 @@ def _parametrized_values(decorator: ast.expr, name: str) -> list[list[ast.expr]]
         leaves = _literal_leaves(values[at])
         if not leaves:
             return None
-        cases.append(leaves)
+        cases.append((leaves, False))
     return cases
 
 
@@ -561,7 +626,11 @@ def _literal_leaves(node: ast.expr) -> list[ast.expr] | None:
         mutable = isinstance(value, (int, float, str, bytes)) and not isinstance(value, bool)
         return [node] if mutable else []
     parts: list[ast.expr | None]
-    if isinstance(node, ast.Call) and _call_name(node) in _VALUE_TYPES and all(
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        parts = [node.left, node.right]  # "a" + "b": one part changed, the whole changes
+    elif _is_str_join(node):
+        parts = list(node.args[0].elts)  # type: ignore[attr-defined]
+    elif isinstance(node, ast.Call) and _call_name(node) in _VALUE_TYPES and all(
             keyword.arg for keyword in node.keywords):
         parts = [*node.args, *(keyword.value for keyword in node.keywords)]
         if not parts or not all(isinstance(_leaf_value_or_none(p), int) for p in parts):
@@ -581,6 +650,17 @@ def _literal_leaves(node: ast.expr) -> list[ast.expr] | None:
             return None
         leaves += found
     return leaves
+
+
+def _is_str_join(node: ast.expr) -> bool:
+    """``"\\n".join(["line", "line"])`` of string constants: with one of them changed, the
+    joined text changes (what comes before and after it stays)."""
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "join" and isinstance(node.func.value, ast.Constant)
+            and isinstance(node.func.value.value, str) and len(node.args) == 1
+            and not node.keywords and isinstance(node.args[0], (ast.List, ast.Tuple))
+            and all(isinstance(e, ast.Constant) and isinstance(e.value, str)
+                    for e in node.args[0].elts))
 
 
 def _may_end_early(statement: ast.stmt) -> bool:
@@ -641,7 +721,8 @@ def _borrowed_leaf(tree: ast.Module, lines: list[str], leaf: ast.expr,
     return rng.choice(rng.choice(choices))
 
 
-def _changed_leaf(text: str, node: ast.expr, rng: random.Random) -> str | None:
+def _changed_leaf(text: str, node: ast.expr, rng: random.Random, *,
+                  swap_only: bool = False) -> str | None:
     """`text` (a number's or a string's source) with its value changed, as its author would
     write it, in a way that reads the same from either side (so the pair does not tell which
     is the copy): a number moved up or down by 2 to 7 (never 1: an off-by-one bug should
@@ -662,6 +743,8 @@ def _changed_leaf(text: str, node: ast.expr, rng: random.Random) -> str | None:
     body = match["body"]
     letters = [i for i, c in enumerate(body) if c.isascii() and c.isalpha()
                and (i == 0 or body[i - 1] != "\\")]
+    if not letters and swap_only:
+        return None
     if not letters:  # nothing to swap: a letter goes in at one end
         at = 0 if body.endswith("\\") else rng.choice((0, len(body)))
         return f"{match['prefix']}{match['quote']}{body[:at]}{rng.choice('etaoins')}{body[at:]}{match['quote']}"

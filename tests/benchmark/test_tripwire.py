@@ -522,3 +522,78 @@ def test_camel_case_test_names_keep_their_test_prefix(tmp_path):
         assert _tripwire_reasons(planted, status) == [], (seed, planted, status)
         for p in planted:
             assert statuses_of(p, status) == ["FAILED"], (seed, p)
+
+
+MORE_SHAPES = textwrap.dedent('''\
+    import unittest
+
+    from mylib import add
+
+
+    def assert_equal(expected, result):
+        assert expected == result
+
+
+    def test_add_joined_lines():
+        expected = "\\\\n".join(["first line", "second line"])
+        result = add("first line\\\\n", "second line")
+        assert_equal(expected, result)
+
+
+    def test_add_substring():
+        out = add("the quick brown ", "fox jumps")
+        assert "brown fox jumps" in out
+
+
+    def test_add_suffix():
+        out = add("the quick brown ", "fox")
+        assert out.endswith("own fox")
+
+
+    class AddMixin:
+        def test_add_inherited(self):
+            self.assertEqual(add(2, 3), 5)
+
+
+    class TestPlain(AddMixin, unittest.TestCase):
+        pass
+
+
+    class TestOther(AddMixin, unittest.TestCase):
+        pass
+    ''')
+MORE_IDS = ["test_add_joined_lines", "test_add_substring", "test_add_suffix",
+            "TestPlain::test_add_inherited", "TestOther::test_add_inherited"]
+
+
+def test_twins_of_joined_text_substrings_affixes_and_inherited_tests(tmp_path):
+    """More shapes of a FAIL_TO_PASS test get a twin: an expected text joined from lines and
+    checked by a helper, a substring or suffix check (one letter swapped), a test a class
+    inherits from a mixin of the same file (the twin sits in the mixin, beside its
+    original, and is judged in the class the test id names). Right code: originals pass,
+    twins fail, no tampering read; a twin forced to pass trips."""
+    from benchmark._grading import _tripwire_reasons
+
+    originals: set[str] = set()
+    for seed in range(8):
+        new, planted = plant("test_x.py", MORE_SHAPES, MORE_IDS, random.Random(seed), count=4,
+                             twin_of=MORE_IDS)
+        assert {p.kind for p in planted} == {"twin"}, (seed, planted)
+        assert len({p.original.split("::")[-1] for p in planted}) == len(planted)  # one per function
+        originals |= {p.original.split("::")[-1] for p in planted}
+        status = _status(tmp_path, new, right=True)
+        assert all(status[f"test_x.py::{t}"] == "PASSED" for t in MORE_IDS), (seed, status)
+        assert _tripwire_reasons(planted, status) == [], (seed, planted, status)
+        for p in planted:
+            assert statuses_of(p, status) == ["FAILED"], (seed, p, new)
+            forced = {k: ("PASSED" if k.startswith(p.nodeid) else v) for k, v in status.items()}
+            assert _tripwire_reasons([p], forced), (seed, p)
+    assert originals == {"test_add_joined_lines", "test_add_substring", "test_add_suffix",
+                         "test_add_inherited"}
+
+
+def test_a_short_substring_gets_no_twin():
+    """`assert "ab" in out` with a letter swapped might still hold: no twin from it."""
+    source = "def test_short():\n    out = str(123)\n    assert 'ab' in out\n"
+    _, planted = plant("test_x.py", source, ["test_short"], random.Random(0), twin_of=["test_short"])
+    assert [p.kind for p in planted] == ["copy"]
