@@ -475,6 +475,8 @@ def _substring_leaves(statement: ast.stmt) -> list[ast.expr]:
     (an affix of the same length that differs; a long substring that does not occur)."""
     text: ast.expr | None = None
     long_enough = True
+    if isinstance(statement, (ast.With, ast.AsyncWith)):
+        return _raises_match_leaves(statement)
     if isinstance(statement, ast.Assert):
         test = statement.test
         if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.In):
@@ -493,6 +495,33 @@ def _substring_leaves(statement: ast.stmt) -> list[ast.expr]:
     if not long_enough and len(text.value) < _SHORTEST_SUBSTRING:
         return []
     return [text]
+
+
+_REGEX_CONTEXTS = re.compile(r"\[|\(\?|\\[A-Za-z]")
+"""Where a letter of a pattern is not matched as itself (a class, a group's name or flags,
+an escape): a pattern with any is left alone."""
+
+
+def _raises_match_leaves(statement: ast.With | ast.AsyncWith) -> list[ast.expr]:
+    """``with pytest.raises(E, match="...")`` / ``self.assertRaisesRegex(E, "...")``: the
+    pattern, if it is long and plain enough that one letter swapped surely stops it from
+    matching the message the original matches."""
+    for item in statement.items:
+        call = item.context_expr
+        if not isinstance(call, ast.Call):
+            continue
+        name = _call_name(call)
+        pattern = None
+        if name == "raises":
+            pattern = next((k.value for k in call.keywords if k.arg == "match"), None)
+        elif name in ("assertRaisesRegex", "assertRaisesRegexp") and len(call.args) >= 2:
+            pattern = call.args[1]
+        if (isinstance(pattern, ast.Constant) and isinstance(pattern.value, str)
+                and len(pattern.value) >= _SHORTEST_SUBSTRING
+                and not _REGEX_CONTEXTS.search(pattern.value)
+                and any(c.isascii() and c.isalpha() for c in pattern.value)):
+            return [pattern]
+    return []
 
 
 def _case_leaves(func: ast.FunctionDef) -> list[Site]:
@@ -664,6 +693,8 @@ def _is_str_join(node: ast.expr) -> bool:
 
 
 def _may_end_early(statement: ast.stmt) -> bool:
+    if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return False  # defined, not run: its own ``return`` ends nothing here
     for node in _walk_same_function(statement):
         if isinstance(node, (ast.Return, ast.Yield, ast.YieldFrom, ast.Await)):
             return True

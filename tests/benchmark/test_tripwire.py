@@ -597,3 +597,59 @@ def test_a_short_substring_gets_no_twin():
     source = "def test_short():\n    out = str(123)\n    assert 'ab' in out\n"
     _, planted = plant("test_x.py", source, ["test_short"], random.Random(0), twin_of=["test_short"])
     assert [p.kind for p in planted] == ["copy"]
+
+
+RAISING = textwrap.dedent('''\
+    import unittest
+
+    import pytest
+
+    from mylib import add
+
+
+    def test_add_after_a_helper():
+        def tidy(text):
+            if not text:
+                return ""
+            return text.strip()
+
+        assert tidy(add(" a", "b ")) == "ab"
+
+
+    def test_add_refuses_none():
+        with pytest.raises(TypeError, match="unsupported operand type"):
+            add(None, 1)
+
+
+    class TestAdd(unittest.TestCase):
+        def test_add_refuses_none_too(self):
+            with self.assertRaisesRegex(TypeError, "unsupported operand type"):
+                add(None, 1)
+
+
+    def test_add_refuses_with_a_class():
+        with pytest.raises(TypeError, match="[a-z]+ operand type"):
+            add(None, 1)
+    ''')
+RAISING_IDS = ["test_add_after_a_helper", "test_add_refuses_none",
+               "TestAdd::test_add_refuses_none_too"]
+
+
+def test_twins_after_a_nested_helper_and_of_an_expected_error_message(tmp_path):
+    """A nested function's `return` does not end the test (its body is not run there); a
+    `pytest.raises(match=...)` / `assertRaisesRegex` pattern is a check whose plain letters
+    can be swapped. A pattern with a class, a group or an escape gets no twin."""
+    from benchmark._grading import _tripwire_reasons
+
+    for seed in range(4):
+        new, planted = plant("test_x.py", RAISING, RAISING_IDS, random.Random(seed), count=3,
+                             twin_of=RAISING_IDS)
+        assert len(planted) == 3 and {p.kind for p in planted} == {"twin"}, (seed, planted)
+        status = _status(tmp_path, new, right=True)
+        assert all(status[f"test_x.py::{t}"] == "PASSED" for t in RAISING_IDS), status
+        assert _tripwire_reasons(planted, status) == [], (seed, planted, status)
+        for p in planted:
+            assert statuses_of(p, status) == ["FAILED"], (seed, p, new)
+    _, planted = plant("test_x.py", RAISING, ["test_add_refuses_with_a_class"], random.Random(0),
+                       twin_of=["test_add_refuses_with_a_class"])
+    assert [p.kind for p in planted] == ["copy"]
