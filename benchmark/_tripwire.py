@@ -586,7 +586,7 @@ def _parametrized_values(decorator: ast.expr, name: str) -> list[Site] | None:
             return None
         if len(values) != len(names) or any(isinstance(v, ast.Starred) for v in values):
             return None
-        leaves = _literal_leaves(values[at])
+        leaves = _value_leaves(values[at])
         if not leaves:
             return None
         cases.append((leaves, False))
@@ -602,13 +602,57 @@ def _equality_sides(statement: ast.stmt) -> list[ast.expr]:
     first: the right in ``assert``, the second argument in unittest); ``[]`` otherwise."""
     if isinstance(statement, ast.Assert):
         test = statement.test
-        if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq):
+        if isinstance(test, ast.Compare) and len(test.ops) == 1 and (
+                isinstance(test.ops[0], ast.Eq)
+                or (isinstance(test.ops[0], ast.Is) and any(  # ``is True`` / ``is expected``
+                    _is_bool(side) or isinstance(side, ast.Name)
+                    for side in (test.left, test.comparators[0])))):
             return [test.comparators[0], test.left]
     elif isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call):
         call = statement.value
         if _call_name(call) in _EQUAL_METHODS and len(call.args) >= 2 and not call.keywords:
             return [call.args[1], call.args[0]]
     return []
+
+
+def _is_bool(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and isinstance(node.value, bool)
+
+
+def _value_leaves(node: ast.expr) -> list[ast.expr] | None:
+    """`_literal_leaves`, and a bare ``True``/``False`` as its own leaf (flipped)."""
+    return [node] if _is_bool(node) else _literal_leaves(node)
+
+
+def _display_leaves(node: ast.expr) -> list[ast.expr]:
+    """The constants of a list, tuple, set or dict display that also holds computed parts
+    (``{'a': int}``): one of them changed, the display's value changes whatever the rest
+    evaluates to. None with ``*`` or ``**`` in it (a spread could hold the new value)."""
+    return _display_parts(node) or []
+
+
+def _display_parts(node: ast.expr) -> list[ast.expr] | None:
+    """`_display_leaves`, with None for a display that must not be changed."""
+    if isinstance(node, ast.Dict):
+        if any(key is None for key in node.keys):
+            return None
+        parts: list[ast.expr] = [*node.values, *node.keys]  # type: ignore[list-item]
+    elif isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        parts = list(node.elts)
+    else:
+        return []
+    leaves: list[ast.expr] = []
+    for part in parts:
+        if isinstance(part, ast.Starred):
+            return None
+        if isinstance(part, (ast.List, ast.Tuple, ast.Set, ast.Dict)):
+            inner = _display_parts(part)
+            if inner is None:
+                return None
+            leaves += inner
+        elif (found := _literal_leaves(part)) is not None:
+            leaves += found
+    return leaves
 
 
 def _equality_leaves(statement: ast.stmt, bound: dict[str, ast.expr] | None = None) -> list[ast.expr]:
@@ -620,16 +664,21 @@ def _equality_leaves(statement: ast.stmt, bound: dict[str, ast.expr] | None = No
     def literal_of(side: ast.expr) -> ast.expr | None:
         if isinstance(side, ast.Name) and side.id in bound:
             return bound[side.id]
-        return side if _literal_leaves(side) is not None else None
+        return side if _value_leaves(side) is not None else None
 
     literal = [(side, value) for side in sides if (value := literal_of(side)) is not None]
+    if not literal:  # ``assert schema.keys == {'a': int}``: a display, partly computed; only
+        # its own constants change (never one inside a call), so the other side stays as it was
+        shown = [side for side in sides if _display_leaves(side)]
+        if shown:
+            return _display_leaves(shown[0])
     if len(literal) != 1:
         return []  # no literal, or two: then nothing of the code under test is checked
     side, value = literal[0]
     other = next(s for s in sides if s is not side)
     if isinstance(side, ast.Name) and side.id in _names_read(other):
         return []  # ``assert f(expected) == expected``: the value is also the input
-    return _literal_leaves(value) or []
+    return _value_leaves(value) or []
 
 
 _VALUE_TYPES = {"date", "datetime", "time", "timedelta"}
@@ -760,6 +809,8 @@ def _changed_leaf(text: str, node: ast.expr, rng: random.Random, *,
     not pass the twin), one letter of a string swapped for another (quotes, prefix and
     length kept; a letter added at one end where it has none)."""
     value = node.operand.value if isinstance(node, ast.UnaryOp) else node.value  # type: ignore[attr-defined]
+    if isinstance(value, bool):  # ``is True`` becomes ``is False``
+        return None if swap_only else str(not value)
     if isinstance(value, (int, float)):
         match = _NUMBER.fullmatch(text.strip())
         if not match:

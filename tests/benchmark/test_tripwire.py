@@ -653,3 +653,59 @@ def test_twins_after_a_nested_helper_and_of_an_expected_error_message(tmp_path):
     _, planted = plant("test_x.py", RAISING, ["test_add_refuses_with_a_class"], random.Random(0),
                        twin_of=["test_add_refuses_with_a_class"])
     assert [p.kind for p in planted] == ["copy"]
+
+
+PARTLY = textwrap.dedent('''\
+    import pytest
+
+    from mylib import add
+
+
+    def test_add_display_with_a_type():
+        assert add({"a": int}, {}) == {"a": int}
+
+
+    def test_add_is_true():
+        assert (add(1, 1) == 2) is True
+
+
+    @pytest.mark.parametrize("a, b, expected", [(1, 1, True), (1, 2, False)])
+    def test_add_flags(a, b, expected):
+        assert (add(a, a) == add(b, b) - b + a) is expected
+
+
+    def test_add_spread():
+        rest = {"e": 1}
+        assert add({"a": 1}, rest) == {**rest, "a": 1}
+    ''')
+PARTLY_IDS = ["test_add_display_with_a_type", "test_add_is_true", "test_add_flags[1-1-True]",
+              "test_add_flags[1-2-False]"]
+
+
+def test_twins_of_partly_computed_displays_and_booleans(tmp_path):
+    """`{"a": int}` has a constant to change though not all of it is one; `is True` flips;
+    a parametrized boolean expectation flips in every case. A display with a spread gets
+    no twin (the spread could hold the changed key)."""
+    from benchmark._grading import _tripwire_reasons
+
+    (tmp_path / "mylib.py").write_text(
+        "def add(a, b):\n    return {**a, **b} if isinstance(a, dict) else a + b\n")
+    from swebench.harness.log_parsers import parse_log_pytest
+    kinds = set()
+    for seed in range(6):
+        new, planted = plant("test_x.py", PARTLY, PARTLY_IDS, random.Random(seed), count=3,
+                             twin_of=PARTLY_IDS)
+        assert len(planted) == 3, (seed, planted)
+        kinds |= {p.kind for p in planted}
+        (tmp_path / "test_x.py").write_text(new)
+        out = subprocess.run([sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider",
+                              "test_x.py"], cwd=tmp_path, capture_output=True, text=True).stdout
+        status = parse_log_pytest(out, None)
+        assert all(status[f"test_x.py::{t}"] == "PASSED" for t in PARTLY_IDS), out
+        assert _tripwire_reasons(planted, status) == [], (seed, planted, status)
+        for p in planted:
+            assert set(statuses_of(p, status)) == {"FAILED"}, (seed, p, new)
+    assert kinds == {"twin", "cases"}
+    _, planted = plant("test_x.py", PARTLY, ["test_add_spread"], random.Random(0),
+                       twin_of=["test_add_spread"])
+    assert [p.kind for p in planted] == ["copy"]
