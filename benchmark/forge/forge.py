@@ -361,6 +361,10 @@ class Forge:
         files = {t.split("::")[0] for t in broken}
         kept = sorted(t for t in stable if t.split("::")[0] in files and statuses.get(t) == "PASSED"
                       and t not in dupes)
+        if not kept:
+            # the keep rule (SWE-smith's): at least one FAIL_TO_PASS and one PASS_TO_PASS, so a
+            # "fix" that breaks the rest of the hidden files cannot count as resolved
+            return None
         return Candidate(mutation, broken, kept, output)
 
     # tasks ------------------------------------------------------------------------------
