@@ -52,6 +52,7 @@ from benchmark.forge.mutations import (
     find_mutations,
     is_library_file,
 )
+from benchmark.forge.curriculum import Curriculum, draw_order
 from benchmark.forge.difficulty import estimate_difficulty
 from benchmark.forge.statements import write_statement
 from benchmark.forge.structural import COMBINED, combined_mutations
@@ -220,8 +221,11 @@ class Forge:
                  candidate_timeout_s: int = 120, batch_size: int = 8,
                  complete: Callable[[list[dict]], str] | None = None,
                  statement_model: Callable[[list[dict]], str] | None = None,
-                 statement_calls: int = 60):
+                 statement_calls: int = 60, curriculum: Curriculum | None = None):
         self.recipe = recipe
+        self.curriculum = curriculum
+        """Where a run's best agent fails most (``--target RUN``): candidates of those kinds
+        come first, and each task records why it was forged."""
         self.complete = complete
         """The model for the LM strategy (messages → text); default: the OpenAI endpoint."""
         self.statement_model = statement_model
@@ -325,6 +329,8 @@ class Forge:
             rng.shuffle(mutations)
         order: list[Mutation] = []
         kinds = [k for k in KINDS if by_kind.get(k)]
+        if self.curriculum is not None:
+            return draw_order(by_kind, self.curriculum.kind_weights(tuple(kinds)), rng)
         while any(by_kind[k] for k in kinds):
             for kind in kinds:
                 if by_kind[kind]:
@@ -412,7 +418,13 @@ class Forge:
             "split": split_of(instance_id),
             "forge": {"strategy": strategy, "kind": m.kind, "file": m.path, "line": m.line,
                       "function": m.function, "statement": written_by,
-                      "difficulty": estimate_difficulty(gold, candidate.fail_to_pass, m.kind)},
+                      "difficulty": estimate_difficulty(gold, candidate.fail_to_pass, m.kind),
+                      **({"parts": list(m.parts)} if m.parts else {}),
+                      **({"target": {"run": self.curriculum.run,
+                                     "generation": self.curriculum.generation,
+                                     "kind_weight": round(self.curriculum.kind_weights((m.kind,))[m.kind], 3),
+                                     "why": self.curriculum.why()}}
+                         if self.curriculum is not None else {})},
         }
         return TaskSpec.model_validate(record)
 
@@ -452,6 +464,8 @@ class Forge:
                       ) -> tuple[list[TaskSpec], ForgeReport]:
         started = time.monotonic()
         report = ForgeReport(self.recipe.requirement, strategy)
+        if self.curriculum is not None:
+            report.notes.append(f"targeted: {self.curriculum.why()}")
         limit = max_screened if max_screened is not None else (
             max(8 * count, 40) if strategy == "ast" else 2 * count + 4)
         pool = self._pool(strategy, count, seed, limit, report)
