@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness.forge_target import TargetError, read_target
 from tests.benchmark.test_forge_curriculum import _forged_outcomes
 from tests.conftest import ROOT
@@ -33,20 +35,15 @@ def test_read_target_reads_the_best_generation_of_a_run(tmp_path):
     assert curriculum.package() == "tabulate==0.10.0"
 
 
-def test_read_target_refuses_what_it_cannot_use(tmp_path):
-    try:
-        read_target(tmp_path, "missing")
-    except TargetError as exc:
-        assert "no run missing" in str(exc)
-    else:
-        raise AssertionError("a missing run was accepted")
-    _fake_run(tmp_path, "empty", {})
-    try:
-        read_target(tmp_path, "empty")
-    except TargetError as exc:
-        assert "scored on no task" in str(exc)
-    else:
-        raise AssertionError("a run with no outcomes was accepted")
+@pytest.mark.parametrize("run, outcomes, message", [
+    ("missing", None, "no run missing"),
+    ("empty", {}, "scored on no task"),
+])
+def test_read_target_refuses_what_it_cannot_use(tmp_path, run, outcomes, message):
+    if outcomes is not None:
+        _fake_run(tmp_path, run, outcomes)
+    with pytest.raises(TargetError, match=message):
+        read_target(tmp_path, run)
 
 
 def test_cli_target_errors_are_one_clear_line(tmp_path):
