@@ -241,15 +241,21 @@ def _find_test(tree: ast.Module, test_id: str) -> ast.FunctionDef | ast.AsyncFun
     return in_class(cls, parts[-1]) if cls is not None else None
 
 
+def _is_test_module(dotted: str) -> bool:
+    """``tests``, ``test_x``, ``pkg.tests.helpers``, ``x_test``; not ``pytest``."""
+    return any(part.startswith("test") or part.endswith(("_test", "tests"))
+               for part in dotted.split("."))
+
+
 def _used_imports(tree: ast.Module, source: str, code: str) -> list[str]:
     """The test module's top-level imports of library names that `code` uses (never an
     import of another test module, which would point at the hidden files)."""
     used = set(re.findall(r"[A-Za-z_]\w*", code))
     lines = []
     for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and (node.level or "test" in (node.module or "")):
+        if isinstance(node, ast.ImportFrom) and (node.level or _is_test_module(node.module or "")):
             continue
-        if isinstance(node, ast.Import) and any("test" in a.name for a in node.names):
+        if isinstance(node, ast.Import) and any(_is_test_module(a.name) for a in node.names):
             continue
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [a.asname or a.name.split(".")[0] for a in node.names]
@@ -258,8 +264,10 @@ def _used_imports(tree: ast.Module, source: str, code: str) -> list[str]:
     return lines
 
 
-def _failing_check(source: str, tree: ast.Module, test_id: str, line: int | None) -> _Check | None:
-    """The check of test `test_id` that failed (the one holding `line`, else the first)."""
+def _failing_check(source: str, tree: ast.Module, test_id: str, line: int | None, *,
+                   last: bool = False) -> _Check | None:
+    """The check of test `test_id` that failed: the statement holding `line`, else the
+    test's first check (its `last` when the body ends at the failing line)."""
     test = _find_test(tree, test_id)
     if test is None:
         return None
@@ -269,18 +277,20 @@ def _failing_check(source: str, tree: ast.Module, test_id: str, line: int | None
     if line is not None:
         target = next((s for s in body if s.lineno <= line <= (s.end_lineno or s.lineno)), None)
     if target is None:
-        target = next((s for s in body if _is_check(source, s)), None)
+        checks = [s for s in body if _is_check(source, s)]
+        target = (checks[-1] if last else checks[0]) if checks else None
     if target is None:
         return None
     before = body[:body.index(target)]
-    setup = [textwrap.dedent(_segment_lines(source, s)) for s in before]
+    setup = [_as_assert(source, s) or textwrap.dedent(_segment_lines(source, s)) for s in before]
     setup_lines = "\n".join(setup).splitlines()
     if len(setup_lines) > _MAX_SETUP_LINES:
         setup_lines = []
     check = _as_assert(source, target) or textwrap.dedent(_segment_lines(source, target))
     helpers = _helpers(tree, source, "\n".join(setup_lines + [check]))
     code = "\n".join(helpers + setup_lines + [check])
-    local = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    local = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))} \
+        | {a.arg for a in test.args.args}  # a parametrized callable is not the library's API
     subject = next(filter(None, (_subject(n, local) for n in [target, *reversed(before)])), None)
     params = _parameters(source, test, test_id, tree)
     return _Check(params + helpers + setup_lines, check, subject,
@@ -364,10 +374,34 @@ def _segment_lines(source: str, node: ast.AST) -> str:
 
 
 def _failing_line(section: str, path: str, name: str) -> int | None:
-    """The test file's line where the test failed, from its ``--tb=short`` section."""
-    found = None
-    for match in re.finditer(rf"^{re.escape(path)}:(\d+): in {re.escape(name)}\b", section, re.MULTILINE):
-        found = int(match.group(1))
+    """The test file's line where the test failed: the first location of the hidden file in
+    its traceback section (``path:N: in test_x`` with ``--tb=short``, ``path:N: Error`` with
+    the long format; the test's own frame comes first)."""
+    match = re.search(rf"^{re.escape(path)}:(\d+):", section, re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+def _check_from_log(section: str, name: str) -> _Check | None:
+    """The failing check of a test whose source is not in the hidden file (inherited from a
+    visible mixin): pytest's long traceback shows the function up to the failing line
+    (``>``); that excerpt is the test body."""
+    lines = section.splitlines()
+    start = next((i for i, line in enumerate(lines) if re.match(rf"^    (async )?def {re.escape(name)}\(", line)), None)
+    if start is None:
+        return None
+    body = []
+    for line in lines[start:]:
+        if line.startswith("E ") or not line.startswith(("    ", ">   ")) and line.strip():
+            break
+        body.append(line[4:] if len(line) >= 4 else "")
+    source = "\n".join(body) + "\n"
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    found = _failing_check(source, tree, f"x::{name}", None, last=True)
+    if found is not None:
+        found.imports = []  # the module the function came from is not known here
     return found
 
 
@@ -405,8 +439,11 @@ def write_statement(package: str, *, fail_to_pass: list[str], test_patch: str, g
         e_lines, section = sections.get(title, ([], ""))
         if errors and test_id in errors:
             e_lines = errors[test_id]
-        line = _failing_line(section, path, test_id.split("::")[-1].split("[")[0]) if section else None
+        name = test_id.split("::")[-1].split("[")[0]
+        line = _failing_line(section, path, name) if section else None
         found = _failing_check(source, tree, test_id, line)
+        if found is None and section:
+            found = _check_from_log(section, name)
         if found is None or found.check in seen:
             continue
         seen.add(found.check)
@@ -456,7 +493,8 @@ def _render(package: str, checks: list[tuple[_Check, str | None]], broken: int, 
         lines += ["", "The same happens elsewhere, for example:", ""]
         for check, other_error in others:
             note = f" (raises `{other_error}`)" if other_error not in (None, "AssertionError") else ""
-            lines.append(f"- `{check.check}` no longer holds{note}")
+            verb = "no longer holds" if check.check.startswith("assert ") else "fails"
+            lines.append(f"- `{check.check}` {verb}{note}")
     lines = [line for line in lines if not (line.startswith("- `") and "\n" in line)]
     if lines[-1] == "" and lines[-2].endswith("for example:"):
         lines = lines[:-3]

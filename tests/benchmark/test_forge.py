@@ -15,6 +15,7 @@ import pytest
 from benchmark import load_tasks
 from benchmark.forge import (
     apply_mutation,
+    check_statement,
     failure_messages,
     find_mutations,
     is_library_file,
@@ -171,7 +172,7 @@ def test_forge_end_to_end_yields_validated_tasks(tmp_path):
     env = {**os.environ, "RATCHET_RUNS": str(tmp_path / "runs")}
     result = subprocess.run(
         [str(Path(sys.executable).parent / "ratchet"), "forge", "--package", "inflection==0.5.1",
-         "--count", "2", "--max-screened", "16", "--out", str(out)],
+         "--count", "2", "--max-screened", "16", "--statements", "plain", "--out", str(out)],
         capture_output=True, text=True, env=env, timeout=600, check=False,
         cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0, result.stdout + result.stderr
@@ -181,7 +182,11 @@ def test_forge_end_to_end_yields_validated_tasks(tmp_path):
     for task in loaded.tasks:
         extra = task.model_extra
         assert extra["split"] in ("train", "heldout")
-        assert task.FAIL_TO_PASS
+        assert task.FAIL_TO_PASS and task.PASS_TO_PASS  # the keep rule
+        assert check_statement(task.problem_statement, fail_to_pass=list(task.FAIL_TO_PASS),
+                               gold_patch=task.patch, test_patch=task.test_patch) == []
+        assert extra["forge"]["statement"] == "plain"
+        assert extra["forge"]["difficulty"]["tests_broken"] == len(task.FAIL_TO_PASS)
         for path in task.test_files:
             assert "deleted file mode" in task.source.setup_patch
             assert f"--- a/{path}\n+++ /dev/null" in task.source.setup_patch

@@ -197,3 +197,24 @@ def test_the_prompt_carries_the_fix_the_errors_and_the_test_source():
     assert "c.bump(3)" in user
     assert "never mention tests" in messages[0]["content"]
     assert new_files(TEST_PATCH) == {"tests/test_ordinal.py": TEST_FILE}
+
+
+def test_restating_a_row_changes_only_its_statement_and_forge_record(tmp_path):
+    """`python -m benchmark.forge.restate` keeps ids, patches, tests and environment byte
+    for byte; the failing check comes from the empty patch's log of a validate run."""
+    from benchmark.forge.restate import empty_patch_logs, restate_row
+
+    row = {"instance_id": "pkg__pkg-1.0__ast-x-1", "repo": "pkg", "patch": GOLD,
+           "test_patch": TEST_PATCH, "FAIL_TO_PASS": F2P, "PASS_TO_PASS": ["t::other"],
+           "problem_statement": "pkg: ordinal first is broken\n`tests/test_ordinal.py::...` fails",
+           "forge": {"kind": "flip_compare", "file": "pkg/counter.py"}}
+    log_dir = tmp_path / "validate" / row["instance_id"] / "empty"
+    log_dir.mkdir(parents=True)
+    (log_dir / "eval.log").write_text(LOG)
+    logs = empty_patch_logs(tmp_path / "validate")
+    new = restate_row(row, logs[row["instance_id"]])
+    assert {k: v for k, v in new.items() if k not in ("problem_statement", "forge")} == \
+        {k: v for k, v in row.items() if k not in ("problem_statement", "forge")}
+    assert new["forge"]["kind"] == "flip_compare" and new["forge"]["statement"] == "plain"
+    assert new["forge"]["difficulty"]["tests_broken"] == 1
+    assert "assert c.value == 4" in new["problem_statement"]  # the check that failed, from the log
