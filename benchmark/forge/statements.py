@@ -193,7 +193,8 @@ def _is_check(source: str, stmt: ast.stmt) -> bool:
         if isinstance(node, ast.stmt) and _as_assert(source, node) is not None:
             return True
         if isinstance(node, ast.With) and any(
-                "raises" in _segment(source, item.context_expr).split("(")[0] for item in node.items):
+                "raises" in _segment(source, item.context_expr).split("(")[0].lower()
+                for item in node.items):
             return True
     return False
 
@@ -250,7 +251,7 @@ def _is_test_module(dotted: str) -> bool:
 def _used_imports(tree: ast.Module, source: str, code: str) -> list[str]:
     """The test module's top-level imports of library names that `code` uses (never an
     import of another test module, which would point at the hidden files)."""
-    used = set(re.findall(r"[A-Za-z_]\w*", code))
+    used = set(re.findall(r"(?<![.\w])[A-Za-z_]\w*", code))  # names, not attributes
     lines = []
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and (node.level or _is_test_module(node.module or "")):
@@ -258,9 +259,14 @@ def _used_imports(tree: ast.Module, source: str, code: str) -> list[str]:
         if isinstance(node, ast.Import) and any(_is_test_module(a.name) for a in node.names):
             continue
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            names = [a.asname or a.name.split(".")[0] for a in node.names]
-            if any(n in used for n in names) and node.lineno == node.end_lineno:
-                lines.append(_segment(source, node))
+            # only the names the snippet uses, on one line
+            aliases = [a for a in node.names if a.name == "*"
+                       or (a.asname or a.name.split(".")[0]) in used]
+            if not aliases:
+                continue
+            names = ", ".join(a.name + (f" as {a.asname}" if a.asname else "") for a in aliases)
+            lines.append(f"from {node.module} import {names}" if isinstance(node, ast.ImportFrom)
+                         else f"import {names}")
     return lines
 
 
@@ -483,11 +489,13 @@ def _render(package: str, checks: list[tuple[_Check, str | None]], broken: int, 
                  "A minimal reproduction:")
     code = first.imports + ([""] if first.imports else []) + (first.setup if with_setup else []) + [first.check]
     lines += ["", "```python", *code, "```", ""]
+    expects_error = any(word in first.check for word in ("should raise", "raises(", "assertRaises"))
     if error in (None, "AssertionError"):
-        lines.append("The last line fails: the result is not the expected one.")
+        lines.append("The code above does not raise the error it should." if expects_error
+                     else "The last line fails: the result is not the expected one.")
     else:
         lines.append(f"The last line raises `{error}` instead of "
-                     + ("raising what it should." if "should raise" in first.check else "working."))
+                     + ("the error it should raise." if expects_error else "working."))
     others = checks[1:]
     if others:
         lines += ["", "The same happens elsewhere, for example:", ""]
