@@ -354,6 +354,31 @@ class _Finder(ast.NodeVisitor):
                                    self.function[-1], start, end, text, replacement))
 
 
+class CompileCheck:
+    """Does a mutated file still compile? Checked on the one module-level statement that
+    holds the edit (a top-level statement starts at column 0, so its text compiles alone),
+    not the whole file: a big module has hundreds of sites."""
+
+    def __init__(self, path: str, source: str, tree: ast.Module):
+        self.path, self.source = path, source
+        off = _Offsets(source)
+        self.spans = [(off.starts[min([d.lineno for d in getattr(n, "decorator_list", [])] + [n.lineno]) - 1],
+                       off.starts[n.end_lineno]) for n in tree.body]
+
+    def __call__(self, mutation: Mutation) -> bool:
+        start, end = 0, len(self.source)
+        for span_start, span_end in self.spans:
+            if span_start <= mutation.start and mutation.end <= span_end:
+                start, end = span_start, span_end
+                break
+        text = self.source[start:mutation.start] + mutation.replacement + self.source[mutation.end:end]
+        try:
+            compile(text, self.path, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError):
+            return False
+        return True
+
+
 def find_mutations(path: str, source: str, *, structural: bool = True) -> list[Mutation]:
     """Every mutation of `source` (the file at `path`) that still compiles, in file order:
     the token kinds here and (unless `structural` is false) the structural kinds."""
@@ -365,13 +390,8 @@ def find_mutations(path: str, source: str, *, structural: bool = True) -> list[M
 
     finder = _Finder(path, source)
     finder.visit(tree)
-    good = []
-    for mutation in sorted(finder.found, key=lambda m: (m.start, m.kind)):
-        try:
-            compile(apply_mutation(source, mutation), path, "exec")
-        except (SyntaxError, ValueError):
-            continue
-        good.append(mutation)
+    compiles = CompileCheck(path, source, tree)
+    good = [m for m in sorted(finder.found, key=lambda m: (m.start, m.kind)) if compiles(m)]
     if structural:
-        good += find_structural(path, source, tree)
+        good += find_structural(path, source, tree, compiles)
     return sorted(good, key=lambda m: (m.start, m.kind))

@@ -28,7 +28,13 @@ import hashlib
 import random
 from collections.abc import Iterator
 
-from benchmark.forge.mutations import STRUCTURE_KINDS, Mutation, _Offsets, apply_mutation
+from benchmark.forge.mutations import (
+    STRUCTURE_KINDS,
+    CompileCheck,
+    Mutation,
+    _Offsets,
+    apply_mutation,
+)
 
 __all__ = ["COMBINED", "STRUCTURE_KINDS", "combined_mutations", "find_structural"]
 
@@ -128,11 +134,13 @@ class _Structural:
 
     def _blocks(self, function: ast.AST, name: str) -> None:
         """Every statement block inside a function, and the expressions in it."""
-        self.bounds = {id(c) for node in ast.walk(function) for c in ast.walk(node)
-                       if isinstance(c, ast.Constant) and (
-                           (isinstance(node, ast.Subscript) and c in ast.walk(node.slice))
-                           or (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                               and node.func.id == "range"))}
+        self.bounds = set()  # constants in an index or range(): off_by_one's, not ours
+        for node in ast.walk(function):
+            inner = [node.slice] if isinstance(node, ast.Subscript) else node.args if (
+                isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id == "range") else []
+            self.bounds.update(id(c) for part in inner for c in ast.walk(part)
+                               if isinstance(c, ast.Constant))
         for node in ast.walk(function):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node is not function:
                 continue
@@ -196,21 +204,16 @@ class _Structural:
         self._add("swap_operands", node, name, start, end, right_text + gap + left_text)
 
 
-def find_structural(path: str, source: str, tree: ast.Module | None = None) -> list[Mutation]:
+def find_structural(path: str, source: str, tree: ast.Module | None = None,
+                    compiles: CompileCheck | None = None) -> list[Mutation]:
     """Every structural mutation of `source` that still compiles, in file order."""
     if tree is None:
         try:
             tree = ast.parse(source)
         except SyntaxError:
             return []
-    good = []
-    for mutation in _Structural(path, source).run(tree):
-        try:
-            compile(apply_mutation(source, mutation), path, "exec")
-        except (SyntaxError, ValueError):
-            continue
-        good.append(mutation)
-    return good
+    compiles = compiles or CompileCheck(path, source, tree)
+    return [m for m in _Structural(path, source).run(tree) if compiles(m)]
 
 
 def _spans_overlap(a: Mutation, b: Mutation) -> bool:

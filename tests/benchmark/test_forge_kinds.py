@@ -162,3 +162,18 @@ def test_difficulty_grows_with_the_fix_and_shrinks_with_the_symptom():
     rated = with_resolve_rate(easy, resolved=0, attempts=3)
     assert rated["level"] == "hard" and rated["seed_resolve_rate"] == 0.0
     assert with_resolve_rate(easy, 0, 0) == easy
+
+
+def test_the_compile_check_reads_only_the_statement_holding_the_edit_and_still_refuses_bad_code():
+    """A big module has hundreds of sites: each is compiled within its own module-level
+    statement, which still refuses an edit that breaks the syntax (or a name rule) there."""
+    from benchmark.forge.mutations import CompileCheck, Mutation
+
+    compiles = CompileCheck("pkg/box.py", MODULE, ast.parse(MODULE))
+    good = _one("swap_operands", "a / b")
+    assert compiles(good)
+    start = MODULE.index("return out - n")
+    broken = Mutation("pkg/box.py", "x", 1, 0, "total", start, start + len("return out - n"),
+                      "return out - n", "return out -")
+    assert not compiles(broken)
+    assert all(compiles(m) for m in find_mutations("pkg/box.py", MODULE))
