@@ -218,3 +218,23 @@ def test_restating_a_row_changes_only_its_statement_and_forge_record(tmp_path):
     assert new["forge"]["kind"] == "flip_compare" and new["forge"]["statement"] == "plain"
     assert new["forge"]["difficulty"]["tests_broken"] == 1
     assert "assert c.value == 4" in new["problem_statement"]  # the check that failed, from the log
+
+
+def test_the_seed_agents_outcome_rates_difficulty(tmp_path):
+    from benchmark.forge.restate import main
+
+    row = {"instance_id": "pkg__pkg-1.0__ast-x-1", "repo": "pkg", "patch": GOLD,
+           "test_patch": TEST_PATCH, "FAIL_TO_PASS": F2P, "PASS_TO_PASS": ["t::other"],
+           "problem_statement": "old", "forge": {"kind": "flip_compare"}}
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text(json.dumps(row) + "\n")
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"tasks": {row["instance_id"]: False}}))
+    assert main([str(suite), "--seed-metrics", str(metrics)]) == 0
+    difficulty = json.loads(suite.read_text())["forge"]["difficulty"]
+    assert difficulty["rated_by"] == "seed agent" and difficulty["level"] == "hard"
+    assert difficulty["seed_resolve_rate"] == 0.0
+    assert main([str(suite), "--seed-metrics", str(tmp_path / "missing.json")]) == 2
+    # re-stating again without outcomes keeps the seed agent's rating
+    assert main([str(suite)]) == 0
+    assert json.loads(suite.read_text())["forge"]["difficulty"] == difficulty
