@@ -278,9 +278,16 @@ def test_lm_strategy_end_to_end_with_a_stand_in_model(tmp_path):
     from benchmark.forge import RECIPES, Forge, PackageRecipe
 
     grader = Grader(ImageBuilder(), tmp_path)
+    issue = "inflection: a word comes out wrong\n\n```python\nimport inflection\n```\n"
+    prompts: list[list[dict]] = []
     forge = Forge(RECIPES.get("inflection==0.5.1", PackageRecipe("inflection==0.5.1")), grader,
-                  complete=_flip_first_comparison)
+                  complete=_flip_first_comparison,
+                  statement_model=lambda messages: prompts.append(messages) or issue)
     tasks, reports = forge.run(1, "lm", max_screened=12)
     assert reports[0].strategy == "lm" and reports[0].kept == len(tasks) == 1
     assert tasks[0].instance_id.startswith("inflection__inflection-0.5.1__lm-rewrite-")
     assert tasks[0].model_extra["forge"]["strategy"] == "lm"
+    # the statement model saw the fix and the failing output, and its issue was used
+    assert tasks[0].model_extra["forge"]["statement"] == "model"
+    assert tasks[0].problem_statement == issue
+    assert any(tasks[0].patch.strip() in m[-1]["content"] for m in prompts)
