@@ -46,14 +46,17 @@ def test_read_target_refuses_what_it_cannot_use(tmp_path, run, outcomes, message
         read_target(tmp_path, run)
 
 
-def test_cli_target_errors_are_one_clear_line(tmp_path):
-    """`--target` of an unknown run, and neither --package nor --target: exit 2, one error,
-    nothing written."""
+def test_cli_target_and_statement_errors_are_one_clear_line(tmp_path):
+    """`--target` of an unknown run, neither --package nor --target, `--statements model`
+    with no endpoint, an unknown writer: exit 2, one error, nothing written."""
     ratchet = str(Path(sys.executable).parent / "ratchet")
-    env = {**os.environ, "RATCHET_RUNS": str(tmp_path / "runs")}
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_BASE_URL"}
+    env["RATCHET_RUNS"] = str(tmp_path / "runs")
     out = tmp_path / "out.jsonl"
     for args, message in ((["--target", "no-such-run"], "no run no-such-run"),
-                          ([], "--package NAME==VERSION is required")):
+                          ([], "--package NAME==VERSION is required"),
+                          (["--package", "x==1", "--statements", "model"], "needs a model"),
+                          (["--package", "x==1", "--statements", "poetry"], "must be auto, model or plain")):
         result = subprocess.run([ratchet, "forge", "--out", str(out), *args], capture_output=True,
                                 text=True, env=env, cwd=ROOT, timeout=120, check=False)
         assert result.returncode == 2, result.stdout + result.stderr
