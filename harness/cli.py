@@ -6,6 +6,7 @@ Start-up stays light: heavy imports (swebench, the Docker SDK) happen inside com
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -585,9 +586,37 @@ def main() -> None:  # pragma: no cover - console script entry
     app()
 
 
+def _forge_target(run: str):
+    """The curriculum of run `run` (`harness.forge_target`), or one clear error."""
+    from harness.forge_target import TargetError, read_target
+    from harness.workspace import WorkspaceError, find_workspace
+
+    try:
+        return read_target(find_workspace(Path.cwd()), run)
+    except (TargetError, WorkspaceError) as exc:
+        raise _fail(str(exc))
+
+
+def _statement_model(choice: str):
+    """The model that writes forged tasks' statements (None: the deterministic writer)."""
+    if choice not in ("auto", "model", "plain"):
+        raise _fail(f"--statements must be auto, model or plain, not {choice!r}")
+    endpoint = os.environ.get("OPENAI_BASE_URL")
+    if choice == "model" and not endpoint:
+        raise _fail("--statements model needs a model: set OPENAI_BASE_URL and OPENAI_API_KEY "
+                    "(and RATCHET_FORGE_MODEL), or use --statements plain")
+    if choice == "plain" or not endpoint:
+        return None
+    from benchmark.forge.lm import openai_complete
+
+    return openai_complete()
+
+
 @app.command("forge")
 def forge_tasks(
-    package: str = typer.Option(..., "--package", "-p", help="A pinned PyPI release, NAME==VERSION."),
+    package: Optional[str] = typer.Option(None, "--package", "-p", help="A pinned PyPI release, "
+                                          "NAME==VERSION (with --target: default, the package "
+                                          "the run's best agent fails most)."),
     out: Path = typer.Option(..., "--out", "-o", help="JSONL task file to write (same ids are replaced)."),
     count: int = typer.Option(10, "--count", "-n", min=1, help="Validated tasks wanted."),
     strategy: str = typer.Option("ast", help="ast (procedural mutations), lm (a model rewrites one function; needs OPENAI_BASE_URL), or all."),
@@ -598,6 +627,14 @@ def forge_tasks(
     seed: int = typer.Option(0, help="Seed of the candidate order."),
     max_screened: Optional[int] = typer.Option(None, help="Stop after screening this many candidates."),
     workers: int = typer.Option(2, "--workers", "-w", min=1, help="Sandboxes run in parallel."),
+    statements: str = typer.Option("auto", help="Who writes problem statements: model (the "
+                                   "OpenAI endpoint), plain (deterministic, no model), or auto "
+                                   "(model when OPENAI_BASE_URL is set)."),
+    statement_calls: int = typer.Option(60, min=0, help="Budget: model calls for statements; "
+                                        "past it, statements are plain."),
+    target: Optional[str] = typer.Option(None, help="A run (RUN): forge more of the bug kinds "
+                                         "(and package) its best generation fails most.",
+                                         callback=checked_run_id),
 ) -> None:
     """Forge validated tasks: inject bugs into a package, keep those its tests catch."""
     from benchmark import InfraError
@@ -605,8 +642,18 @@ def forge_tasks(
 
     if strategy not in ("ast", "lm", "all"):
         raise _fail(f"--strategy must be ast, lm or all, not {strategy!r}")
+    curriculum = _forge_target(target) if target else None
+    if package is None and curriculum is not None:
+        package = curriculum.package()
+        if package is None:
+            raise _fail(f"run {target} has no task from a PyPI package to pick one from; "
+                        "name one with --package NAME==VERSION")
+        console.print(f"--target {target}: forging {package} ({curriculum.why()})")
+    if package is None:
+        raise _fail("--package NAME==VERSION is required (or --target RUN to pick it from a run)")
     if "==" not in package:
         raise _fail(f"--package must pin one release as NAME==VERSION, got {package!r}")
+    statement_model = _statement_model(statements)
     known = RECIPES.get(package, PackageRecipe(package))
     recipe = PackageRecipe(
         package,
@@ -620,7 +667,9 @@ def forge_tasks(
         grader = _grader(run_dir, progress)
         say = lambda message: progress.console.print(f"[dim]{message}[/]")
         try:
-            forge = Forge(recipe, grader, workers=workers, on_event=say)
+            forge = Forge(recipe, grader, workers=workers, on_event=say,
+                          statement_model=statement_model, statement_calls=statement_calls,
+                          curriculum=curriculum)
             tasks, reports = forge.run(count, strategy, seed=seed, max_screened=max_screened)
         except InfraError as exc:
             raise _fail(str(exc))

@@ -23,7 +23,7 @@ from benchmark.forge.mutations import (
     find_mutations,
     is_library_file,
 )
-from benchmark.forge.statements import failure_messages, problem_statement
+from benchmark.forge.statements import check_statement, failure_messages, write_statement
 
 __all__ = [
     "KINDS",
@@ -34,11 +34,12 @@ __all__ = [
     "Mutation",
     "PackageRecipe",
     "apply_mutation",
+    "check_statement",
     "failure_messages",
     "find_mutations",
     "is_library_file",
     "merge_tasks",
-    "problem_statement",
     "split_of",
     "stable_passes",
+    "write_statement",
 ]

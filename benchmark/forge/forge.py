@@ -52,7 +52,10 @@ from benchmark.forge.mutations import (
     find_mutations,
     is_library_file,
 )
-from benchmark.forge.statements import problem_statement
+from benchmark.forge.curriculum import Curriculum, draw_order
+from benchmark.forge.difficulty import estimate_difficulty
+from benchmark.forge.statements import write_statement
+from benchmark.forge.structural import COMBINED, combined_mutations
 
 __all__ = [
     "PYTEST_DEPS",
@@ -216,10 +219,19 @@ class Forge:
     def __init__(self, recipe: PackageRecipe, grader: Grader, *, workers: int = 2,
                  on_event: Callable[[str], None] = lambda message: None,
                  candidate_timeout_s: int = 120, batch_size: int = 8,
-                 complete: Callable[[list[dict]], str] | None = None):
+                 complete: Callable[[list[dict]], str] | None = None,
+                 statement_model: Callable[[list[dict]], str] | None = None,
+                 statement_calls: int = 60, curriculum: Curriculum | None = None):
         self.recipe = recipe
+        self.curriculum = curriculum
+        """Where a run's best agent fails most (``--target RUN``): candidates of those kinds
+        come first, and each task records why it was forged."""
         self.complete = complete
         """The model for the LM strategy (messages → text); default: the OpenAI endpoint."""
+        self.statement_model = statement_model
+        """The model that writes problem statements (None: the deterministic writer only)."""
+        self.statement_calls = statement_calls
+        """Budget: model calls left for statements; past it, statements are deterministic."""
         self._stable: tuple[set[str], int] | None = None
         self.grader = grader
         self.builder: ImageBuilder = grader.builder
@@ -307,13 +319,18 @@ class Forge:
         """Every mutation site, in a seeded order that alternates kinds (and files)."""
         by_kind: dict[str, list[Mutation]] = defaultdict(list)
         for path, source in self.library_files().items():
-            for mutation in find_mutations(path, source):
+            singles = find_mutations(path, source)
+            for mutation in singles:
                 by_kind[mutation.kind].append(mutation)
+            by_kind[COMBINED] += combined_mutations(path, source, singles,
+                                                    seed=f"{self.recipe.requirement}:{seed}")
         rng = random.Random(f"{self.recipe.requirement}:{seed}")
         for mutations in by_kind.values():
             rng.shuffle(mutations)
         order: list[Mutation] = []
         kinds = [k for k in KINDS if by_kind.get(k)]
+        if self.curriculum is not None:
+            return draw_order(by_kind, self.curriculum.kind_weights(tuple(kinds)), rng)
         while any(by_kind[k] for k in kinds):
             for kind in kinds:
                 if by_kind[kind]:
@@ -350,9 +367,29 @@ class Forge:
         files = {t.split("::")[0] for t in broken}
         kept = sorted(t for t in stable if t.split("::")[0] in files and statuses.get(t) == "PASSED"
                       and t not in dupes)
+        if not kept:
+            # the keep rule (SWE-smith's): at least one FAIL_TO_PASS and one PASS_TO_PASS, so a
+            # "fix" that breaks the rest of the hidden files cannot count as resolved
+            return None
         return Candidate(mutation, broken, kept, output)
 
     # tasks ------------------------------------------------------------------------------
+
+    def statement_for(self, candidate: Candidate, gold: str, test_patch: str) -> tuple[str, str]:
+        """(problem statement, who wrote it: ``model`` or ``plain``). Both kinds pass
+        `check_statement`; a model's text that does not is retried once, then replaced."""
+        plain = write_statement(self.recipe.name, fail_to_pass=candidate.fail_to_pass,
+                                test_patch=test_patch, gold_patch=gold, output=candidate.output)
+        if self.statement_model is None or self.statement_calls <= 0:
+            return plain, "plain"
+        from benchmark.forge.lm import lm_statement
+
+        text, calls = lm_statement(self.statement_model, self.recipe.name,
+                                   fail_to_pass=candidate.fail_to_pass, output=candidate.output,
+                                   test_patch=test_patch, gold_patch=gold,
+                                   max_calls=min(2, self.statement_calls), on_event=self.say)
+        self.statement_calls -= calls
+        return (text, "model") if text else (plain, "plain")
 
     def task_for(self, candidate: Candidate, strategy: str = "ast") -> TaskSpec:
         m = candidate.mutation
@@ -365,12 +402,13 @@ class Forge:
                                 {m.path: mutated, **{p: None for p in test_files}})
         gold = _git_diff({m.path: mutated}, {m.path: original})
         test_patch = _git_diff({p: None for p in test_files}, tests)
+        statement, written_by = self.statement_for(candidate, gold, test_patch)
         kind = m.kind.replace("_", "-")
         tag = kind if kind.startswith(f"{strategy}-") else f"{strategy}-{kind}"
         instance_id = f"{name}__{name}-{version}__{tag}-{m.key}"
         record = {
             "instance_id": instance_id, "repo": name, "base_commit": "", "version": version,
-            "problem_statement": problem_statement(name, candidate.fail_to_pass, candidate.output),
+            "problem_statement": statement,
             "patch": gold, "test_patch": test_patch,
             "FAIL_TO_PASS": candidate.fail_to_pass, "PASS_TO_PASS": candidate.pass_to_pass,
             "environment_setup_commit": "", "hints_text": "", "created_at": "",
@@ -379,7 +417,14 @@ class Forge:
             "environment": self.environment().model_dump(mode="json"),
             "split": split_of(instance_id),
             "forge": {"strategy": strategy, "kind": m.kind, "file": m.path, "line": m.line,
-                      "function": m.function},
+                      "function": m.function, "statement": written_by,
+                      "difficulty": estimate_difficulty(gold, candidate.fail_to_pass, m.kind),
+                      **({"parts": list(m.parts)} if m.parts else {}),
+                      **({"target": {"run": self.curriculum.run,
+                                     "generation": self.curriculum.generation,
+                                     "kind_weight": round(self.curriculum.kind_weights((m.kind,))[m.kind], 3),
+                                     "why": self.curriculum.why()}}
+                         if self.curriculum is not None else {})},
         }
         return TaskSpec.model_validate(record)
 
@@ -419,6 +464,8 @@ class Forge:
                       ) -> tuple[list[TaskSpec], ForgeReport]:
         started = time.monotonic()
         report = ForgeReport(self.recipe.requirement, strategy)
+        if self.curriculum is not None:
+            report.notes.append(f"targeted: {self.curriculum.why()}")
         limit = max_screened if max_screened is not None else (
             max(8 * count, 40) if strategy == "ast" else 2 * count + 4)
         pool = self._pool(strategy, count, seed, limit, report)

@@ -1,5 +1,6 @@
 """The LM strategy: a model rewrites one library function so that it carries a subtle bug
-(SWE-smith's "LM rewrite"), through any OpenAI-compatible endpoint.
+(SWE-smith's "LM rewrite"), through any OpenAI-compatible endpoint; and the model that
+writes a task's problem statement as a user's issue (`lm_statement`).
 
 The model sees one function (its source and file path) and answers with the whole function
 rewritten. The answer must parse, define one function of the same name, and differ from
@@ -31,9 +32,11 @@ __all__ = [
     "LM_KIND",
     "function_sites",
     "lm_mutations",
+    "lm_statement",
     "openai_complete",
     "rewrite_prompt",
     "splice_rewrite",
+    "statement_prompt",
 ]
 
 LM_KIND = "lm_rewrite"
@@ -145,3 +148,65 @@ def lm_mutations(package: str, files: dict[str, str], complete: Callable[[list[d
         if mutation is not None:
             out.append(mutation)
     return out, calls
+
+
+_ISSUE_SYSTEM = (
+    "You write realistic GitHub issues for a benchmark of coding agents. You are shown a bug "
+    "(as the patch that fixes it), the output of the package's tests that fail because of it, "
+    "and the source of those tests. Write the issue a user of the package would file: a short "
+    "title line, what they tried, a minimal reproduction they could run (plain Python using the "
+    "package's public API, with the inputs and the expected value), what they expected and what "
+    "happened instead. Rules: never mention tests, test files, test names or test classes; never "
+    "say where the bug is or how to fix it; never quote the patch or any line of it; no "
+    "tracebacks copied verbatim, no object reprs with memory addresses. Answer with the issue "
+    "text only (Markdown), no preamble.")
+_MAX_PROMPT_PART = 6000
+
+
+def _clip(text: str, limit: int = _MAX_PROMPT_PART) -> str:
+    return text if len(text) <= limit else text[:limit] + "\n[... cut ...]\n"
+
+
+def statement_prompt(package: str, *, fail_to_pass: list[str], output: str, test_patch: str,
+                     gold_patch: str, retry_reason: str = "") -> list[dict[str, str]]:
+    """The messages that ask for an issue: the fix, the failing output and the test source.
+    (The model sees the hidden tests; `check_statement` makes sure its answer does not
+    repeat their names, files or the fix.)"""
+    from benchmark.forge.statements import failure_messages, new_files
+
+    failures = failure_messages(output)
+    shown = "\n".join(f"- {' / '.join(lines[:3])}" for lines in list(failures.values())[:5])
+    sources = "\n\n".join(_clip(text, 3000) for text in new_files(test_patch).values())
+    user = (f"Package: {package}\n\nThe fix (do not reveal):\n```diff\n{_clip(gold_patch)}\n```\n\n"
+            f"{len(fail_to_pass)} checks fail because of the bug; their errors:\n{shown or '(none captured)'}"
+            f"\n\nSource of the failing checks (for inputs and expected values only):\n"
+            f"```python\n{_clip(sources)}\n```\n\nWrite the issue.")
+    if retry_reason:
+        user += f"\n\nYour previous answer was refused because it {retry_reason}. Write it again without that."
+    return [{"role": "system", "content": _ISSUE_SYSTEM}, {"role": "user", "content": user}]
+
+
+def lm_statement(complete: Callable[[list[dict]], str], package: str, *, fail_to_pass: list[str],
+                 output: str, test_patch: str, gold_patch: str, max_calls: int = 2,
+                 on_event: Callable[[str], None] = lambda message: None) -> tuple[str | None, int]:
+    """(a model-written statement that passes `check_statement`, or None; model calls made).
+    A refused answer goes back to the model once with the reason."""
+    from benchmark.forge.statements import check_statement
+
+    reason, calls = "", 0
+    while calls < max_calls:
+        calls += 1
+        try:
+            answer = complete(statement_prompt(package, fail_to_pass=fail_to_pass, output=output,
+                                               test_patch=test_patch, gold_patch=gold_patch,
+                                               retry_reason=reason)).strip()
+        except Exception as exc:  # noqa: BLE001 (a failed call costs the model statement, not the task)
+            on_event(f"statement model call failed: {exc}")
+            return None, calls
+        problems = check_statement(answer, fail_to_pass=fail_to_pass, gold_patch=gold_patch,
+                                   test_patch=test_patch)
+        if answer and not problems:
+            return answer + "\n", calls
+        reason = "; ".join(problems) if problems else "was empty"
+        on_event(f"model statement refused: {reason}")
+    return None, calls

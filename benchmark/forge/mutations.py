@@ -26,9 +26,15 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-__all__ = ["KINDS", "Mutation", "apply_mutation", "find_mutations", "is_library_file"]
+__all__ = ["KINDS", "STRUCTURE_KINDS", "TOKEN_KINDS", "Mutation", "apply_mutation", "find_mutations",
+           "is_library_file"]
 
-KINDS = ("flip_compare", "off_by_one", "invert_if", "drop_stmt", "swap_args", "change_op")
+TOKEN_KINDS = ("flip_compare", "off_by_one", "invert_if", "drop_stmt", "swap_args", "change_op")
+# structural kinds and combined bugs live in `structural`; the names are listed here so that
+# every kind is one import away (kept in step by a test)
+STRUCTURE_KINDS = ("remove_cond", "remove_loop", "remove_assign", "swap_operands",
+                   "change_const", "shuffle_stmts", "remove_method", "remove_base")
+KINDS = TOKEN_KINDS + STRUCTURE_KINDS + ("combined",)
 
 _NON_LIBRARY_DIRS = {"tests", "test", "testing", "docs", "doc", "examples", "example",
                      "benchmarks", "benchmark", "scripts", "tools", "build", "dist", ".github"}
@@ -59,6 +65,8 @@ class Mutation:
     end: int
     original: str
     replacement: str
+    parts: tuple[str, ...] = ()
+    """The kinds a ``combined`` mutation is made of (empty for one-site kinds)."""
 
     @property
     def site(self) -> tuple[str, int, int]:
@@ -346,19 +354,44 @@ class _Finder(ast.NodeVisitor):
                                    self.function[-1], start, end, text, replacement))
 
 
-def find_mutations(path: str, source: str) -> list[Mutation]:
-    """Every mutation of `source` (the file at `path`) that still compiles, in file order."""
+class CompileCheck:
+    """Does a mutated file still compile? Checked on the one module-level statement that
+    holds the edit (a top-level statement starts at column 0, so its text compiles alone),
+    not the whole file: a big module has hundreds of sites."""
+
+    def __init__(self, path: str, source: str, tree: ast.Module):
+        self.path, self.source = path, source
+        off = _Offsets(source)
+        self.spans = [(off.starts[min([d.lineno for d in getattr(n, "decorator_list", [])] + [n.lineno]) - 1],
+                       off.starts[n.end_lineno]) for n in tree.body]
+
+    def __call__(self, mutation: Mutation) -> bool:
+        start, end = 0, len(self.source)
+        for span_start, span_end in self.spans:
+            if span_start <= mutation.start and mutation.end <= span_end:
+                start, end = span_start, span_end
+                break
+        text = self.source[start:mutation.start] + mutation.replacement + self.source[mutation.end:end]
+        try:
+            compile(text, self.path, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError):
+            return False
+        return True
+
+
+def find_mutations(path: str, source: str, *, structural: bool = True) -> list[Mutation]:
+    """Every mutation of `source` (the file at `path`) that still compiles, in file order:
+    the token kinds here and (unless `structural` is false) the structural kinds."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
         return []
+    from benchmark.forge.structural import find_structural  # it builds on this module
+
     finder = _Finder(path, source)
     finder.visit(tree)
-    good = []
-    for mutation in sorted(finder.found, key=lambda m: (m.start, m.kind)):
-        try:
-            compile(apply_mutation(source, mutation), path, "exec")
-        except (SyntaxError, ValueError):
-            continue
-        good.append(mutation)
-    return good
+    compiles = CompileCheck(path, source, tree)
+    good = [m for m in sorted(finder.found, key=lambda m: (m.start, m.kind)) if compiles(m)]
+    if structural:
+        good += find_structural(path, source, tree, compiles)
+    return sorted(good, key=lambda m: (m.start, m.kind))

@@ -14,15 +14,15 @@ import pytest
 
 from benchmark import load_tasks
 from benchmark.forge import (
-    KINDS,
     apply_mutation,
+    check_statement,
     failure_messages,
     find_mutations,
     is_library_file,
-    problem_statement,
     split_of,
     stable_passes,
 )
+from benchmark.forge.mutations import TOKEN_KINDS
 from benchmark.forge.forge import parse_pytest
 
 SNIPPET = '''\
@@ -54,12 +54,12 @@ def _changed_lines(before: str, after: str) -> list[str]:
 
 
 def test_every_kind_is_found_in_a_small_function():
-    """Each of the six mutation kinds has at least one site in an ordinary function."""
-    kinds = {m.kind for m in find_mutations("pkg/mod.py", SNIPPET)}
-    assert kinds == set(KINDS)
+    """Each of the six token kinds has at least one site in an ordinary function."""
+    kinds = {m.kind for m in find_mutations("pkg/mod.py", SNIPPET, structural=False)}
+    assert kinds == set(TOKEN_KINDS)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", TOKEN_KINDS)
 def test_each_kind_makes_a_minimal_compiling_diff(kind):
     """A mutation compiles, changes the file, and touches one line (drop_stmt: the dropped
     statement's line, replaced by at most a `pass`); every other line keeps its bytes."""
@@ -146,19 +146,15 @@ FAILED tests/test_m.py::TestM::test_ordinal - AssertionError: assert 'th' == 'st
 """
 
 
-def test_statuses_use_the_parser_names_and_statements_quote_the_error():
-    """Names are cut at the first space as swebench's parser cuts them; the statement
-    carries the test's name and its E lines, nothing else."""
+def test_statuses_use_the_parser_names_and_failure_messages_are_read():
+    """Names are cut at the first space as swebench's parser cuts them; the E lines of a
+    failure are read per test (statements use only their exception type)."""
     statuses, dupes = parse_pytest(PYTEST_LOG)
     assert statuses == {"tests/test_m.py::TestM::test_a": "PASSED",
                         "tests/test_m.py::TestM::test_b[a": "PASSED",
                         "tests/test_m.py::TestM::test_ordinal": "FAILED"}
     assert dupes == []
     assert failure_messages(PYTEST_LOG)["TestM.test_ordinal"][0] == "AssertionError: assert 'th' == 'st'"
-    text = problem_statement("pkg", ["tests/test_m.py::TestM::test_ordinal"], PYTEST_LOG)
-    assert "tests/test_m.py::TestM::test_ordinal" in text
-    assert "AssertionError: assert 'th' == 'st'" in text
-    assert "ordinal(1)" not in text  # traceback source lines are not quoted
 
 
 def test_split_is_deterministic_and_mostly_train():
@@ -176,7 +172,7 @@ def test_forge_end_to_end_yields_validated_tasks(tmp_path):
     env = {**os.environ, "RATCHET_RUNS": str(tmp_path / "runs")}
     result = subprocess.run(
         [str(Path(sys.executable).parent / "ratchet"), "forge", "--package", "inflection==0.5.1",
-         "--count", "2", "--max-screened", "16", "--out", str(out)],
+         "--count", "2", "--max-screened", "16", "--statements", "plain", "--out", str(out)],
         capture_output=True, text=True, env=env, timeout=600, check=False,
         cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0, result.stdout + result.stderr
@@ -186,7 +182,11 @@ def test_forge_end_to_end_yields_validated_tasks(tmp_path):
     for task in loaded.tasks:
         extra = task.model_extra
         assert extra["split"] in ("train", "heldout")
-        assert task.FAIL_TO_PASS
+        assert task.FAIL_TO_PASS and task.PASS_TO_PASS  # the keep rule
+        assert check_statement(task.problem_statement, fail_to_pass=list(task.FAIL_TO_PASS),
+                               gold_patch=task.patch, test_patch=task.test_patch) == []
+        assert extra["forge"]["statement"] == "plain"
+        assert extra["forge"]["difficulty"]["tests_broken"] == len(task.FAIL_TO_PASS)
         for path in task.test_files:
             assert "deleted file mode" in task.source.setup_patch
             assert f"--- a/{path}\n+++ /dev/null" in task.source.setup_patch
@@ -278,9 +278,16 @@ def test_lm_strategy_end_to_end_with_a_stand_in_model(tmp_path):
     from benchmark.forge import RECIPES, Forge, PackageRecipe
 
     grader = Grader(ImageBuilder(), tmp_path)
+    issue = "inflection: a word comes out wrong\n\n```python\nimport inflection\n```\n"
+    prompts: list[list[dict]] = []
     forge = Forge(RECIPES.get("inflection==0.5.1", PackageRecipe("inflection==0.5.1")), grader,
-                  complete=_flip_first_comparison)
+                  complete=_flip_first_comparison,
+                  statement_model=lambda messages: prompts.append(messages) or issue)
     tasks, reports = forge.run(1, "lm", max_screened=12)
     assert reports[0].strategy == "lm" and reports[0].kept == len(tasks) == 1
     assert tasks[0].instance_id.startswith("inflection__inflection-0.5.1__lm-rewrite-")
     assert tasks[0].model_extra["forge"]["strategy"] == "lm"
+    # the statement model saw the fix and the failing output, and its issue was used
+    assert tasks[0].model_extra["forge"]["statement"] == "model"
+    assert tasks[0].problem_statement == issue
+    assert any(tasks[0].patch.strip() in m[-1]["content"] for m in prompts)
