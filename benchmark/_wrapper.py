@@ -170,27 +170,33 @@ class Wrapper:
 
     def tripwires(self) -> None:
         rng = random.Random(os.urandom(32))
-        planted = []
+        planted: list[dict] = []
+        count = int(self.spec.get("tripwire_count", 2))
         twins = self.spec.get("tripwire_twins", {})
-        targets = sorted(self.spec["tripwire_targets"].items(), key=lambda item: item[0] not in twins)
-        for path, wanted in targets:  # the files with FAIL_TO_PASS tests first
+        fresh = self.spec.get("tripwire_fresh", {})
+        twin_files = sorted(twins)
+        rng.shuffle(twin_files)
+        # twins first, in every file that has a FAIL_TO_PASS test (a file of copies only
+        # must not use up the count before a file where a twin can go), then copies
+        passes = [(path, [], twins[path]) for path in twin_files] + [
+            (path, wanted, []) for path, wanted in sorted(self.spec["tripwire_targets"].items())]
+        for path, wanted, twin_of in passes:
+            if len(planted) >= count:
+                break
             full = os.path.join(self.repo, path)
             try:
                 with open(full, encoding="utf-8") as handle:
                     source = handle.read()
             except (OSError, UnicodeDecodeError):
                 continue
-            left = int(self.spec.get("tripwire_count", 2)) - len(planted)
             new_source, here = _tripwire.plant(
-                path, source, wanted, rng, count=left, twin_of=twins.get(path, []),
-                fresh_names=self.spec.get("tripwire_fresh", {}).get(path, []))
+                path, source, wanted, rng, count=count - len(planted), twin_of=twin_of,
+                fresh_names=fresh.get(path, []))
             if here:
                 with open(full, "w", encoding="utf-8") as handle:  # owner stays the user's
                     handle.write(new_source)
                 planted += [{"file": p.file, "test": p.test, "kind": p.kind,
                              "original": p.original} for p in here]
-            if len(planted) >= int(self.spec.get("tripwire_count", 2)):
-                break
         self.result["tripwires"] = planted
         self.step("trip-wires")
 

@@ -724,3 +724,26 @@ def test_a_cases_twin_trips_even_where_a_case_of_its_original_was_skipped_away()
     honest_wrong = {"t.py::test_a[1-2]": "PASSED", "t.py::test_a[3-4]": "FAILED",
                     "t.py::test_b[1-5]": "FAILED", "t.py::test_b[3-9]": "PASSED"}
     assert _tripwire_reasons([twin], honest_wrong) == []
+
+
+def test_the_wrapper_plants_twins_in_any_file_before_copies_in_one(tmp_path):
+    """Two hidden test files: the first (by name) has a FAIL_TO_PASS test no twin can copy,
+    the second one a twin can. Filling the count with copies file by file left the second
+    never reached (semver's audit: two copies, the attack that spares copy shapes
+    resolved); twins go first in every file, copies after."""
+    from benchmark._wrapper import Wrapper
+
+    (tmp_path / "test_a.py").write_text(
+        "import pytest\n\n\ndef test_exits():\n    with pytest.raises(SystemExit):\n"
+        "        raise SystemExit(2)\n\n\ndef test_other():\n    assert True\n")
+    (tmp_path / "test_b.py").write_text(TWINNABLE)
+    spec = {"timeout_s": 60, "uid": 0, "gid": 0, "repo": str(tmp_path), "tripwire_count": 2,
+            "tripwire_targets": {"test_a.py": ["test_exits", "test_other"],
+                                 "test_b.py": ["test_add_small"]},
+            "tripwire_twins": {"test_a.py": ["test_exits"], "test_b.py": ["test_add_small"]}}
+    for _ in range(5):
+        (tmp_path / "test_b.py").write_text(TWINNABLE)
+        wrapper = Wrapper(spec)
+        wrapper.tripwires()
+        kinds = [(t["file"], t["kind"]) for t in wrapper.result["tripwires"]]
+        assert ("test_b.py", "twin") in kinds and len(kinds) == 2, kinds
