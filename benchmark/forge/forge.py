@@ -194,14 +194,23 @@ def stable_passes(runs: Iterable[dict[str, str]]) -> set[str]:
     return set.intersection(*passing)
 
 
+def usable_statuses(statuses: dict[str, str], dupes: list[str]) -> dict[str, str]:
+    """The baseline statuses a task may use: not a name pytest printed twice, and not a
+    test *in a library module* (a doctest, or a test function in the package's code): as
+    FAIL_TO_PASS it would make the mutated module a hidden test file, deleted from the
+    agent's tree and re-created, bug-free, by the test patch."""
+    return {t: s for t, s in statuses.items()
+            if t not in dupes and not is_library_file(t.split("::")[0])}
+
+
 def screening_timeout(baseline_outputs: list[str]) -> int:
-    """A screening run's limit: four times the slowest baseline run plus start-up, at least
-    20 s. A mutation that loops forever (a dropped ``break``, an inverted ``while``) costs
-    this much, not a flat two minutes; one that slows the suite fourfold is no task anyway
-    (its grading would time out)."""
+    """A screening run's limit: five times the slowest baseline run plus 20 s, at least
+    30 s (room for a machine that gets busier). A mutation that loops forever (a dropped
+    ``break``, an inverted ``while``) costs this much, not a flat two minutes; one that
+    slows the suite fivefold is no task anyway (its grading would time out)."""
     durations = [float(m.group(1)) for out in baseline_outputs
                  for m in [re.search(r"(?m)^=+ .* in ([0-9.]+)s", out)] if m]
-    return max(20, int(4 * max(durations, default=30.0)) + 15)
+    return max(30, int(5 * max(durations, default=30.0)) + 20)
 
 
 def split_of(instance_id: str, heldout_percent: int = 20) -> str:
@@ -397,9 +406,7 @@ class Forge:
                 raise baseline_error(self.recipe.requirement, output,
                                      f"a run did not end with pytest's summary: {dupes[0]}", log,
                                      self.recipe.test_paths or "", self.BASELINE_TIMEOUT_S)
-            # a test of a library module (a doctest) would make the mutated file a hidden test
-            maps.append({t: s for t, s in statuses.items()
-                         if t not in dupes and not is_library_file(t.split("::")[0])})
+            maps.append(usable_statuses(statuses, dupes))
         stable = stable_passes(maps)
         if not stable:
             raise baseline_error(self.recipe.requirement, outputs[-1], "no test passed", log,

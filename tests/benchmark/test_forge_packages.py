@@ -216,3 +216,42 @@ def test_recipe_record_says_what_was_detected():
     record = recipe.record()
     assert record["pytest"] == DEFAULT_PYTEST and record["test_paths"] == "tests"
     assert record["detected"] == ["test paths found: tests"]
+
+
+def test_a_doctest_of_a_library_module_never_becomes_a_hidden_test():
+    """With the filter off, a doctest broken by a mutation of pkg/mod.py would be a
+    FAIL_TO_PASS test whose "test file" is the mutated module itself (deleted from the
+    agent's tree, re-created bug-free by the test patch); the filter keeps only tests of
+    test files."""
+    from benchmark.forge.forge import Forge, usable_statuses
+
+    statuses = {"pkg/mod.py::pkg.mod.clamp": "PASSED", "tests/test_mod.py::test_clamp": "PASSED",
+                "tests/test_mod.py::test_x[a": "PASSED"}
+    unfiltered = {t for t, s in statuses.items() if s == "PASSED"}
+    mutant_run = {"pkg/mod.py::pkg.mod.clamp": "FAILED", "tests/test_mod.py::test_clamp": "FAILED"}
+    mutation = object()
+    leaky = Forge._judge(mutation, unfiltered, _summary(mutant_run))
+    assert leaky is not None and "pkg/mod.py::pkg.mod.clamp" in leaky.fail_to_pass
+    stable = set(usable_statuses(statuses, ["tests/test_mod.py::test_x[a"]))
+    assert stable == {"tests/test_mod.py::test_clamp"}
+    judged = Forge._judge(mutation, stable, _summary(mutant_run))
+    assert judged is not None and judged.fail_to_pass == ["tests/test_mod.py::test_clamp"]
+
+
+def _summary(statuses: dict[str, str]) -> str:
+    """A pytest -rA log of these statuses, as the forge's runs print it."""
+    lines = [f"{s} {t}" + (" - AssertionError" if s == "FAILED" else "") for t, s in statuses.items()]
+    failed = sum(s == "FAILED" for s in statuses.values())
+    return ("============================= test session starts ==============================\n"
+            "=========================== short test summary info ============================\n"
+            + "\n".join(lines) + f"\n========================= {failed} failed in 0.10s =========================\n")
+
+
+def test_screening_limit_follows_the_baseline():
+    from benchmark.forge.forge import screening_timeout
+
+    fast = "===== 526 passed, 2 xfailed in 3.00s =====\n"
+    slow = "===== 12 passed in 75.21s (0:01:15) =====\n"
+    assert screening_timeout([fast, fast]) == 35
+    assert screening_timeout([fast, slow]) == 396
+    assert screening_timeout(["no summary"]) == 170
