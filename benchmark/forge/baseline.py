@@ -39,7 +39,7 @@ def likely_cause(output: str, test_paths: str, timeout_s: int) -> str:
     if missing_path:
         return (f"the test path {missing_path.group(1)!r} is not in the sdist: pass "
                 "--test-paths with where its tests are")
-    if "ImportError while loading conftest" in output or "INTERNALERROR" in output:
+    if needs_older_pytest(output):
         return ("a conftest.py or plugin fails under this pytest: try --pytest-version "
                 "with an older pytest, or --deps with what it imports")
     if re.search(r"(?m)^(no tests ran|collected 0 items)", output) or "no tests ran" in output:

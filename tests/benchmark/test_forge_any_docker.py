@@ -66,3 +66,23 @@ def test_a_baseline_that_cannot_run_stops_before_screening_and_keeps_its_log(tmp
     assert not out.exists()
     logs = list((tmp_path / "runs" / "bench").glob("forge-*/baseline.log"))
     assert logs and "file or directory not found: nowhere" in logs[0].read_text()
+
+
+def test_a_conftest_that_pytest_9_rejects_falls_back_to_an_older_pytest(tmp_path):
+    """docopt-ng's conftest declares a py.path hook argument, which pytest 9 refuses
+    (PluginValidationError). Pinned to 9.2.0 the baseline stops naming the conftest; left
+    to the default, the forge retries with 8.4.2, gets a baseline and records the change."""
+    from benchmark import Grader
+    from benchmark.forge import Forge, PackageRecipe
+    from benchmark.forge.baseline import BaselineError
+
+    grader = Grader(ImageBuilder(), tmp_path)
+    pinned = Forge(PackageRecipe("docopt-ng==0.9.0", pytest_version="9.2.0"), grader)
+    with pytest.raises(BaselineError, match="conftest.py or plugin fails under this pytest"):
+        pinned.pristine_baseline()
+    assert "PluginValidationError" in (tmp_path / "baseline.log").read_text()
+    forge = Forge(PackageRecipe("docopt-ng==0.9.0"), grader)
+    _image, (stable, _flaky) = forge.pristine_baseline()
+    assert stable
+    assert forge.recipe.pytest == "8.4.2" and "pytest==8.4.2" in forge.recipe.python_deps()
+    assert any("pytest 8.4.2: pytest 9.2.0 failed its baseline" in d for d in forge.recipe.detected)
