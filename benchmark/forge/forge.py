@@ -45,13 +45,6 @@ from benchmark._sources import _sdist_members, download_sdist
 from benchmark._task import PypiSource, TaskEnvironment, TaskSpec
 from benchmark._validate import validate_tasks
 from benchmark.forge.baseline import BaselineError, baseline_error, needs_older_pytest
-from benchmark.forge.mutations import (
-    KINDS,
-    Mutation,
-    apply_mutation,
-    find_mutations,
-    is_library_file,
-)
 from benchmark.forge.packages import (
     DEFAULT_PYTEST,
     FALLBACK_PYTEST,
@@ -61,6 +54,13 @@ from benchmark.forge.packages import (
     pytest_requirements,
     read_facts,
     resolve_deps,
+)
+from benchmark.forge.mutations import (
+    KINDS,
+    Mutation,
+    apply_mutation,
+    find_mutations,
+    is_library_file,
 )
 from benchmark.forge.statements import problem_statement
 
@@ -307,23 +307,21 @@ class Forge:
 
     def __init__(self, recipe: PackageRecipe, grader: Grader, *, workers: int = 2,
                  on_event: Callable[[str], None] = lambda message: None,
-                 candidate_timeout_s: int | None = None, batch_size: int = 8,
+                 candidate_timeout_s: int = 120, batch_size: int = 8,
                  complete: Callable[[list[dict]], str] | None = None):
+        self.recipe = recipe
         self.complete = complete
         """The model for the LM strategy (messages → text); default: the OpenAI endpoint."""
         self._stable: tuple[set[str], int] | None = None
-        self._image = ""
         self.grader = grader
         self.builder: ImageBuilder = grader.builder
         self.workers = max(1, workers)
         self.say = on_event
-        self.candidate_timeout_s = candidate_timeout_s or 120
-        """Limit of one screening run; unless given, set from the baseline's duration."""
-        self._fixed_timeout = candidate_timeout_s is not None
+        self.candidate_timeout_s = candidate_timeout_s
         self.batch_size = batch_size
-        self.recipe = recipe
         self.files = self._read_sdist()
         self.recipe = complete_recipe(recipe, self.files, self.builder.wheelhouse)
+        self._image = ""  # the pristine image, once its baseline ran
         for line in self.recipe.detected:
             self.say(f"{recipe.requirement}: {line}")
 
@@ -393,8 +391,7 @@ class Forge:
         when a run did not finish or no test passed: then nothing is worth screening.
         Screening's per-candidate limit grows to three times a slow suite's run."""
         outputs = self._run_batch(image, [""] * runs, timeout_s=self.BASELINE_TIMEOUT_S)
-        if not self._fixed_timeout:
-            self.candidate_timeout_s = screening_timeout(outputs)
+        self.candidate_timeout_s = screening_timeout(outputs)
         log = Path(self.grader.out_dir) / "baseline.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("".join(f"===== baseline run {i + 1}: {self._suite_cmd()}\n{o}\n"
@@ -520,8 +517,9 @@ class Forge:
             "environment": self.environment().model_dump(mode="json"),
             "split": split_of(instance_id),
             "forge": {"strategy": strategy, "kind": m.kind, "file": m.path, "line": m.line,
-                      "function": m.function, "recipe": self.recipe.record()},
+                      "function": m.function},
         }
+        record["forge"]["recipe"] = self.recipe.record()  # how to forge it again
         return TaskSpec.model_validate(record)
 
     # the whole pipeline -----------------------------------------------------------------
