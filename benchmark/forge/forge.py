@@ -576,12 +576,14 @@ class Forge:
         seen_sites: set[tuple[str, int, int]] = set()
         seen_f2p: set[tuple[str, ...]] = set()
         cursor = 0
-        while len(kept) < count and cursor < min(len(pool), limit):
+        waiting: list[TaskSpec] = []  # survivors not yet validated: no more are validated than wanted
+        while len(kept) < count and (waiting or cursor < min(len(pool), limit)):
             want = count - len(kept)
             step = min(max(want + 6, 2 * self.batch_size), min(len(pool), limit) - cursor)
-            chunk = pool[cursor:cursor + step]
-            cursor += step
-            self.say(f"screening {len(chunk)} mutations ({cursor}/{min(len(pool), limit)})")
+            chunk = pool[cursor:cursor + step] if len(waiting) < want else []
+            cursor += len(chunk)
+            if chunk:
+                self.say(f"screening {len(chunk)} mutations ({cursor}/{min(len(pool), limit)})")
             for mutation in chunk:
                 report.kinds_tried[mutation.kind] = report.kinds_tried.get(mutation.kind, 0) + 1
             report.screened += len(chunk)
@@ -601,7 +603,8 @@ class Forge:
                     report.too_big += 1
                     continue
                 fresh.append(task)
-            fresh = fresh[:max(want + 2, 0)] if len(fresh) > want + 2 else fresh
+            waiting += fresh
+            fresh, waiting = waiting[:want], waiting[want:]
             if not fresh:
                 continue
             self.say(f"validating {len(fresh)} tasks (gold and empty patches)")
