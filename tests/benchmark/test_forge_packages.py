@@ -255,3 +255,26 @@ def test_screening_limit_follows_the_baseline():
     assert screening_timeout([fast, fast]) == 35
     assert screening_timeout([fast, slow]) == 396
     assert screening_timeout(["no summary"]) == 170
+
+
+@pytest.mark.parametrize("package, message", [
+    ("wcwidth==0.9.4", "is not a pure-Python package"),
+    ("sortedcontainers==2.4.0", "ships no pytest tests"),
+    ("no-such-dist-ratchet-zz==1.0", "PyPI has no sdist"),
+])
+def test_bad_packages_fail_the_command_before_anything_is_built(tmp_path, package, message):
+    """The plain command on a package that cannot be forged: one error naming the fix,
+    exit 2, no task file, no image."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "out.jsonl"
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "ratchet"), "forge", "--package", package,
+         "--count", "1", "--out", str(out)], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "RATCHET_CACHE": str(tmp_path / "cache")}, check=False)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in " ".join((result.stdout + result.stderr).split())
+    assert "building" not in result.stdout and not out.exists()
