@@ -208,9 +208,14 @@ def screening_timeout(baseline_outputs: list[str]) -> int:
     30 s (room for a machine that gets busier). A mutation that loops forever (a dropped
     ``break``, an inverted ``while``) costs this much, not a flat two minutes; one that
     slows the suite fivefold is no task anyway (its grading would time out)."""
-    durations = [float(m.group(1)) for out in baseline_outputs
+    return max(30, int(5 * slowest_run(baseline_outputs)) + 20)
+
+
+def slowest_run(outputs: list[str], default: float = 30.0) -> float:
+    """The longest duration pytest reported in its closing lines (`default` if none did)."""
+    durations = [float(m.group(1)) for out in outputs
                  for m in [re.search(r"(?m)^=+ .* in ([0-9.]+)s", out)] if m]
-    return max(30, int(5 * max(durations, default=30.0)) + 20)
+    return max(durations, default=default)
 
 
 def split_of(instance_id: str, heldout_percent: int = 20) -> str:
@@ -392,6 +397,10 @@ class Forge:
         Screening's per-candidate limit grows to three times a slow suite's run."""
         outputs = self._run_batch(image, [""] * runs, timeout_s=self.BASELINE_TIMEOUT_S)
         self.candidate_timeout_s = screening_timeout(outputs)
+        slowest = slowest_run(outputs, default=0.0)
+        if slowest > 60:
+            self.say(f"one run of the suite takes about {slowest:.0f}s: every screened candidate "
+                     "costs as much (two at a time); --test-paths can narrow the suite")
         log = Path(self.grader.out_dir) / "baseline.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("".join(f"===== baseline run {i + 1}: {self._suite_cmd()}\n{o}\n"
