@@ -173,7 +173,8 @@ def complete_recipe(recipe: PackageRecipe, files: dict[str, bytes],
             if plugins:
                 detected.append(f"pytest plugins loaded with -p: {', '.join(plugins)}")
     return replace(recipe, test_paths=test_paths, test_opts=test_opts, pins=pins,
-                   pytest_plugins=plugins, detected=recipe.detected + tuple(detected))
+                   pytest_plugins=plugins,
+                   detected=tuple(dict.fromkeys(recipe.detected + tuple(detected))))
 
 _PYTEST = "python -m pytest -rA -p no:cacheprovider"
 # The grader used to hand its eval script (test patch inlined) to `bash -c`, where one
