@@ -156,10 +156,35 @@ def read_facts(requirement: str, files: dict[str, bytes]) -> PackageFacts:
         for section, lines in egg.items():
             if canonicalize_name(section.split(":")[0]) in TEST_EXTRAS:
                 tests += lines
+    if not tests:
+        tests = _requirements_file(files)
     build = pyproject.get("build-system", {}) if isinstance(pyproject.get("build-system"), dict) else {}
     backend = str(build.get("build-backend") or "setuptools.build_meta:__legacy__")
     return PackageFacts(name, version, tuple(dict.fromkeys(runtime)), tuple(dict.fromkeys(tests)),
                         backend, _native_reasons(files, build))
+
+
+_TEST_REQUIREMENT_FILES = ("requirements/tests.in", "requirements/test.in", "requirements/tests.txt",
+                           "requirements/test.txt", "requirements-tests.txt", "requirements-test.txt",
+                           "test-requirements.txt", "tests/requirements.txt")
+
+
+def _requirements_file(files: dict[str, bytes]) -> list[str]:
+    """Test requirements from the first requirements file of the usual names, by name only:
+    a pip-compiled file pins pytest's own dependencies, which would fight the runner's pins."""
+    for path in _TEST_REQUIREMENT_FILES:
+        if path in files:
+            names = []
+            for line in files[path].decode("utf-8", "replace").splitlines():
+                line = line.split("#", 1)[0].strip()
+                if not line or line.startswith("-"):
+                    continue
+                try:
+                    names.append(Requirement(line.split(";")[0]).name)
+                except InvalidRequirement:
+                    continue
+            return names
+    return []
 
 
 def _native_reasons(files: dict[str, bytes], build: dict) -> tuple[str, ...]:

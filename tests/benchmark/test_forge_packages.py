@@ -278,3 +278,13 @@ def test_bad_packages_fail_the_command_before_anything_is_built(tmp_path, packag
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in " ".join((result.stdout + result.stderr).split())
     assert "building" not in result.stdout and not out.exists()
+
+
+def test_test_requirements_from_a_requirements_file_by_name():
+    """itsdangerous declares its test deps only in requirements/tests.in (a pip-compiled
+    tests.txt beside it pins pytest's own deps): names are taken, versions left to the resolver."""
+    files = {"requirements/tests.in": b"pytest\nfreezegun\n",
+             "requirements/tests.txt": b"freezegun==1.4.0\n    # via -r tests.in\niniconfig==2.0.0\n"}
+    assert read_facts("x==1", files).test_requires == ("pytest", "freezegun")
+    pinned = {"test-requirements.txt": b"-r base.txt\nfreezegun==1.4.0  # time\niniconfig==2.0.0\n"}
+    assert read_facts("x==1", pinned).test_requires == ("freezegun", "iniconfig")
