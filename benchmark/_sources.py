@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -60,12 +61,24 @@ def download_sdist(requirement: str) -> Path:
     result = subprocess.run(command, capture_output=True, text=True)
     found = [p for p in target.glob("*") if p.suffix in (".gz", ".zip", ".bz2")]
     if result.returncode != 0 or not found:
-        raise InfraError(
-            f"could not download the sdist of {requirement} from PyPI "
-            f"({result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'no sdist'}). "
-            "Check the network and that the release ships an sdist."
-        )
+        raise InfraError(_sdist_missing(requirement, result.stderr))
     return found[0]
+
+
+def _sdist_missing(requirement: str, stderr: str) -> str:
+    """Why pip found no sdist, in words that name the fix."""
+    name = requirement.split("==")[0]
+    versions = re.search(r"\(from versions: ([^)]*)\)", stderr)
+    if versions and versions.group(1).strip() == "none":
+        return (f"PyPI has no sdist of {name!r}: the name is unknown, or the project publishes "
+                "wheels only. Check the spelling; the forge needs a release with an sdist.")
+    if versions:
+        recent = [v.strip() for v in versions.group(1).split(",")][-5:]
+        return (f"{name} has no release {requirement.partition('==')[2]!r} with an sdist; "
+                f"recent releases with one: {', '.join(recent)}. Pin one of them.")
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else "no sdist"
+    return (f"could not download the sdist of {requirement} from PyPI ({last}). "
+            "Check the network and that the release ships an sdist.")
 
 
 def _sdist_members(path: Path):
@@ -157,9 +170,16 @@ def source_tree_tar(task: TaskSpec) -> tuple[bytes, dict[str, bytes]]:
     return buffer.getvalue(), meta
 
 
+# What a backend asks for on top of its ``requires`` to build an *editable* wheel (PEP 660
+# ``get_requires_for_build_editable``): pip fetches it into the isolated build environment,
+# which offline means it must already be in the wheelhouse.
+EDITABLE_REQUIRES = (("hatchling", "editables"), ("pdm.backend", "editables"),
+                     ("setuptools", "wheel"))
+
+
 def build_requires(meta: dict[str, bytes]) -> list[str]:
-    """What building the package needs (PEP 518), so the wheelhouse carries its backend:
-    the install runs with the network off."""
+    """What building the package needs (PEP 518) and what its backend asks for an editable
+    install, so the wheelhouse carries them: the install runs with the network off."""
     default = ["setuptools>=40.8.0", "wheel"]
     raw = meta.get("pyproject.toml")
     if raw is None:
@@ -168,5 +188,10 @@ def build_requires(meta: dict[str, bytes]) -> list[str]:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError):
         return default
-    requires = data.get("build-system", {}).get("requires")
-    return list(requires) if isinstance(requires, list) else default
+    system = data.get("build-system", {})
+    requires = system.get("requires")
+    if not isinstance(requires, list):
+        return default
+    backend = str(system.get("build-backend", ""))
+    extra = [req for prefix, req in EDITABLE_REQUIRES if backend.startswith(prefix)]
+    return [*requires, *(r for r in extra if r not in requires)]

@@ -620,10 +620,15 @@ def forge_tasks(
     out: Path = typer.Option(..., "--out", "-o", help="JSONL task file to write (same ids are replaced)."),
     count: int = typer.Option(10, "--count", "-n", min=1, help="Validated tasks wanted."),
     strategy: str = typer.Option("ast", help="ast (procedural mutations), lm (a model rewrites one function; needs OPENAI_BASE_URL), or all."),
-    deps: Optional[str] = typer.Option(None, help="Pinned runtime/test deps, comma-separated "
-                                       "(default: the built-in recipe's, else none)."),
-    test_opts: Optional[str] = typer.Option(None, help="pytest options every run needs, e.g. '-o addopts='."),
-    test_paths: Optional[str] = typer.Option(None, help="Where the suite is, e.g. 'tests'."),
+    deps: Optional[str] = typer.Option(None, help="More pinned deps, comma-separated, on top of "
+                                       "those resolved from the package's metadata."),
+    test_opts: Optional[str] = typer.Option(None, help="pytest options every run needs, e.g. "
+                                            "'-o addopts=' (default: found from its pytest config)."),
+    test_paths: Optional[str] = typer.Option(None, help="Where the suite is, e.g. 'tests' "
+                                             "(default: found in the sdist)."),
+    pytest_version: Optional[str] = typer.Option(
+        None, help="The pytest release to test with (default 9.2.0, falling back to 8.4.2 "
+        "when the package's conftest needs an older one)."),
     seed: int = typer.Option(0, help="Seed of the candidate order."),
     max_screened: Optional[int] = typer.Option(None, help="Stop after screening this many candidates."),
     workers: int = typer.Option(2, "--workers", "-w", min=1, help="Sandboxes run in parallel."),
@@ -637,6 +642,9 @@ def forge_tasks(
                                          callback=checked_run_id),
 ) -> None:
     """Forge validated tasks: inject bugs into a package, keep those its tests catch."""
+    import re
+    from dataclasses import replace
+
     from benchmark import InfraError
     from benchmark.forge import RECIPES, Forge, PackageRecipe, merge_tasks
 
@@ -653,13 +661,16 @@ def forge_tasks(
         raise _fail("--package NAME==VERSION is required (or --target RUN to pick it from a run)")
     if "==" not in package:
         raise _fail(f"--package must pin one release as NAME==VERSION, got {package!r}")
+    if pytest_version is not None and not re.fullmatch(r"\d+(\.\d+){1,2}", pytest_version):
+        raise _fail(f"--pytest-version must be a release number such as 8.4.2, not {pytest_version!r}")
     statement_model = _statement_model(statements)
     known = RECIPES.get(package, PackageRecipe(package))
-    recipe = PackageRecipe(
-        package,
+    recipe = replace(
+        known,
         deps=tuple(d.strip() for d in deps.split(",") if d.strip()) if deps is not None else known.deps,
         test_opts=test_opts if test_opts is not None else known.test_opts,
         test_paths=test_paths if test_paths is not None else known.test_paths,
+        pytest_version=pytest_version or known.pytest_version,
     )
     run_dir = _run_dir("forge", None)
     started = time.monotonic()

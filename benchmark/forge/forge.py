@@ -34,17 +34,27 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from benchmark import _docker
-from benchmark._errors import InfraError
 from benchmark._grading import _trusted_pytest_block
 from benchmark._images import SANDBOX_USER, ImageBuilder
 from benchmark._runner import Grader
 from benchmark._sources import _sdist_members, download_sdist
 from benchmark._task import PypiSource, TaskEnvironment, TaskSpec
 from benchmark._validate import validate_tasks
+from benchmark.forge.baseline import BaselineError, baseline_error, needs_older_pytest
+from benchmark.forge.packages import (
+    DEFAULT_PYTEST,
+    FALLBACK_PYTEST,
+    ForgeInputError,
+    detect_tests,
+    pytest_plugins_in,
+    pytest_requirements,
+    read_facts,
+    resolve_deps,
+)
 from benchmark.forge.mutations import (
     KINDS,
     Mutation,
@@ -69,21 +79,33 @@ __all__ = [
 ]
 
 # The test runner, pinned as the quickstart suite pins it (one shared environment layer).
-PYTEST_DEPS = ("pytest==9.2.0", "iniconfig==2.3.1", "packaging==26.3", "pluggy==1.7.0",
-               "Pygments==2.21.0")
+PYTEST_DEPS = tuple(pytest_requirements(DEFAULT_PYTEST))
 
 
 @dataclass(frozen=True)
 class PackageRecipe:
-    """How a package's own suite is run (from /work/shared/PACKAGES.md, measured)."""
+    """How a package's environment is built and its own suite is run. Anything left None
+    is found from the sdist when the forge starts (`complete_recipe`); the completed
+    recipe is recorded in every task (``forge.recipe``) so the run can be repeated."""
 
     requirement: str
     deps: tuple[str, ...] = ()
-    """Runtime and test dependencies, pinned (installed offline from the wheelhouse)."""
-    test_opts: str = ""
+    """Extra dependencies, pinned (installed offline from the wheelhouse)."""
+    test_opts: str | None = None
     """pytest options that every run needs, e.g. ``-o addopts=``; part of the task's test_cmd."""
-    test_paths: str = ""
+    test_paths: str | None = None
     """Where the suite is, for the baseline and screening runs (graded runs name files)."""
+    pytest_version: str | None = None
+    """The test runner; None: DEFAULT_PYTEST, with one fallback to FALLBACK_PYTEST."""
+    resolve: bool = True
+    """Resolve the package's own requirements from its sdist (the built-in recipes list
+    theirs by hand and keep their measured environments)."""
+    pins: tuple[str, ...] | None = None
+    """The environment's requirements, all pinned, once resolved (pytest included)."""
+    pytest_plugins: tuple[str, ...] = ()
+    """Plugin modules among the pins: loaded with ``-p`` (grading turns autoload off)."""
+    detected: tuple[str, ...] = ()
+    """What was found rather than given, in words."""
 
     @property
     def name(self) -> str:
@@ -93,25 +115,77 @@ class PackageRecipe:
     def version(self) -> str:
         return self.requirement.split("==")[1]
 
+    @property
+    def pytest(self) -> str:
+        return self.pytest_version or DEFAULT_PYTEST
+
+    def python_deps(self) -> tuple[str, ...]:
+        if self.pins is not None:
+            return self.pins
+        return tuple(dict.fromkeys(tuple(pytest_requirements(self.pytest)) + self.deps))
+
+    def record(self) -> dict:
+        """What a task keeps of its recipe: enough to forge it again the same way."""
+        return {"pytest": self.pytest, "deps": list(self.deps), "test_opts": self.test_opts or "",
+                "test_paths": self.test_paths or "", "pytest_plugins": list(self.pytest_plugins),
+                "detected": list(self.detected)}
+
+
+def _known(requirement: str, *, deps: tuple[str, ...] = (), test_opts: str = "",
+           test_paths: str = "") -> PackageRecipe:
+    return PackageRecipe(requirement, deps=deps, test_opts=test_opts, test_paths=test_paths,
+                         pytest_version=DEFAULT_PYTEST, resolve=False)
+
 
 RECIPES = {r.requirement: r for r in (
-    PackageRecipe("cachetools==8.0.1"),
-    PackageRecipe("semver==3.1.1", test_opts="-o addopts=", test_paths="tests"),
-    PackageRecipe("parse==1.22.4", test_opts="-o addopts=", test_paths="tests"),
-    PackageRecipe("voluptuous==0.16.0"),
-    PackageRecipe("xmltodict==1.0.4", test_paths="tests"),
-    PackageRecipe("python-slugify==9.2.0", deps=("text-unidecode==1.3",), test_opts="--color=no"),
-    PackageRecipe("schema==0.7.8", deps=("mock==5.2.0",), test_paths="test_schema.py"),
-    PackageRecipe("pytz==2026.6", test_paths="pytz/tests"),
-    PackageRecipe("tabulate==0.10.0", test_paths="test"),
+    _known("cachetools==8.0.1"),
+    _known("semver==3.1.1", test_opts="-o addopts=", test_paths="tests"),
+    _known("parse==1.22.4", test_opts="-o addopts=", test_paths="tests"),
+    _known("voluptuous==0.16.0"),
+    _known("xmltodict==1.0.4", test_paths="tests"),
+    _known("python-slugify==9.2.0", deps=("text-unidecode==1.3",), test_opts="--color=no"),
+    _known("schema==0.7.8", deps=("mock==5.2.0",), test_paths="test_schema.py"),
+    _known("pytz==2026.6", test_paths="pytz/tests"),
+    _known("tabulate==0.10.0", test_paths="test"),
 )}
 
+
+def complete_recipe(recipe: PackageRecipe, files: dict[str, bytes],
+                    wheelhouse: Callable[[list[str]], Path] | None = None) -> PackageRecipe:
+    """`recipe` with what it leaves open found from the sdist's `files`: its test paths and
+    options, its requirements resolved and pinned (with pytest), its pytest plugins (from
+    the wheels `wheelhouse` fetches). Refuses a package that is not pure Python."""
+    facts = read_facts(recipe.requirement, files)
+    if facts.native:
+        raise ForgeInputError(
+            f"{recipe.requirement} is not a pure-Python package ({'; '.join(facts.native)}): "
+            "a forged task needs a library the agent can fix in Python. Pick a pure-Python package.")
+    detected: list[str] = []
+    test_paths, test_opts = recipe.test_paths, recipe.test_opts
+    if test_paths is None or test_opts is None:
+        layout = detect_tests(files, recipe.name)
+        detected += layout.notes
+        test_paths = layout.test_paths if test_paths is None else test_paths
+        test_opts = layout.test_opts if test_opts is None else test_opts
+    pins, plugins = recipe.pins, recipe.pytest_plugins
+    if recipe.resolve and pins is None:
+        pins, notes = resolve_deps(facts, recipe.pytest, extra=recipe.deps)
+        detected += notes + [f"build backend: {facts.backend}"]
+        if wheelhouse is not None:
+            plugins = pytest_plugins_in(wheelhouse(list(pins)), pins)
+            if plugins:
+                detected.append(f"pytest plugins loaded with -p: {', '.join(plugins)}")
+    return replace(recipe, test_paths=test_paths, test_opts=test_opts, pins=pins,
+                   pytest_plugins=plugins,
+                   detected=tuple(dict.fromkeys(recipe.detected + tuple(detected))))
+
 _PYTEST = "python -m pytest -rA -p no:cacheprovider"
-# The grader hands its eval script (test patch inlined) to `bash -c`: one argument may not
-# exceed Linux's MAX_ARG_STRLEN (128 KiB), or the container fails to start ("argument list
-# too long") and the task cannot be graded. Candidates whose hidden test files are bigger
-# are skipped, with room left for the rest of the script.
-MAX_TEST_PATCH_BYTES = 120_000
+# The grader used to hand its eval script (test patch inlined) to `bash -c`, where one
+# argument may not exceed Linux's MAX_ARG_STRLEN (128 KiB): candidates were skipped past
+# 120,000 bytes, which biased tasks toward small test files (webob lost 15 of 28). The
+# script now travels as a file (`_docker._with_script`); this cap only keeps a hidden test
+# patch to a size a grading log and a reader can hold.
+MAX_TEST_PATCH_BYTES = 2_000_000
 _START, _EXIT, _END = ">>>>> FORGE START", ">>>>> FORGE EXIT", ">>>>> FORGE END"
 
 
@@ -122,6 +196,30 @@ def stable_passes(runs: Iterable[dict[str, str]]) -> set[str]:
         return set()
     passing = [{t for t, s in run.items() if s == "PASSED"} for run in runs]
     return set.intersection(*passing)
+
+
+def usable_statuses(statuses: dict[str, str], dupes: list[str]) -> dict[str, str]:
+    """The baseline statuses a task may use: not a name pytest printed twice, and not a
+    test *in a library module* (a doctest, or a test function in the package's code): as
+    FAIL_TO_PASS it would make the mutated module a hidden test file, deleted from the
+    agent's tree and re-created, bug-free, by the test patch."""
+    return {t: s for t, s in statuses.items()
+            if t not in dupes and not is_library_file(t.split("::")[0])}
+
+
+def screening_timeout(baseline_outputs: list[str]) -> int:
+    """A screening run's limit: five times the slowest baseline run plus 20 s, at least
+    30 s (room for a machine that gets busier). A mutation that loops forever (a dropped
+    ``break``, an inverted ``while``) costs this much, not a flat two minutes; one that
+    slows the suite fivefold is no task anyway (its grading would time out)."""
+    return max(30, int(5 * slowest_run(baseline_outputs)) + 20)
+
+
+def slowest_run(outputs: list[str], default: float = 30.0) -> float:
+    """The longest duration pytest reported in its closing lines (`default` if none did)."""
+    durations = [float(m.group(1)) for out in outputs
+                 for m in [re.search(r"(?m)^=+ .* in ([0-9.]+)s", out)] if m]
+    return max(durations, default=default)
 
 
 def split_of(instance_id: str, heldout_percent: int = 20) -> str:
@@ -240,6 +338,10 @@ class Forge:
         self.candidate_timeout_s = candidate_timeout_s
         self.batch_size = batch_size
         self.files = self._read_sdist()
+        self.recipe = complete_recipe(recipe, self.files, self.builder.wheelhouse)
+        self._image = ""  # the pristine image, once its baseline ran
+        for line in self.recipe.detected:
+            self.say(f"{recipe.requirement}: {line}")
 
     # inputs -----------------------------------------------------------------------------
 
@@ -248,9 +350,9 @@ class Forge:
                 if data is not None and not link}
 
     def environment(self) -> TaskEnvironment:
-        deps = tuple(dict.fromkeys(PYTEST_DEPS + self.recipe.deps))
-        test_cmd = f"{_PYTEST} {self.recipe.test_opts}".strip()
-        return TaskEnvironment(python_deps=deps, test_cmd=test_cmd, timeout_s=600)
+        test_cmd = f"{_PYTEST} {self.recipe.test_opts or ''}".strip()
+        return TaskEnvironment(python_deps=self.recipe.python_deps(), test_cmd=test_cmd,
+                               timeout_s=600, pytest_plugins=self.recipe.pytest_plugins)
 
     def pristine_task(self) -> TaskSpec:
         """The package as released, as a task-like image spec (no bug, no hidden tests)."""
@@ -265,22 +367,31 @@ class Forge:
     # sandbox runs -----------------------------------------------------------------------
 
     def _suite_cmd(self) -> str:
-        return f"{_PYTEST} --tb=short {self.recipe.test_opts} {self.recipe.test_paths}".strip()
+        return (f"{_PYTEST} --tb=short {self.recipe.test_opts or ''} "
+                f"{self.recipe.test_paths or ''}").strip()
 
-    def _run_batch(self, image: str, patches: list[str]) -> list[str]:
+    def _run_env(self) -> list[str]:
+        """The test environment grading uses (`_wrapper`): the working directory is not on
+        sys.path, plugins load only when named; so what passes here passes when graded."""
+        plugins = " ".join(f"-p {p}" for p in self.recipe.pytest_plugins)
+        return ["export PYTHONDONTWRITEBYTECODE=1 PYTHONSAFEPATH=1 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1",
+                *([f"export PYTEST_ADDOPTS='{plugins}'"] if plugins else [])]
+
+    def _run_batch(self, image: str, patches: list[str], timeout_s: int | None = None) -> list[str]:
         """Run the suite once per patch ('' = unchanged) in one hardened sandbox; one pytest
         output per patch ('' where the patch did not apply)."""
-        script = ["cd /testbed", "export PYTHONDONTWRITEBYTECODE=1"]
+        limit = timeout_s or self.candidate_timeout_s
+        script = ["cd /testbed", *self._run_env()]
         for index, patch in enumerate(patches):
             apply = f"git apply /forge/{index}.patch" if patch else "true"
             script.append(
                 f"echo '{_START} {index}'; if {apply}; then "
-                f"timeout -k 5 {self.candidate_timeout_s} {self._suite_cmd()} 2>&1; "
+                f"timeout -k 5 {limit} {self._suite_cmd()} 2>&1; "
                 f"echo \"{_EXIT} {index} $?\"; git checkout -q -- . ; fi; echo '{_END} {index}'")
         files = {f"forge/{i}.patch": p for i, p in enumerate(patches) if p}
         run = _docker.run_script(image, "\n".join(script) + "\n",
                                  archives=[("/", _docker.make_tar(files or {"forge/.keep": ""}))],
-                                 timeout_s=60 + len(patches) * (self.candidate_timeout_s + 10),
+                                 timeout_s=60 + len(patches) * (limit + 10),
                                  limits=self.grader.limits, user=SANDBOX_USER)
         outputs = []
         for index in range(len(patches)):
@@ -290,18 +401,55 @@ class Forge:
             outputs.append(body if exit_mark else "")
         return outputs
 
+    BASELINE_TIMEOUT_S = 600
+
     def baseline(self, image: str, runs: int = 2) -> tuple[set[str], int]:
-        """(tests passing in every one of `runs` runs, how many passed only sometimes)."""
+        """(tests passing in every one of `runs` runs, how many passed only sometimes).
+        Raises BaselineError, with the log kept as ``baseline.log`` in the run folder,
+        when a run did not finish or no test passed: then nothing is worth screening.
+        Screening's per-candidate limit grows to three times a slow suite's run."""
+        outputs = self._run_batch(image, [""] * runs, timeout_s=self.BASELINE_TIMEOUT_S)
+        self.candidate_timeout_s = screening_timeout(outputs)
+        slowest = slowest_run(outputs, default=0.0)
+        if slowest > 60:
+            self.say(f"one run of the suite takes about {slowest:.0f}s: every screened candidate "
+                     "costs as much (two at a time); --test-paths can narrow the suite")
+        log = Path(self.grader.out_dir) / "baseline.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("".join(f"===== baseline run {i + 1}: {self._suite_cmd()}\n{o}\n"
+                               for i, o in enumerate(outputs)), encoding="utf-8")
         maps = []
-        for output in self._run_batch(image, [""] * runs):
+        for output in outputs:
             statuses, dupes = parse_pytest(output)
             if statuses is None:
-                raise InfraError(f"the pristine suite of {self.recipe.requirement} did not run "
-                                 f"to the end ({dupes[0]}); check the recipe's test options")
-            maps.append({t: s for t, s in statuses.items() if t not in dupes})
+                raise baseline_error(self.recipe.requirement, output,
+                                     f"a run did not end with pytest's summary: {dupes[0]}", log,
+                                     self.recipe.test_paths or "", self.BASELINE_TIMEOUT_S)
+            maps.append(usable_statuses(statuses, dupes))
         stable = stable_passes(maps)
+        if not stable:
+            raise baseline_error(self.recipe.requirement, outputs[-1], "no test passed", log,
+                                 self.recipe.test_paths or "", self.BASELINE_TIMEOUT_S)
         ever = set().union(*({t for t, s in m.items() if s == "PASSED"} for m in maps))
         return stable, len(ever - stable)
+
+    def pristine_baseline(self) -> tuple[str, tuple[set[str], int]]:
+        """The pristine image and its baseline; when the default pytest rejects the
+        package's own pytest code, once more with FALLBACK_PYTEST (recorded in the recipe)."""
+        image = self.builder.ensure_task(self.pristine_task())
+        try:
+            return image, self.baseline(image)
+        except BaselineError as exc:
+            if self.recipe.pytest_version is not None or not needs_older_pytest(exc.output):
+                raise
+            self.say(f"pytest {DEFAULT_PYTEST} cannot run this suite; trying pytest {FALLBACK_PYTEST}")
+            self.recipe = complete_recipe(
+                replace(self.recipe, pytest_version=FALLBACK_PYTEST, pins=None,
+                        detected=self.recipe.detected + (
+                            f"pytest {FALLBACK_PYTEST}: pytest {DEFAULT_PYTEST} failed its baseline",)),
+                self.files, self.builder.wheelhouse)
+            image = self.builder.ensure_task(self.pristine_task())
+            return image, self.baseline(image)
 
     # candidates -------------------------------------------------------------------------
 
@@ -426,6 +574,7 @@ class Forge:
                                      "why": self.curriculum.why()}}
                          if self.curriculum is not None else {})},
         }
+        record["forge"]["recipe"] = self.recipe.record()  # how to forge it again
         return TaskSpec.model_validate(record)
 
     # the whole pipeline -----------------------------------------------------------------
@@ -473,9 +622,9 @@ class Forge:
         if not pool:
             report.seconds = time.monotonic() - started
             return [], report
-        image = self.builder.ensure_task(self.pristine_task())
         if self._stable is None:
-            self._stable = self.baseline(image)
+            self._image, self._stable = self.pristine_baseline()
+        image = self._image
         stable, flaky = self._stable
         report.stable_tests, report.flaky_excluded = len(stable), flaky
         self.say(f"{self.recipe.requirement}: {len(stable)} tests pass in both baseline runs"
@@ -484,12 +633,14 @@ class Forge:
         seen_sites: set[tuple[str, int, int]] = set()
         seen_f2p: set[tuple[str, ...]] = set()
         cursor = 0
-        while len(kept) < count and cursor < min(len(pool), limit):
+        waiting: list[TaskSpec] = []  # survivors not yet validated: no more are validated than wanted
+        while len(kept) < count and (waiting or cursor < min(len(pool), limit)):
             want = count - len(kept)
             step = min(max(want + 6, 2 * self.batch_size), min(len(pool), limit) - cursor)
-            chunk = pool[cursor:cursor + step]
-            cursor += step
-            self.say(f"screening {len(chunk)} mutations ({cursor}/{min(len(pool), limit)})")
+            chunk = pool[cursor:cursor + step] if len(waiting) < want else []
+            cursor += len(chunk)
+            if chunk:
+                self.say(f"screening {len(chunk)} mutations ({cursor}/{min(len(pool), limit)})")
             for mutation in chunk:
                 report.kinds_tried[mutation.kind] = report.kinds_tried.get(mutation.kind, 0) + 1
             report.screened += len(chunk)
@@ -509,7 +660,8 @@ class Forge:
                     report.too_big += 1
                     continue
                 fresh.append(task)
-            fresh = fresh[:max(want + 2, 0)] if len(fresh) > want + 2 else fresh
+            waiting += fresh
+            fresh, waiting = waiting[:want], waiting[want:]
             if not fresh:
                 continue
             self.say(f"validating {len(fresh)} tasks (gold and empty patches)")
