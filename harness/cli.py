@@ -261,9 +261,10 @@ def validate(
     _print_integrity([(f"{v.instance_id} ({r.label})", r.resolved, r.tampered, r.tamper_reasons,
                        r.flags) for v in verdicts for r in (v.gold, v.empty)])
     valid = sum(v.valid for v in verdicts)
-    built = grader.builder.built
+    built, pulled = grader.builder.built, grader.builder.pulled
     console.print(f"{valid}/{len(verdicts)} valid in {time.monotonic() - started:.1f}s; "
-                  f"images built: {len(built)}{' (' + ', '.join(built) + ')' if built else ''}")
+                  f"images built: {len(built)}{' (' + ', '.join(built) + ')' if built else ''}"
+                  + (f"; pulled: {len(pulled)} ({', '.join(pulled)})" if pulled else ""))
     report = {v.instance_id: {"valid": v.valid, "reasons": v.reasons,
                               "gold": v.gold.swebench_report()[v.instance_id],
                               "empty": v.empty.swebench_report()[v.instance_id]} for v in verdicts}
