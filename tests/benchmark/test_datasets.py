@@ -55,11 +55,14 @@ def test_json_jsonl_and_parquet_of_the_same_rows_load_alike(tmp_path: Path):
     assert loaded[0].tasks == loaded[1].tasks == loaded[2].tasks
 
 
-def test_a_dataset_directory_loads_by_split_with_swebenchs_loader(tmp_path: Path):
-    """``DIR/<split>.parquet`` is read by swebench's ``load_swebench_dataset``; a split the
-    directory lacks is one clear error naming the fix."""
+def test_a_dataset_directory_loads_by_split_with_swebenchs_loader(tmp_path: Path, monkeypatch):
+    """``DIR/<split>.parquet`` is read by swebench's ``load_swebench_dataset``."""
+    import datasets.config
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    # the datasets library caches what it reads: here, not in the user's ~/.cache
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
 
     pq.write_table(pa.Table.from_pylist(_rows()), tmp_path / "test.parquet")
     loaded = load_suite(str(tmp_path), Selection(split="test"))
