@@ -300,21 +300,21 @@ git config --system --add safe.directory '*'
 
     def ensure_task(self, task: TaskSpec) -> str:
         """The task's image, built if missing; a prebuilt image that is absent is an error."""
+        if task.is_official:  # the row's own image (5.x rows name one) or the official name
+            return self.ensure_official(task)
         if task.image:
             if not _docker.image_exists(task.image):
                 raise ImageMissing(task.image, task.instance_id)
             return task.image
-        if task.is_official:
-            return self.ensure_official(task)
         assert task.environment is not None and task.source is not None
         env_tag = self.ensure_env(task.environment)
         tag = task_image_tag(task, same_times=self.same_times)
         return self._ensure(tag, lambda: self._build_task(task, env_tag, tag))
 
     def ensure_official(self, task: TaskSpec) -> str:
-        """An official row's eval image: present, or pulled (with progress) from the registry
-        its name points at (`benchmark._official`)."""
-        name = official_image(task)
+        """An official row's eval image (its own ``image``, or the official name): present,
+        or pulled (with progress) from the registry its name points at (`benchmark._official`)."""
+        name = task.image or official_image(task)
 
         def pull() -> None:
             try:

@@ -301,7 +301,6 @@ class Grader:
                     targets.setdefault(file, []).append(rest)
                     if d.twins and test in task.FAIL_TO_PASS:
                         twins.setdefault(file, []).append(rest)
-        test_cmd = task.environment.test_cmd if task.environment else ""
         spec = {
             "timeout_s": timeout, "uid": SANDBOX_UID, "gid": SANDBOX_UID, "repo": "/testbed",
             "base": steps.base, "restore": steps.restore, "remove": steps.remove,
@@ -310,7 +309,7 @@ class Grader:
             "tripwire_fresh": _tripwire.added_test_names(task.test_patch) if twins else {},
             "tripwire_count": TRIPWIRES_PER_GRADING,
             # a test command that names its own junit file keeps it (ours would be ignored)
-            "junit": d.junit and pytest_log and "junit" not in test_cmd,
+            "junit": d.junit and pytest_log and "junit" not in steps.test_command,
             "pytest_plugins": list(_pytest_plugins(task)),
             "output_cap": self.limits.output_bytes if d.output_cap else None,
             "restore_env": d.restore_env,
