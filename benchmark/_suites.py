@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from benchmark._datasets import DATASET_ALIASES, Selection, load_dataset_rows, load_parquet, select
+from benchmark._datasets import DATASET_ALIASES, DEFAULT_SPLIT, Selection, load_dataset_rows, load_parquet, select
 from benchmark._errors import TaskFileError
 from benchmark._task import LoadedTasks, load_tasks
 
@@ -50,7 +50,13 @@ def load_suite(name: str, selection: Selection = Selection()) -> LoadedTasks:
         return select(load_dataset_rows(name, selection.split), selection)
     path = suite_path(name)
     if path.is_dir():  # a dataset saved locally: DIR/<split>.parquet or save_to_disk's layout
-        return select(load_dataset_rows(str(path), selection.split), selection)
+        split = selection.split or DEFAULT_SPLIT
+        if not ((path / f"{split}.parquet").is_file() or (path / split / "dataset_info.json").is_file()):
+            raise TaskFileError(path, None, None,
+                                f"is a directory with no dataset split {split!r} to read (neither "
+                                f"{split}.parquet nor a saved dataset {split}/); pass a task file "
+                                "(.json/.jsonl/.parquet), or the directory of a dataset")
+        return select(load_dataset_rows(str(path), split), selection)
     if selection.split:
         raise TaskFileError(path, None, None,
                             f"is one split already: --split {selection.split!r} picks a split of "

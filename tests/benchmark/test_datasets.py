@@ -221,3 +221,8 @@ def test_agent_commands_refuse_official_rows_up_front(tmp_path: Path, command):
     assert "official SWE-bench rows" in message and "ratchet bench grade" in message
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.json"))
     assert not (ROOT / "runs" / "refused-official").exists()
+
+
+def test_a_directory_without_the_split_is_named_with_the_fix(tmp_path: Path):
+    with pytest.raises(TaskFileError, match="no dataset split 'dev' to read.*pass a task file"):
+        load_suite(str(tmp_path), Selection(split="dev"))
