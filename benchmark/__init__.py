@@ -4,6 +4,7 @@ Trusted code: the agent under test never sees or edits it. Public names are re-e
 here; the ``_modules`` behind them are private.
 """
 
+from benchmark._datasets import Selection
 from benchmark._errors import (
     BenchmarkError,
     DockerUnavailable,
@@ -38,7 +39,7 @@ __all__ = [
     "BenchmarkError", "DockerUnavailable", "ImageBuildError", "ImageMissing", "InfraError",
     "TaskFileError", "ImageBuilder", "base_image_tag", "env_image_tag", "task_image_tag",
     "GradeResult", "Grader", "GradingExecutor", "Job", "grade_locally", "run_jobs", "run_report",
-    "known_suites", "load_suite",
+    "known_suites", "load_suite", "Selection",
     "suite_path", "GitSource", "LoadedTasks", "LocalSource", "PypiSource", "TaskEnvironment",
     "TaskSpec", "load_tasks", "Validity", "validate_tasks",
 ]

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import docker
 import docker.errors
@@ -137,6 +137,41 @@ def image_exists(tag: str) -> bool:
         return False
     except docker.errors.APIError as exc:
         raise InfraError(f"Docker could not look up image {tag!r}: {exc}") from exc
+
+
+class PullFailed(Exception):
+    """No registry gave the image (unreachable, unknown name, denied): `reason` says which."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def pull_image(name: str, on_progress: Callable[[str], None] = lambda message: None) -> None:
+    """Pull `name` (``REPO:TAG``) with the Docker SDK, reporting progress per layer about
+    every 10%; raises PullFailed with the registry's or the daemon's reason."""
+    repository, _, tag = name.rpartition(":")
+    if "/" in tag or not repository:  # a port, not a tag: ``host:5000/name``
+        repository, tag = name, "latest"
+    api = connect().api
+    shown: dict[str, int] = {}
+    try:
+        for event in api.pull(repository, tag=tag, stream=True, decode=True):
+            if "error" in event:
+                raise PullFailed(str(event["error"]))
+            detail = event.get("progressDetail") or {}
+            layer, total = event.get("id", ""), detail.get("total") or 0
+            if total and layer:
+                tenth = int(10 * (detail.get("current") or 0) / total)
+                if tenth > shown.get(layer, -1):
+                    shown[layer] = tenth
+                    on_progress(f"pulling {name}: layer {layer} {10 * tenth}% of {total >> 20} MB")
+            elif event.get("status", "").startswith(("Status:", "Digest:")):
+                on_progress(f"pulled {name}: {event['status']}")
+    except docker.errors.APIError as exc:
+        raise PullFailed(str(exc.explanation or exc)) from None
+    except docker.errors.DockerException as exc:
+        raise PullFailed(str(exc)) from None
 
 
 def make_tar(files: dict[str, bytes | str], *, mode: int = 0o644) -> bytes:

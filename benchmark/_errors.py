@@ -5,6 +5,7 @@
     └── InfraError           the machinery failed, not the agent: retry, never score
         ├── DockerUnavailable    no daemon answers
         ├── ImageMissing         a task's image is absent and cannot be built here
+        │   └── OfficialImageMissing   an official SWE-bench image absent, no registry gave it
         └── ImageBuildError      building an image failed (its log is named)
 
 A patch that does not apply is *not* an error: it is the agent's failure, graded as such.
@@ -20,6 +21,7 @@ __all__ = [
     "InfraError",
     "DockerUnavailable",
     "ImageMissing",
+    "OfficialImageMissing",
     "ImageBuildError",
 ]
 
@@ -63,6 +65,20 @@ class ImageMissing(InfraError):
             "(the task names a prebuilt image). Load or pull it (`docker load -i FILE` / "
             "`docker pull`), or give the task a 'source' and 'environment' to build from."
         )
+
+
+class OfficialImageMissing(ImageMissing):
+    """An official SWE-bench eval image is absent here and no registry gave it."""
+
+    def __init__(self, image: str, instance: str, reason: str):
+        InfraError.__init__(
+            self,
+            f"image {image!r} for task {instance} is not present and could not be pulled "
+            f"({reason}). Fix one of: (1) give a registry that has it: `docker login` for Docker "
+            "Hub, or point RATCHET_SWEBENCH_NAMESPACE at a mirror or a local registry (e.g. "
+            "localhost:5000/swebench); or (2) build it with swebench's own image builder "
+            "(`python -m swebench.harness.prepare_images` / `run_evaluation --task-repo`) under "
+            "that name, or `docker load -i FILE` a saved copy.")
 
 
 class ImageBuildError(InfraError):

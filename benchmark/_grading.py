@@ -53,7 +53,11 @@ _TEST_PATCH_EOF = "EOF_RATCHET_TEST_PATCH"
 def parser_name(task: TaskSpec) -> str:
     """The swebench ``PARSER_REGISTRY`` key for a task (``pytest`` is short for
     ``parse_log_pytest``)."""
-    name = task.environment.log_parser if task.environment else "pytest"
+    if task.is_official:  # the row's own parser (or its repository's official one)
+        from benchmark._official import official_spec
+
+        return official_spec(task).log_parser
+    name = task.log_parser or (task.environment.log_parser if task.environment else "pytest")
     return name if name.startswith("parse_log_") else f"parse_log_{name}"
 
 
@@ -83,14 +87,19 @@ def test_steps(task: TaskSpec) -> TestSteps:
     env = task.environment
     test_cmd = env.test_cmd if env else "python -m pytest -rA -p no:cacheprovider"
     modified = _modified_test_files(task)
+    test_command = f"{test_cmd} {shlex.join(task.test_files)}"
+    if task.is_official:  # the row's own spec: its environment lines and test command
+        from benchmark._official import official_spec
+
+        test_command = official_spec(task).script
     return TestSteps(
         # an image ratchet builds holds the task repo as a fresh one-commit repository: its
         # base is HEAD, whatever upstream commit the tree came from; a prebuilt image keeps history
-        base=(task.base_commit or "HEAD") if task.image else "HEAD",
+        base=(task.base_commit or "HEAD") if task.image or task.is_official else "HEAD",
         restore=modified,
         remove=[path for path in task.test_files if path not in modified],
         test_patch=task.test_patch if task.test_patch.endswith("\n") else task.test_patch + "\n",
-        test_command=f"{test_cmd} {shlex.join(task.test_files)}",
+        test_command=test_command,
     )
 
 
@@ -341,7 +350,8 @@ def swebench_instance(task: TaskSpec, image: str) -> dict[str, Any]:
         FAIL_TO_PASS=list(task.FAIL_TO_PASS),
         PASS_TO_PASS=list(task.PASS_TO_PASS),
         image=image,
-        eval_script="\n".join(["#!/bin/bash", "set -uxo pipefail", *eval_script_lines(task)]) + "\n",
+        eval_script=task.eval_script or (  # a swebench 5.x row's own script, as it is
+            "\n".join(["#!/bin/bash", "set -uxo pipefail", *eval_script_lines(task)]) + "\n"),
         log_parser=parser_name(task),
         eval_type="pass_and_fail",
     )

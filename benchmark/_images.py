@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
 from benchmark import _docker
-from benchmark._errors import ImageBuildError, ImageMissing, InfraError
+from benchmark._errors import ImageBuildError, ImageMissing, InfraError, OfficialImageMissing
+from benchmark._official import official_image
 from benchmark._settings import cache_dir
 from benchmark._sources import TREE_TIME, build_requires, source_tree_tar
 from benchmark._task import TaskEnvironment, TaskSpec
@@ -87,6 +88,8 @@ def env_image_tag(env: TaskEnvironment) -> str:
 def task_image_tag(task: TaskSpec, *, same_times: bool = True) -> str:
     if task.image:
         return task.image
+    if task.is_official:
+        return official_image(task)
     assert task.source is not None and task.environment is not None
     key = _key(TASK_RECIPE, env_image_tag(task.environment), task.source.model_dump(), task.base_commit,
                task.environment.install, task.test_files)
@@ -177,8 +180,9 @@ class ImageBuilder:
         self.inputs = inputs or FetchedInputs(on_event)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
-        self._failed: dict[str, ImageBuildError] = {}
+        self._failed: dict[str, InfraError] = {}
         self.built: list[str] = []
+        self.pulled: list[str] = []
 
     def _lock(self, tag: str) -> threading.Lock:
         with self._guard:
@@ -187,21 +191,24 @@ class ImageBuilder:
     def _log_path(self, tag: str) -> Path:
         return cache_dir() / "logs" / "build" / (re.sub(r"[/:]", "_", tag) + ".log")
 
-    def _ensure(self, tag: str, build: Callable[[], None]) -> str:
+    def _ensure(self, tag: str, build: Callable[[], None], *, pull: bool = False) -> str:
+        """`tag`, made by `build` (a build, or a pull) when absent: once, even when many
+        workers ask; a failure is reported once, not retried per task."""
+        doing, done, made = ("pulling", "pulled", self.pulled) if pull else ("building", "built", self.built)
         with self._lock(tag), _machine_lock(tag):
-            if tag in self._failed:  # one failed build is reported, not retried per task
+            if tag in self._failed:
                 raise self._failed[tag]
             if _docker.image_exists(tag):
                 return tag
             started = time.monotonic()
-            self._on_event(f"building {tag}")
+            self._on_event(f"{doing} {tag}")
             try:
                 build()
-            except ImageBuildError as exc:
+            except (ImageBuildError, OfficialImageMissing) as exc:
                 self._failed[tag] = exc
                 raise
-            self.built.append(tag)
-            self._on_event(f"built {tag} in {time.monotonic() - started:.1f}s")
+            made.append(tag)
+            self._on_event(f"{done} {tag} in {time.monotonic() - started:.1f}s")
         return tag
 
     # base ---------------------------------------------------------------------------
@@ -293,6 +300,8 @@ git config --system --add safe.directory '*'
 
     def ensure_task(self, task: TaskSpec) -> str:
         """The task's image, built if missing; a prebuilt image that is absent is an error."""
+        if task.is_official:  # the row's own image (5.x rows name one) or the official name
+            return self.ensure_official(task)
         if task.image:
             if not _docker.image_exists(task.image):
                 raise ImageMissing(task.image, task.instance_id)
@@ -301,6 +310,19 @@ git config --system --add safe.directory '*'
         env_tag = self.ensure_env(task.environment)
         tag = task_image_tag(task, same_times=self.same_times)
         return self._ensure(tag, lambda: self._build_task(task, env_tag, tag))
+
+    def ensure_official(self, task: TaskSpec) -> str:
+        """An official row's eval image (its own ``image``, or the official name): present,
+        or pulled (with progress) from the registry its name points at (`benchmark._official`)."""
+        name = task.image or official_image(task)
+
+        def pull() -> None:
+            try:
+                _docker.pull_image(name, self._on_event)
+            except _docker.PullFailed as exc:
+                raise OfficialImageMissing(name, task.instance_id, exc.reason) from None
+
+        return self._ensure(name, pull, pull=True)
 
     def _build_task(self, task: TaskSpec, env_tag: str, tag: str) -> None:
         tree, requires = self.inputs.source(task)

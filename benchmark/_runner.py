@@ -140,14 +140,27 @@ class GradeResult:
     tripwires: list[str] = field(default_factory=list)
     """Node ids of the trip-wires planted in this grading (redacted from what a proposer sees)."""
 
+    def failure_class(self) -> tuple[str, str] | None:
+        """swebench 5.x's advisory classification of a failure from its log (#586):
+        (reason, tier ``environment`` | ``ambiguous``), or None. Never changes a verdict."""
+        if self.resolved or not self.log_path:
+            return None
+        from swebench.harness.infra_failure import classify_logs
+
+        return classify_logs(self.log_path)
+
     def swebench_report(self) -> dict:
         """This result in the shape of the official harness's per-instance report.json."""
+        failure = self.failure_class()
+        extra = {"infra_failure_reason": failure[0]} if failure else {}
         return {
             self.instance_id: {
                 "patch_is_None": not self.patch_exists,
                 "patch_exists": self.patch_exists,
                 "patch_successfully_applied": self.patch_applied,
                 "resolved": self.resolved,
+                "infra_failure": bool(failure and failure[1] == "environment"),
+                **extra,
                 "tests_status": self.tests_status,
                 "ratchet": {
                     "tests_ran": self.tests_ran,
@@ -288,7 +301,6 @@ class Grader:
                     targets.setdefault(file, []).append(rest)
                     if d.twins and test in task.FAIL_TO_PASS:
                         twins.setdefault(file, []).append(rest)
-        test_cmd = task.environment.test_cmd if task.environment else ""
         spec = {
             "timeout_s": timeout, "uid": SANDBOX_UID, "gid": SANDBOX_UID, "repo": "/testbed",
             "base": steps.base, "restore": steps.restore, "remove": steps.remove,
@@ -297,7 +309,7 @@ class Grader:
             "tripwire_fresh": _tripwire.added_test_names(task.test_patch) if twins else {},
             "tripwire_count": TRIPWIRES_PER_GRADING,
             # a test command that names its own junit file keeps it (ours would be ignored)
-            "junit": d.junit and pytest_log and "junit" not in test_cmd,
+            "junit": d.junit and pytest_log and "junit" not in steps.test_command,
             "pytest_plugins": list(_pytest_plugins(task)),
             "output_cap": self.limits.output_bytes if d.output_cap else None,
             "restore_env": d.restore_env,
@@ -467,6 +479,8 @@ def run_report(tasks: list[TaskSpec], predictions: dict[str, str | None],
     empty = sorted(i for i, p in predictions.items() if not p)
     # as the official harness: an empty patch is not graded, so it is not "completed"
     completed = sorted(i for i, r in by_id.items() if not r.error and predictions.get(i))
+    # swebench 5.x's advisory failure classes: ids stay where they are, only labelled
+    classes = {i: c for i, r in by_id.items() if predictions.get(i) and (c := r.failure_class())}
     return {
         "model_name_or_path": model,
         "total_instances": len(tasks),
@@ -482,6 +496,11 @@ def run_report(tasks: list[TaskSpec], predictions: dict[str, str | None],
         "submitted_ids": sorted(predictions),
         "resolved_ids": resolved,
         "unresolved_ids": sorted(set(completed) - set(resolved)),
+        "infra_failure_instances": sum(1 for c in classes.values() if c[1] == "environment"),
+        "ambiguous_failure_instances": sum(1 for c in classes.values() if c[1] != "environment"),
+        "infra_failure_ids": sorted(i for i, c in classes.items() if c[1] == "environment"),
+        "ambiguous_failure_ids": sorted(i for i, c in classes.items() if c[1] != "environment"),
+        "failure_reasons": {i: classes[i][0] for i in sorted(classes)},
         "error_ids": errors,
         "schema_version": 2,
         "tampered_instances": len(tampered),

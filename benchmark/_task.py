@@ -3,7 +3,11 @@
 A task file is SWE-bench JSON (a list of instances) or JSONL (one per line). Official
 SWE-bench files load as they are, including list fields given as JSON strings. ratchet adds
 where the repository comes from (``source``) and how its environment is built and its tests
-run (``environment``); a task without them needs a prebuilt ``image``.
+run (``environment``). A row with neither is an *official* row: its image is the official
+SWE-bench eval image (``benchmark._official``), and its tests run by its own
+``eval_script`` and ``log_parser`` (swebench 5.x rows carry both) or, for a row of the
+classic twelve fields, by the default the official images support (pytest in the
+``testbed`` conda env).
 
 Specs are data: nothing here touches Docker or the network.
 """
@@ -28,6 +32,7 @@ __all__ = [
     "LoadedTasks",
     "load_tasks",
     "patch_paths",
+    "tasks_from_records",
     "read_utf8",
 ]
 
@@ -74,6 +79,21 @@ class LocalSource(_Source):
 Source = Annotated[Union[PypiSource, GitSource, LocalSource], Field(discriminator="kind")]
 
 
+def check_parser(value: str) -> str:
+    """A log parser name, checked at load, not after the first paid pass over the tasks.
+    swebench is imported (~1.5 s) only for a name other than the default."""
+    if value in ("pytest", "parse_log_pytest"):
+        return value
+    from swebench.harness.log_parsers import PARSER_REGISTRY
+
+    key = value if value.startswith("parse_log_") else f"parse_log_{value}"
+    if key not in PARSER_REGISTRY:
+        known = list(PARSER_REGISTRY)
+        raise ValueError(f"unknown log parser {value!r}; use pytest or one of swebench's "
+                         f"PARSER_REGISTRY: {', '.join(known[:12])}{', ...' if len(known) > 12 else ''}")
+    return value
+
+
 class TaskEnvironment(BaseModel):
     """How the task's Python environment is built and its tests are run.
 
@@ -101,18 +121,7 @@ class TaskEnvironment(BaseModel):
     @field_validator("log_parser")
     @classmethod
     def _known_parser(cls, value: str) -> str:
-        """Checked at load, not after the first paid pass over the tasks. swebench is
-        imported (~1.5 s) only for a name other than the default."""
-        if value in ("pytest", "parse_log_pytest"):
-            return value
-        from swebench.harness.log_parsers import PARSER_REGISTRY
-
-        key = value if value.startswith("parse_log_") else f"parse_log_{value}"
-        if key not in PARSER_REGISTRY:
-            known = list(PARSER_REGISTRY)
-            raise ValueError(f"unknown log parser {value!r}; use pytest or one of swebench's "
-                             f"PARSER_REGISTRY: {', '.join(known[:12])}{', ...' if len(known) > 12 else ''}")
-        return value
+        return check_parser(value)
 
     @field_validator("pytest_plugins")
     @classmethod
@@ -154,6 +163,16 @@ class TaskSpec(BaseModel):
     environment: TaskEnvironment | None = None
     image: str | None = None
     """A prebuilt image holding the repo at /testbed; skips ratchet's image build."""
+    eval_script: str = ""
+    """swebench 5.x: the row's own eval script (official rows); its environment lines and
+    test command are run by ratchet's grading wrapper (`benchmark._official`)."""
+    log_parser: str = ""
+    """swebench 5.x: the row's log parser, a key of swebench's ``PARSER_REGISTRY``."""
+
+    @field_validator("log_parser")
+    @classmethod
+    def _row_parser(cls, value: str) -> str:
+        return check_parser(value) if value else value
 
     @field_validator("FAIL_TO_PASS", "PASS_TO_PASS", mode="before")
     @classmethod
@@ -176,10 +195,17 @@ class TaskSpec(BaseModel):
 
     @model_validator(mode="after")
     def _buildable(self) -> "TaskSpec":
-        if self.image is None and (self.source is None or self.environment is None):
+        if (self.source is None) != (self.environment is None) and self.image is None:
             raise ValueError(
-                "needs either 'image' (a prebuilt image) or both 'source' and 'environment'"
+                "needs either 'image' (a prebuilt image) or both 'source' and 'environment' "
+                "(or neither: an official SWE-bench row, run in its official image)"
             )
+        if self.is_official:
+            from benchmark._official import official_problem
+
+            problem = official_problem(self)
+            if problem:
+                raise ValueError(problem)
         if isinstance(self.source, GitSource) and not self.base_commit:
             raise ValueError("a git source needs 'base_commit'")
         if isinstance(self.source, PypiSource) and self.base_commit:
@@ -188,6 +214,11 @@ class TaskSpec(BaseModel):
                 "one-commit repository (the release is the base). Remove 'base_commit', or use a "
                 "git source ('kind': 'git', 'url') to start from an upstream commit")
         return self
+
+    @property
+    def is_official(self) -> bool:
+        """An official SWE-bench row: no ratchet recipe, graded by the official spec."""
+        return self.source is None and self.environment is None
 
     @property
     def test_files(self) -> list[str]:
@@ -264,11 +295,16 @@ def load_tasks(path: str | Path) -> LoadedTasks:
     """Load a task file. A bad instance costs only itself: it becomes a problem naming the
     file, the instance and the field, and the rest of the file still loads."""
     path = Path(path)
-    text = read_utf8(path)
+    return tasks_from_records(path, _records(path, read_utf8(path)))
+
+
+def tasks_from_records(path: Path, records: list[tuple[str, Any]]) -> LoadedTasks:
+    """Validate (where, raw record) pairs from any reader (a task file, a parquet file, a
+    dataset): each bad one becomes a problem naming `path`, the instance and the field."""
     tasks: list[TaskSpec] = []
     problems: list[TaskFileError] = []
     seen: set[str] = set()
-    for where, raw in _records(path, text):
+    for where, raw in records:
         if isinstance(raw, TaskFileError):
             problems.append(raw)
             continue

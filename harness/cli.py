@@ -27,7 +27,36 @@ app.add_typer(bench, name="bench")
 console = Console()
 err = Console(stderr=True)
 
-SUITE_HELP = "A shipped suite name (e.g. quickstart) or a path to a task file (.json/.jsonl)."
+SUITE_HELP = ("A shipped suite name (e.g. quickstart), a task file (.json/.jsonl/.parquet, official "
+              "SWE-bench rows as they are), a dataset directory, or a SWE-bench dataset name "
+              "(e.g. SWE-bench/SWE-bench_Verified, or verified / lite).")
+SELECT = "Selecting tasks"
+
+
+def _split_option():
+    return typer.Option(None, "--split", help="The dataset split (default: test); a file is one "
+                        "split already.", rich_help_panel=SELECT)
+
+
+def _slice_option():
+    return typer.Option("", "--slice", help="A:B of the (filtered) rows, e.g. 0:5 for the first five.",
+                        rich_help_panel=SELECT)
+
+
+def _filter_option():
+    return typer.Option("", "--filter", help="Take instances whose id matches this regular "
+                        "expression (re.match).", rich_help_panel=SELECT)
+
+
+def _ids_option():
+    return typer.Option(None, "--instance-ids", "--instance_ids", help="Only these instances "
+                        "(space- or comma-separated; repeatable).", rich_help_panel=SELECT)
+
+
+def _selection(split: Optional[str], slice_: str, filter_: str, ids: Optional[list[str]]):
+    from benchmark._datasets import Selection, parse_ids
+
+    return Selection(split=split, slice=slice_, filter=filter_, instance_ids=parse_ids(ids))
 EXECUTOR_HELP = escape("Where sandboxes run: local (this machine), ray (a Ray instance started here), "
                        "ray:auto (this machine's Ray cluster) or ray:HOST:PORT (a Ray head). Ray "
                        "needs `pip install 'ratchet[ray]'`; see docs/scaling.md.")
@@ -54,18 +83,34 @@ def checked_run_id(value: Optional[str]) -> Optional[str]:
         raise typer.BadParameter(str(exc)) from None
 
 
-def _load(suite: str):
-    from benchmark import TaskFileError, load_suite
+def _load(suite: str, selection=None):
+    from benchmark import Selection, TaskFileError, load_suite
 
+    selection = selection or Selection()
     try:
-        loaded = load_suite(suite)
+        loaded = load_suite(suite, selection)
     except TaskFileError as exc:
-        raise _fail(str(exc))
+        raise _fail(escape(str(exc)))
     for problem in loaded.problems:
-        err.print(f"[yellow]skipped:[/] {problem}")
+        err.print(f"[yellow]skipped:[/] {escape(str(problem))}")
     if not loaded.tasks:
-        raise _fail(f"{loaded.path} holds no usable task")
+        picked = selection.describe()
+        raise _fail(escape(f"{loaded.path} holds no usable task"
+                           + (f" for the selection ({picked})" if picked else "")))
     return loaded
+
+
+def agent_runnable(tasks) -> None:
+    """Refuse, before anything runs or is written, tasks the agent cannot run in: official
+    SWE-bench rows use the official images, which lack the agent's runtime (issue 18 item 4;
+    the design is in docs/architecture.md). Counting them as agent failures would be wrong."""
+    official = [task.instance_id for task in tasks if task.is_official]
+    if official:
+        raise _fail(escape(
+            f"{len(official)} task(s) are official SWE-bench rows (first: {official[0]}): the agent "
+            "cannot run in the official images yet (they lack its runtime). Grade predictions "
+            "made by another agent with `ratchet bench grade --suite ... --predictions FILE`, "
+            "or pick ratchet-format tasks (e.g. --suite quickstart)"))
 
 
 def _run_dir(kind: str, run_id: Optional[str]) -> Path:
@@ -162,11 +207,15 @@ def _print_integrity(rows: list[tuple[str, bool, bool, list, list]]) -> None:
 @bench.command()
 def prepare(
     suite: str = typer.Option(..., "--suite", "-s", help=SUITE_HELP),
+    split: Optional[str] = _split_option(),
+    slice_: str = _slice_option(),
+    filter_: str = _filter_option(),
+    instance_ids: Optional[list[str]] = _ids_option(),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
 ) -> None:
     """Build every task image where task runs will go: here, or on every node of a cluster
     (each builds what it lacks from the same recipe), so a run does not wait on builds."""
-    loaded = _load(suite)
+    loaded = _load(suite, _selection(split, slice_, filter_, instance_ids))
     started = time.monotonic()
     with _progress() as progress:
         builder = _builder(progress, executor)
@@ -190,6 +239,10 @@ def prepare(
 @bench.command()
 def validate(
     suite: str = typer.Option(..., "--suite", "-s", help=SUITE_HELP),
+    split: Optional[str] = _split_option(),
+    slice_: str = _slice_option(),
+    filter_: str = _filter_option(),
+    instance_ids: Optional[list[str]] = _ids_option(),
     workers: int = typer.Option(2, "--workers", "-w", min=1, help="Gradings run in parallel."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     run_id: Optional[str] = typer.Option(None, help="Name of the output directory under runs/bench/.",
@@ -198,7 +251,7 @@ def validate(
     """Check every task: its gold patch resolves it and the empty patch does not."""
     from benchmark import validate_tasks
 
-    loaded = _load(suite)
+    loaded = _load(suite, _selection(split, slice_, filter_, instance_ids))
     out = _run_dir("validate", run_id)
     started = time.monotonic()
     with _progress() as progress:
@@ -222,9 +275,10 @@ def validate(
     _print_integrity([(f"{v.instance_id} ({r.label})", r.resolved, r.tampered, r.tamper_reasons,
                        r.flags) for v in verdicts for r in (v.gold, v.empty)])
     valid = sum(v.valid for v in verdicts)
-    built = grader.builder.built
+    built, pulled = grader.builder.built, grader.builder.pulled
     console.print(f"{valid}/{len(verdicts)} valid in {time.monotonic() - started:.1f}s; "
-                  f"images built: {len(built)}{' (' + ', '.join(built) + ')' if built else ''}")
+                  f"images built: {len(built)}{' (' + ', '.join(built) + ')' if built else ''}"
+                  + (f"; pulled: {len(pulled)} ({', '.join(pulled)})" if pulled else ""))
     report = {v.instance_id: {"valid": v.valid, "reasons": v.reasons,
                               "gold": v.gold.swebench_report()[v.instance_id],
                               "empty": v.empty.swebench_report()[v.instance_id]} for v in verdicts}
@@ -280,6 +334,10 @@ def _load_predictions(path: Path) -> tuple[dict[str, Optional[str]], str]:
 @bench.command()
 def grade(
     suite: str = typer.Option(..., "--suite", "-s", help=SUITE_HELP),
+    split: Optional[str] = _split_option(),
+    slice_: str = _slice_option(),
+    filter_: str = _filter_option(),
+    instance_ids: Optional[list[str]] = _ids_option(),
     predictions: Path = typer.Option(..., "--predictions", "-p",
                                      help="SWE-bench predictions (JSONL or JSON)."),
     workers: int = typer.Option(2, "--workers", "-w", min=1),
@@ -290,7 +348,7 @@ def grade(
     """Grade a predictions file and write a report in SWE-bench's shape."""
     from benchmark import Job, run_jobs, run_report
 
-    loaded = _load(suite)
+    loaded = _load(suite, _selection(split, slice_, filter_, instance_ids))
     preds, model = _load_predictions(predictions)
     by_id = {t.instance_id: t for t in loaded.tasks}
     unknown = sorted(set(preds) - set(by_id))
@@ -325,8 +383,12 @@ def grade(
     report = run_report(loaded.tasks, {i: preds[i] for i in preds if i in by_id}, results, model=model)
     report_path = out / "report.json"
     report_path.write_text(json.dumps(report, indent=2))
+    # and under the official harness's name, `<model>.<run_id>.json`, for tools that read it
+    official_path = out / f"{model.replace('/', '__')}.{out.name}.json"
+    official_path.write_text(json.dumps(report, indent=2))
     console.print(f"resolved {report['resolved_instances']}/{len(tasks)}; "
-                  f"errors {report['error_instances']}. Report: {report_path}")
+                  f"errors {report['error_instances']}. Report: {report_path} "
+                  f"(also {official_path.name})")
     if report["error_instances"]:
         raise typer.Exit(1)
 
@@ -398,6 +460,10 @@ def check_model_endpoint(base_url: Optional[str] = None, api_key: Optional[str] 
 @bench.command("run")
 def run_agent(
     suite: str = typer.Option(..., "--suite", "-s", help=SUITE_HELP),
+    split: Optional[str] = _split_option(),
+    slice_: str = _slice_option(),
+    filter_: str = _filter_option(),
+    instance_ids: Optional[list[str]] = _ids_option(),
     agent: str = typer.Option("agent_seed", "--agent", "-a",
                               help="The agent: a directory holding agent_seed/, or a git ref."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name at the endpoint."),
@@ -421,7 +487,8 @@ def run_agent(
     from harness.gateway import Budget, Gateway
     from harness.ledger import Ledger
 
-    loaded = _load(suite)
+    loaded = _load(suite, _selection(split, slice_, filter_, instance_ids))
+    agent_runnable(loaded.tasks)
     try:
         source = resolve_agent(agent)
     except AgentSourceError as exc:

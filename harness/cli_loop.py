@@ -12,8 +12,20 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from harness.cli import (ALLOW_UNPRICED_HELP, EXECUTOR_HELP, _fail, _load, _priced, app,
-                         check_model_endpoint, checked_run_id, console, err)
+from harness.cli import (ALLOW_UNPRICED_HELP, EXECUTOR_HELP, SELECT, _fail, _ids_option, _load,
+                         agent_runnable,
+                         _priced, _split_option, app, check_model_endpoint, checked_run_id,
+                         console, err)
+
+
+def run_selection(settings):
+    """The rows of the suite a run takes (its `--split`, `--slice`, `--filter`, `--instance-ids`)."""
+    from benchmark import Selection
+
+    return Selection(split=getattr(settings, "dataset_split", None),
+                     slice=getattr(settings, "slice", "") or "",
+                     filter=getattr(settings, "filter", "") or "",
+                     instance_ids=tuple(getattr(settings, "instance_ids", None) or ()))
 
 WORKSPACE_HELP = "The workspace: a git repository holding agent_seed/ (default: the one around the current directory)."
 
@@ -91,7 +103,7 @@ def _drive(workspace: Path, settings, before_start=None) -> None:
     from harness.executors import ExecutorError
     from harness.loop import Controller
 
-    loaded = _load(settings.suite)
+    loaded = _load(settings.suite, run_selection(settings))
     _check_splits(settings, loaded.tasks, workspace / "runs" / settings.run / "splits.json")
     _priced({"agent": settings.agent_model, "meta": settings.meta_model}, settings.allow_unpriced,
             extra=settings.prices)  # a model with no price: one clear error, nothing written
@@ -214,7 +226,15 @@ CONFIG_HELP = ("A run file (YAML: `ratchet init` writes a commented one; example
 @app.command()
 def run(
     config: Optional[list[str]] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
-    suite: Optional[str] = typer.Option(None, "--suite", "-s", help="A suite name or task file."),
+    suite: Optional[str] = typer.Option(None, "--suite", "-s", help="A suite name, task file "
+                                        "(.json/.jsonl/.parquet) or SWE-bench dataset name."),
+    dataset_split: Optional[str] = _split_option(),
+    slice_: Optional[str] = typer.Option(None, "--slice", help="A:B of the (filtered) rows.",
+                                         rich_help_panel=SELECT),
+    filter_: Optional[str] = typer.Option(None, "--filter", help="Instances whose id matches "
+                                          "this regular expression (re.match).",
+                                          rich_help_panel=SELECT),
+    instance_ids: Optional[list[str]] = _ids_option(),
     generations: Optional[int] = typer.Option(None, "--generations", "-g",
                                               help="Generations after the seed (default 3)."),
     budget_usd: Optional[float] = typer.Option(None, help="Stop cleanly when the run has spent this."),
@@ -280,6 +300,7 @@ def run(
     """Start a run: generation 0 is the seed, then propose, evaluate, decide, record.
 
     Settings come from the defaults, then each -c (run file or KEY=VALUE), then the flags."""
+    from benchmark._datasets import parse_ids
     from harness.runfile import RunFileError, resolve, to_settings
 
     if stage_size is not None:
@@ -293,7 +314,9 @@ def run(
              "proposer": proposer, "workers": workers, "executor": executor, "seed": seed,
              "max_proposal_attempts": max_proposal_attempts, "evidence_tokens": evidence_tokens,
              "agent_timeout_s": agent_timeout_s, "allow_unpriced": allow_unpriced,
-             "max_output_tokens": max_output_tokens, "run_id": run_id}
+             "max_output_tokens": max_output_tokens, "run_id": run_id,
+             "dataset_split": dataset_split, "slice": slice_, "filter": filter_,
+             "instance_ids": list(parse_ids(instance_ids)) if instance_ids else None}
     try:
         resolved = resolve(list(config or []), {k: v for k, v in given.items() if v is not None})
     except RunFileError as exc:
@@ -323,7 +346,9 @@ def start_run(root: Path, settings, commit_agent: bool = False) -> None:
     if (root / "runs" / settings.run / "journal.jsonl").exists():
         raise _fail(f"run {settings.run} exists; continue it with `ratchet resume {settings.run}`")
     _check_settings(settings)
-    _check_splits(settings, _load(settings.suite).tasks)
+    tasks = _load(settings.suite, run_selection(settings)).tasks
+    agent_runnable(tasks)
+    _check_splits(settings, tasks)
     before_start = None
     if settings.base == "HEAD" and commit_agent:
         def before_start() -> None:

@@ -93,6 +93,12 @@ class LoopSettings:
     report_split: str | None = None
     """A split run only for the best (gen 0, each accepted generation): the report's
     held-out curve; it never decides."""
+    dataset_split: str | None = None
+    """Which rows of the suite the run takes (`benchmark.Selection`): a dataset's split, a
+    slice, an id regex and instance ids; empty: every row."""
+    slice: str = ""
+    filter: str = ""
+    instance_ids: list[str] = field(default_factory=list)
     workers: int = 2
     seed: int = 0
     scripted: str | None = None

@@ -54,6 +54,8 @@ FLAGS = {
     "evidence_tokens": "--evidence-tokens", "agent_timeout_s": "--agent-timeout-s",
     "scripted": "--scripted", "models.agent.name": "--model", "models.meta.name": "--meta-model",
     "allow_unpriced": "--allow-unpriced", "max_output_tokens": "--max-output-tokens",
+    "dataset_split": "--split", "slice": "--slice", "filter": "--filter",
+    "instance_ids": "--instance-ids",
 }
 """Run-file key -> the ``ratchet run`` flag that sets it (messages name the flag)."""
 
@@ -122,7 +124,17 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     suite: str = Field(min_length=1)
-    """A suite name (`ratchet bench suites`) or a task file."""
+    """A suite name (`ratchet bench suites`), a task file (.json/.jsonl/.parquet), a dataset
+    directory or a SWE-bench dataset name (e.g. SWE-bench/SWE-bench_Verified)."""
+    dataset_split: str | None = None
+    """The dataset's split (--split; default test); a file is one split already. Not the
+    tasks' own `split` field, which --study/--decide read."""
+    slice: str = ""
+    """A:B of the (filtered) rows (--slice)."""
+    filter: str = ""
+    """Instances whose id matches this regular expression (--filter, re.match)."""
+    instance_ids: list[str] = []
+    """Only these instances (--instance-ids)."""
     run_id: str | None = None
     """Default: a timestamp."""
     generations: int = Field(3, ge=0)

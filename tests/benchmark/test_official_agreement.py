@@ -222,6 +222,21 @@ def _run_official(workdir: Path, dataset: Path, kind: str, preds: Path) -> subpr
     )
 
 
+def wait_official(workdir: Path, procs: dict[str, subprocess.Popen]) -> None:
+    """Wait for the official runs (one per kind); each must exit 0."""
+    deadline = time.monotonic() + OFFICIAL_TIMEOUT_S
+    for kind, proc in procs.items():
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        output = (workdir / f"official-{kind}.out").read_text(errors="replace")
+        assert code == 0, f"run_evaluation ({kind}) exited {code}:\n{output[-3000:]}"
+
+
+def stop_official(procs: dict[str, subprocess.Popen]) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+
+
 @pytest.mark.docker
 def test_official_harness_agrees_with_ratchet(docker_daemon, tmp_path):
     import docker
@@ -254,15 +269,9 @@ def test_official_harness_agrees_with_ratchet(docker_daemon, tmp_path):
         grader = Grader(builder, tmp_path / "ratchet")
         jobs = [Job(task, patches[task.instance_id][kind], kind) for task in tasks for kind in KINDS]
         ours = {(r.instance_id, r.label): r for r in run_jobs(grader, jobs, workers=2)}
-        deadline = time.monotonic() + OFFICIAL_TIMEOUT_S
-        for kind, proc in procs.items():
-            code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-            output = (official_dir / f"official-{kind}.out").read_text(errors="replace")
-            assert code == 0, f"run_evaluation ({kind}) exited {code}:\n{output[-3000:]}"
+        wait_official(official_dir, procs)
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
+        stop_official(procs)
 
     client = docker.from_env()
     for image in set(images.values()):
