@@ -474,25 +474,25 @@ def _substring_leaves(statement: ast.stmt) -> list[ast.expr]:
     letter can be swapped: the check then surely fails on any text the original passes on
     (an affix of the same length that differs; a long substring that does not occur)."""
     text: ast.expr | None = None
-    long_enough = True
+    any_length = True  # an affix: any length will do
     if isinstance(statement, (ast.With, ast.AsyncWith)):
         return _raises_match_leaves(statement)
     if isinstance(statement, ast.Assert):
         test = statement.test
         if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.In):
-            text, long_enough = test.left, False
+            text, any_length = test.left, False
         elif isinstance(test, ast.Call) and isinstance(test.func, ast.Attribute) \
                 and test.func.attr in _AFFIXES and len(test.args) == 1 and not test.keywords:
             text = test.args[0]
     elif isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call):
         call = statement.value
         if _call_name(call) in _IN_METHODS and len(call.args) >= 2 and not call.keywords:
-            text, long_enough = call.args[0], False
+            text, any_length = call.args[0], False
     if not (isinstance(text, ast.Constant) and isinstance(text.value, str)):
         return []
     if not any(c.isascii() and c.isalpha() for c in text.value):
         return []
-    if not long_enough and len(text.value) < _SHORTEST_SUBSTRING:
+    if not any_length and len(text.value) < _SHORTEST_SUBSTRING:
         return []
     return [text]
 

@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 
 import tenacity
 
-__all__ = ["DEFAULT_RETRY_SECONDS", "RETRY_LISTENER", "call_with_retries", "is_retryable", "retry_after",
-           "retry_seconds_setting"]
+__all__ = ["DEFAULT_RETRY_SECONDS", "RETRY_LISTENER", "call_with_retries", "is_retryable",
+           "retry_after", "retry_seconds_setting"]
 
 T = TypeVar("T")
 log = logging.getLogger("harness.gateway")
