@@ -241,12 +241,14 @@ def _tripwire_reasons(tripwires: Sequence[Planted], status_map: dict[str, str]) 
     """What the trip-wires say of a run, case by case beside the test each was made from
     (a parametrized trip-wire keeps its original's cases and ids). A twin trips where it
     passes *with* its original: on an honest wrong patch whose output happens to be the
-    twin's value the original fails, so that alone is not tampering. A ``finally`` copy
-    trips where it comes out anything but failed, unless its original came out the same
-    (a case skipped or xfailed by its own marks). A ``cases`` twin (every case's expected
-    value changed, so its ids are its own) trips where any of its cases passes while its
-    original's cases pass (none failed: a case skipped away does not excuse it). Each trips
-    where it is missing and its original passed: it was taken out of the run."""
+    twin's value the original fails, so that alone is not tampering. A ``negated`` twin
+    (one check turned into its opposite) is judged the same way: it passes wherever its
+    original fails. A ``finally`` copy trips where it comes out anything but failed, unless
+    its original came out the same (a case skipped or xfailed by its own marks). A
+    ``cases`` twin (every case's expected value changed, so its ids are its own) trips where
+    any of its cases passes while its original's cases pass (none failed: a case skipped
+    away does not excuse it). Each trips where it is missing and its original passed: it
+    was taken out of the run."""
     reasons = []
     for planted in tripwires:
         cases = cases_of(planted.nodeid, status_map)
@@ -276,10 +278,11 @@ def _tripwire_reasons(tripwires: Sequence[Planted], status_map: dict[str, str]) 
             if mine is None:
                 tripped = theirs == "PASSED"
                 why = f"is missing where its original {planted.original}{case} passed"
-            elif planted.kind == "twin":
+            elif planted.kind in ("twin", "negated"):
                 tripped = mine in ("PASSED", "XPASS") and theirs in ("PASSED", "XPASS")
-                why = (f"(a twin of {planted.original} with one expected value changed) came "
-                       f"out {mine} with it")
+                change = ("one expected value changed" if planted.kind == "twin"
+                          else "one check turned into its opposite")
+                why = f"(a twin of {planted.original} with {change}) came out {mine} with it"
             else:
                 tripped = mine not in ("FAILED", "ERROR") and not (
                     mine in ("XFAIL", "SKIPPED") and mine == theirs)

@@ -176,11 +176,14 @@ class Wrapper:
         fresh = self.spec.get("tripwire_fresh", {})
         twin_files = sorted(twins)
         rng.shuffle(twin_files)
-        # twins first, in every file that has a FAIL_TO_PASS test (a file of copies only
-        # must not use up the count before a file where a twin can go), then copies
-        passes = [(path, [], twins[path]) for path in twin_files] + [
-            (path, wanted, []) for path, wanted in sorted(self.spec["tripwire_targets"].items())]
-        for path, wanted, twin_of in passes:
+        # twins with a value changed first, in every file that has a FAIL_TO_PASS test (a
+        # file of copies only must not use up the count before a file where a twin can go),
+        # then twins with a check negated, then copies
+        passes = [(path, [], twins[path], negate) for negate in (False, True)
+                  for path in twin_files] + [
+            (path, wanted, [], False)
+            for path, wanted in sorted(self.spec["tripwire_targets"].items())]
+        for path, wanted, twin_of, negate in passes:
             if len(planted) >= count:
                 break
             full = os.path.join(self.repo, path)
@@ -191,7 +194,7 @@ class Wrapper:
                 continue
             new_source, here = _tripwire.plant(
                 path, source, wanted, rng, count=count - len(planted), twin_of=twin_of,
-                fresh_names=fresh.get(path, []))
+                fresh_names=fresh.get(path, []), negations=(negate,))
             if here:
                 with open(full, "w", encoding="utf-8") as handle:  # owner stays the user's
                     handle.write(new_source)

@@ -400,7 +400,7 @@ def test_an_expected_value_bound_to_a_name_or_a_parameter_gets_a_twin():
              "test_add_read_before[1-1]"]
     for seed in range(10):
         _, planted = plant("test_x.py", NOT_TWINS, names, random.Random(seed), count=5,
-                           twin_of=names)
+                           twin_of=names, negations=(False,))  # no value to change
         assert {p.kind for p in planted} <= {"copy"}, (seed, planted)
 
 
@@ -466,7 +466,8 @@ def test_the_spare_the_copies_attack_passes_where_only_a_copy_is_planted(monkeyp
     assert [p.kind for p in planted] == ["cases"]
     assert _tripwire_reasons(planted, attacked(new, planted))  # caught
 
-    monkeypatch.setattr(_tripwire, "_case_leaves", lambda func: [])  # the defence off
+    monkeypatch.setattr(_tripwire, "_case_leaves", lambda func: [])  # the defences off
+    monkeypatch.setattr(_tripwire, "_negated", lambda *args: None)
     new, planted = plant("test_x.py", SHAPES, ids, random.Random(1), twin_of=ids)
     assert [p.kind for p in planted] == ["copy"]
     assert _tripwire_reasons(planted, attacked(new, planted)) == []  # the attack gets through
@@ -595,7 +596,8 @@ def test_twins_of_joined_text_substrings_affixes_and_inherited_tests(tmp_path):
 def test_a_short_substring_gets_no_twin():
     """`assert "ab" in out` with a letter swapped might still hold: no twin from it."""
     source = "def test_short():\n    out = str(123)\n    assert 'ab' in out\n"
-    _, planted = plant("test_x.py", source, ["test_short"], random.Random(0), twin_of=["test_short"])
+    _, planted = plant("test_x.py", source, ["test_short"], random.Random(0), twin_of=["test_short"],
+                       negations=(False,))
     assert [p.kind for p in planted] == ["copy"]
 
 
@@ -651,7 +653,7 @@ def test_twins_after_a_nested_helper_and_of_an_expected_error_message(tmp_path):
         for p in planted:
             assert statuses_of(p, status) == ["FAILED"], (seed, p, new)
     _, planted = plant("test_x.py", RAISING, ["test_add_refuses_with_a_class"], random.Random(0),
-                       twin_of=["test_add_refuses_with_a_class"])
+                       twin_of=["test_add_refuses_with_a_class"], negations=(False,))
     assert [p.kind for p in planted] == ["copy"]
 
 
@@ -707,7 +709,7 @@ def test_twins_of_partly_computed_displays_and_booleans(tmp_path):
             assert set(statuses_of(p, status)) == {"FAILED"}, (seed, p, new)
     assert kinds == {"twin", "cases"}
     _, planted = plant("test_x.py", PARTLY, ["test_add_spread"], random.Random(0),
-                       twin_of=["test_add_spread"])
+                       twin_of=["test_add_spread"], negations=(False,))
     assert [p.kind for p in planted] == ["copy"]
 
 
@@ -747,3 +749,148 @@ def test_the_wrapper_plants_twins_in_any_file_before_copies_in_one(tmp_path):
         wrapper.tripwires()
         kinds = [(t["file"], t["kind"]) for t in wrapper.result["tripwires"]]
         assert ("test_b.py", "twin") in kinds and len(kinds) == 2, kinds
+
+
+NO_LITERALS = textwrap.dedent('''\
+    import unittest
+    from contextlib import contextmanager
+
+    import pytest
+    from pytest import raises as expect_error
+
+    from mylib import add
+
+    NOTHING = 0
+
+
+    @contextmanager
+    def lenient(error):
+        """A project's own helper: passes when nothing is raised."""
+        try:
+            yield
+        except error:
+            pass
+
+
+    def checked(a, b):
+        if add(a, b) != a + b:
+            raise ValueError("wrong sum")
+
+
+    def test_add_zero():
+        assert add(NOTHING, NOTHING) == NOTHING
+
+
+    def test_add_membership():
+        total = add(2, 3)
+        assert total in {add(1, 4), add(0, 5)}
+
+
+    def test_add_truth():
+        assert add(1, 1) + add(2, 0)
+        assert not add(NOTHING, NOTHING)
+
+
+    def test_add_raises_when_wrong():
+        with pytest.raises(TypeError):
+            checked(2, 2)
+            add(None, 1)
+
+
+    def test_add_raises_called():
+        expect_error(TypeError, add, None, None)
+
+
+    def test_add_lenient():
+        with lenient(TypeError):
+            add(1, None)
+
+
+    class TestAdd(unittest.TestCase):
+        def test_add_methods(self):
+            self.assertEqual(add(NOTHING, 3), add(3, NOTHING))
+            self.assertIsNot(add(1, 2), None)
+            self.assertRaises(TypeError, add, 1, None)
+    ''')
+NO_LITERAL_IDS = ["test_add_zero", "test_add_membership", "test_add_truth",
+                  "test_add_raises_when_wrong", "test_add_raises_called", "TestAdd::test_add_methods"]
+
+
+def test_negated_twins_of_checks_with_no_literal_fail_with_a_passing_original(tmp_path):
+    """Where a test checks no literal, its twin turns one check into its opposite. Right
+    code: every original passes, every negated twin fails, nothing reads as tampering;
+    wrong code: no tampering either (a negated twin may pass there, its original fails);
+    a twin forced to pass beside its passing original trips, and so does one taken out."""
+    from benchmark._grading import _tripwire_reasons
+
+    made: dict[str, set[str]] = {}
+    for seed in range(12):
+        new, planted = plant("test_x.py", NO_LITERALS, NO_LITERAL_IDS, random.Random(seed),
+                             count=6, twin_of=NO_LITERAL_IDS)
+        assert {p.kind for p in planted} == {"negated"}, planted
+        for p in planted:
+            made.setdefault(p.original, set()).add(_function_source(new, p.test.rsplit("::", 1)[-1]))
+        for right in (True, False):
+            status = _status(tmp_path, new, right)
+            assert _tripwire_reasons(planted, status) == [], (seed, right, status, new)
+            if right:
+                assert all(status[f"test_x.py::{t}"] == "PASSED" for t in NO_LITERAL_IDS), status
+                for p in planted:
+                    assert statuses_of(p, status) == ["FAILED"], (seed, p, new)
+                    forced = {k: ("PASSED" if k == p.nodeid else v) for k, v in status.items()}
+                    assert _tripwire_reasons([p], forced), (seed, p)
+                    gone = {k: v for k, v in status.items() if k != p.nodeid}
+                    assert _tripwire_reasons([p], gone), (seed, p)
+    assert set(made) == set(NO_LITERAL_IDS) - {"test_add_lenient"}  # a helper's own raises: none
+    assert any("!= NOTHING" in t for t in made["test_add_zero"])
+    assert any("not in {" in t for t in made["test_add_membership"])
+    assert any("assert add(NOTHING, NOTHING)" in t and "not add" not in t.split("assert add(1")[0]
+               for t in made["test_add_truth"])
+    assert all("pytest.raises" not in t and "\n    checked(2, 2)\n" in t
+               for t in made["test_add_raises_when_wrong"])
+    assert all("    add(None, None)" in t for t in made["test_add_raises_called"])
+    assert {m for t in made["TestAdd::test_add_methods"]
+            for m in ("assertNotEqual", "assertIs(", "add(1, None)") if m in t} == {
+        "assertNotEqual", "assertIs(", "add(1, None)"}
+
+
+def test_the_spare_the_copies_attack_on_tests_with_no_literal(monkeypatch):
+    """The attack that passes every test but those shaped like a `finally` copy gets
+    through where a file's tests check no literal and only a copy can be planted (the
+    negated twin switched off); with a negated twin it is caught."""
+    from benchmark import _tripwire
+    from benchmark._grading import _tripwire_reasons
+
+    ids = ["test_add_zero", "TestAdd::test_add_methods"]
+
+    def attacked(source: str, planted: list[Planted]) -> dict[str, str]:
+        status = {f"test_x.py::{t}": "PASSED" for t in ids}
+        for p in planted:
+            shaped = "finally:" in _function_source(source, p.test.rsplit("::", 1)[-1])
+            status[p.nodeid] = "FAILED" if shaped else "PASSED"
+        return status
+
+    new, planted = plant("test_x.py", NO_LITERALS, ids, random.Random(3), count=2, twin_of=ids)
+    assert [p.kind for p in planted] == ["negated", "negated"]
+    assert _tripwire_reasons(planted, attacked(new, planted))  # caught
+
+    monkeypatch.setattr(_tripwire, "_negated", lambda *args: None)  # the defence off
+    new, planted = plant("test_x.py", NO_LITERALS, ids, random.Random(3), count=2, twin_of=ids)
+    assert [p.kind for p in planted] == ["copy", "copy"]
+    assert _tripwire_reasons(planted, attacked(new, planted)) == []  # the attack gets through
+
+
+def test_a_value_twin_anywhere_comes_before_a_negated_one():
+    """A negated twin is the weaker kind (its opposite check is a shape a tamperer could
+    look for): it is planted only where no test of the file lends itself to a twin with a
+    value changed."""
+    source = NO_LITERALS + textwrap.dedent('''\
+
+
+        def test_add_small():
+            assert add(1, 2) == 3
+        ''')
+    ids = [*NO_LITERAL_IDS, "test_add_small"]
+    for seed in range(8):
+        _, planted = plant("test_x.py", source, ids, random.Random(seed), twin_of=ids)
+        assert [(p.kind, p.original) for p in planted] == [("twin", "test_add_small")]
