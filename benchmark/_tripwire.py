@@ -277,14 +277,15 @@ def _sibling_name(original: str, vocabulary: list[str], taken: set[str],
 
 def plant(path: str, source: str, wanted: list[str], rng: random.Random,
           *, count: int = 1, twin_of: Iterable[str] = (),
-          fresh_names: Iterable[str] = (),
-          negations: Iterable[bool] = (False, True)) -> tuple[str, list[Planted]]:
+          fresh_names: Iterable[str] = (), negations: Iterable[bool] = (False, True),
+          reserved: Iterable[str] = ()) -> tuple[str, list[Planted]]:
     """Plant up to `count` trip-wires in the test file `path` (its text `source`): twins of
     tests among `twin_of` (FAIL_TO_PASS ids within this file: ``f``, ``f[p]``,
     ``Class::f``) where one lends itself, those named in `fresh_names` first (tests the
     hidden test patch adds: code under test cannot know them from the repo), else copies of
     tests among `wanted`, picked at random. `negations` says which twins are tried, in
-    order: ``False`` one with a value changed, ``True`` one with a check negated. Returns the
+    order: ``False`` one with a value changed, ``True`` one with a check negated; no new name
+    is one of `reserved` (the tests of a class elsewhere that inherits one here). Returns the
     new source and what was planted (nothing when no test lends itself; a file that no
     longer compiles is left as it was)."""
     try:
@@ -302,6 +303,7 @@ def plant(path: str, source: str, wanted: list[str], rng: random.Random,
     # and every test the task names here: a class may inherit one from a base defined
     # elsewhere, which a trip-wire of that name would override
     taken |= {test.rsplit("::", 1)[-1].split("[", 1)[0] for test in (*wanted, *twin_of)}
+    taken |= set(reserved)
     inserts: list[tuple[int, int, str, Planted]] = []  # (at line index, order, text, planted)
     used: set[int] = set()  # one trip-wire per original test function (by id())
     used_classes: set[str] = set()  # one ``finally`` copy per class, at its end
@@ -1042,3 +1044,78 @@ def _body_bare(lines: list[str], statement: ast.With) -> tuple[ast.AST, str] | N
     if tail.strip():
         return None
     return statement, text[: len(text) - len(tail)] if tail else text.rstrip("\n")
+
+
+# -- tests a class inherits from another file ---------------------------------------------------
+
+def inherited_elsewhere(path: str, source: str, tests: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+    """For tests (``Class::f``) that `Class` in `path` inherits from a base imported from a
+    module of the repo (``from . import Mixin``, ``from .mixins import Mixin``), where
+    neither the class nor a base of the same file defines ``f``: per candidate file of that
+    module, ``(Mixin::f, Class::f)`` pairs. A twin planted in the mixin runs in every class
+    that inherits it and is judged in ``Class``. Candidate files are given in the order
+    Python would look for them (``pkg/mod.py``, then ``pkg/mod/__init__.py``)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    imported: dict[str, tuple[int, str | None, str]] = {}  # local name -> (level, module, name)
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                imported[alias.asname or alias.name] = (node.level, node.module, alias.name)
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    found: dict[str, list[tuple[str, str]]] = {}
+    for test in tests:
+        owner, _, func = test.split("[", 1)[0].rpartition("::")
+        if not owner or "::" in owner or owner not in classes or _targets(tree, test) is not None:
+            continue
+        if _defined_in_file(classes, owner, func):
+            continue  # defined some other way here: leave it be
+        for base in _bases_in_file(classes, owner):
+            if base not in imported:
+                continue
+            level, module, name = imported[base]
+            for candidate in _module_files(path, level, module, name):
+                found.setdefault(candidate, []).append((f"{name}::{func}", f"{owner}::{func}"))
+    return found
+
+
+def _bases_in_file(classes: dict[str, ast.ClassDef], owner: str) -> list[str]:
+    """The names of `owner`'s bases, and of the bases of those defined in this file."""
+    out, todo, seen = [], [owner], set()
+    while todo:
+        current = todo.pop(0)
+        if current in seen:
+            continue
+        seen.add(current)
+        node = classes.get(current)
+        if node is None:
+            out.append(current)
+            continue
+        todo += [base.id for base in node.bases if isinstance(base, ast.Name)]
+    return out
+
+
+def _defined_in_file(classes: dict[str, ast.ClassDef], owner: str, func: str) -> bool:
+    return any(func in _bound_names(statement) for name in _bases_in_file(classes, owner) + [owner]
+               if name in classes for statement in classes[name].body)
+
+
+def _module_files(path: str, level: int, module: str | None, name: str) -> list[str]:
+    """Where ``from <level dots><module> import name`` finds `name`'s module, for a test
+    file at `path` (repo-relative): the module's file, or with no module the package's
+    ``__init__.py``; absolute imports are read from the repo root."""
+    parts = path.split("/")[:-1]
+    if level:
+        if level - 1 > len(parts):
+            return []
+        parts = parts[: len(parts) - (level - 1)]
+    else:
+        parts = []
+    if module:
+        base = "/".join([*parts, *module.split(".")])
+        return [f"{base}.py", f"{base}/__init__.py"]
+    if not level:
+        return []
+    return ["/".join([*parts, "__init__.py"])]

@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import selectors
 import signal
 import subprocess
@@ -200,8 +201,44 @@ class Wrapper:
                     handle.write(new_source)
                 planted += [{"file": p.file, "test": p.test, "kind": p.kind,
                              "original": p.original} for p in here]
+            if twin_of and len(planted) < count:
+                planted += self._inherited_twins(path, source, twin_of, rng,
+                                                 count - len(planted), negate)
         self.result["tripwires"] = planted
         self.step("trip-wires")
+
+    def _inherited_twins(self, path: str, source: str, twin_of: list[str], rng: random.Random,
+                         count: int, negate: bool) -> list[dict]:
+        """Twins of tests that a class of `path` inherits from a mixin in another file of
+        the repo (cachetools keeps its cache tests in ``tests/__init__.py``): planted in the
+        mixin, judged in the class of `path`."""
+        planted: list[dict] = []
+        reserved = re.findall(r"\bdef\s+(\w+)", source)
+        for other, pairs in _tripwire.inherited_elsewhere(path, source, twin_of).items():
+            if len(planted) >= count:
+                break
+            full = os.path.join(self.repo, other)
+            real = os.path.realpath(full)
+            if os.path.islink(full) or not real.startswith(os.path.realpath(self.repo) + os.sep):
+                continue
+            try:
+                with open(full, encoding="utf-8") as handle:
+                    text = handle.read()
+            except (OSError, UnicodeDecodeError):
+                continue
+            judged = dict(reversed(pairs))  # mixin id -> the first class id that inherits it
+            new_text, here = _tripwire.plant(other, text, [], rng, count=count - len(planted),
+                                             twin_of=list(judged), negations=(negate,),
+                                             reserved=reserved)
+            if not here:
+                continue
+            with open(full, "w", encoding="utf-8") as handle:
+                handle.write(new_text)
+            for p in here:
+                owner = judged[p.original].rpartition("::")[0]
+                planted.append({"file": path, "test": f"{owner}::{p.test.rpartition('::')[2]}",
+                                "kind": p.kind, "original": judged[p.original]})
+        return planted
 
     def _hashes(self) -> dict[str, str | None]:
         out = {}
