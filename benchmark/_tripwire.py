@@ -15,7 +15,9 @@ is caught) or guess which of two near-identical tests is the real one. A correct
 the original and so reaches the twin's changed assertion, which fails: the assertion is a
 top-level statement with no ``return``, ``yield`` or skip before it. Where a test checks no
 literal, its twin turns one such check into its opposite (``assertEqual`` into
-``assertNotEqual``, ``pytest.raises(E)`` dropped so that the error escapes): it may pass on
+``assertNotEqual``, ``pytest.raises(E)`` dropped so that the error escapes, or where its
+checks are all in helpers, a statement it completes wrapped in
+``pytest.raises(AssertionError)``): it may pass on
 the unfixed code, but never together with its original. Where no FAIL_TO_PASS test lends
 itself, the fallback is a **copy** whose body runs in ``try`` with a failing assertion in
 ``finally`` (it fails whatever happens, but its shape can be recognised).
@@ -923,14 +925,83 @@ def _negated(tree: ast.Module, lines: list[str], func: ast.FunctionDef,
     ``assertRaises`` dropped so that the expected error escapes. One picked at random among
     the checks before anything that could end the test early; None where there is none."""
     pytest_raises = _pytest_raises_names(tree)
-    choices = []
+    choices, reached = [], []
     for statement in func.body:
         if _may_end_early(statement):
             break
+        reached.append(statement)
         change = _opposite(lines, statement, pytest_raises)
         if change is not None:
             choices.append(change)
-    return [rng.choice(choices)] if choices else None
+    if choices:
+        return [rng.choice(choices)]
+    # no check of its own in reach (they are in helpers: ``self._test_all(dt, wanted)``):
+    # a statement the original completes, expected to fail with an AssertionError
+    manager = _assertion_expected(tree, func)
+    reached = [statement for statement in reached if not isinstance(statement, (
+        ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Global, ast.Nonlocal))]
+    calling = [statement for statement in reached  # a call, as a check in a helper is
+               if any(isinstance(node, ast.Call) for node in ast.walk(statement))]
+    wrapped = [change for statement in (calling or reached)
+               if (change := _wrapped(lines, func, statement, manager)) is not None]
+    return [rng.choice(wrapped)] if wrapped else None
+
+
+def _assertion_expected(tree: ast.Module, func: ast.FunctionDef) -> str:
+    """How this test can say "this must fail a check": ``pytest.raises(AssertionError)``
+    where the module imports pytest, else ``self.assertRaises(AssertionError)`` in a
+    ``TestCase`` method, else pytest's ``raises`` by the name the module imported it under,
+    else imported on the spot (trip-wires are planted only where pytest runs the tests)."""
+    for node in tree.body:
+        if isinstance(node, ast.Import) and any(a.name == "pytest" and not a.asname for a in node.names):
+            return "pytest.raises(AssertionError)"
+    if func.args.args and func.args.args[0].arg == "self" and _in_a_test_case(tree, func):
+        return "self.assertRaises(AssertionError)"
+    names = _pytest_raises_names(tree)
+    if names:
+        return f"{sorted(names)[0]}(AssertionError)"
+    return '__import__("pytest").raises(AssertionError)'  # trip-wires run under pytest only
+
+
+def _in_a_test_case(tree: ast.Module, func: ast.FunctionDef) -> bool:
+    """Whether `func` is a method of a class that is (or whose bases in this file are) a
+    ``TestCase``, or that uses unittest's checks: ``self.assertRaises`` is there."""
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    owner = next((c for c in classes.values() if func in c.body), None)
+    if owner is None:
+        return False
+    chain = [classes[name] for name in _bases_in_file(classes, owner.name) + [owner.name]
+             if name in classes]
+    for cls in chain:
+        for base in cls.bases:
+            name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "")
+            if name.endswith("TestCase"):
+                return True
+    return any(_is_self_call(node, _OPPOSITE_METHODS) for cls in chain for node in ast.walk(cls))
+
+
+def _wrapped(lines: list[str], func: ast.FunctionDef, statement: ast.stmt,
+             manager: str) -> tuple[ast.AST, str] | None:
+    """`statement` inside ``with <manager>:``, one indent in (None where a line of it is a
+    long string's, whose value an indent would change)."""
+    if statement.end_lineno is None or any(
+            isinstance(node, (ast.Constant, ast.JoinedStr)) and node.lineno != node.end_lineno
+            for node in ast.walk(statement)):
+        return None
+    def_line = lines[func.lineno - 1]
+    def_indent = def_line[: len(def_line) - len(def_line.lstrip())]
+    line = lines[statement.lineno - 1]
+    indent = line[: len(line) - len(line.lstrip())]
+    if len(indent) != statement.col_offset or not indent.startswith(def_indent) or indent == def_indent:
+        return None
+    unit = indent[len(def_indent):]
+    body = lines[statement.lineno - 1: statement.end_lineno]
+    tail = body[-1].encode()[statement.end_col_offset:].decode()  # type: ignore[index]
+    if tail.strip():
+        return None
+    text = "".join(unit + b if b.strip() else b for b in body)
+    text = text[len(unit) + len(indent):len(text) - len(tail)]
+    return statement, f"with {manager}:\n{indent}{unit}{text}"
 
 
 def _pytest_raises_names(tree: ast.Module) -> set[str]:

@@ -997,3 +997,56 @@ def test_the_spare_the_copies_attack_on_tests_inherited_from_another_file(tmp_pa
     planted = [Planted(**t) for t in wrapper.result["tripwires"]]
     assert {p.kind for p in planted} == {"copy"}
     assert _tripwire_reasons(planted, attacked(planted)) == []  # the attack gets through
+
+
+HELPERS = textwrap.dedent('''\
+    import unittest
+
+    from mylib import add
+
+
+    def check(a, b):
+        assert add(a, b) == a + b
+
+
+    def test_add_by_helper():
+        check(1, 2)
+        for n in [3, 4]:
+            check(n, n)
+
+
+    class TestAdd(unittest.TestCase):
+        def _check(self, a, b):
+            self.assertEqual(add(a, b), a + b)
+
+        def test_add_by_method(self):
+            self._check(2, 5)
+    ''')
+HELPER_IDS = ["test_add_by_helper", "TestAdd::test_add_by_method"]
+
+
+def test_checks_in_helpers_get_a_twin_that_expects_them_to_fail(tmp_path):
+    """A test whose checks are all in helpers (pytz's ``self._test_all(dt, wanted)``) gets a
+    twin with one statement the original completes wrapped in ``raises(AssertionError)``
+    (``self.assertRaises`` in a TestCase; pytest imported on the spot in a module that does
+    not import it): it fails wherever the original passes, and no honest run trips."""
+    from benchmark._grading import _tripwire_reasons
+
+    wrapped = set()
+    for seed in range(6):
+        new, planted = plant("test_x.py", HELPERS, HELPER_IDS, random.Random(seed), count=2,
+                             twin_of=HELPER_IDS)
+        assert sorted(p.original for p in planted) == sorted(HELPER_IDS)
+        assert {p.kind for p in planted} == {"negated"}
+        for p in planted:
+            wrapped |= {m for m in ('__import__("pytest").raises(AssertionError)',
+                                    "self.assertRaises(AssertionError)")
+                        if m in _function_source(new, p.test.rsplit("::", 1)[-1])}
+        for right in (True, False):
+            status = _status(tmp_path, new, right)
+            assert _tripwire_reasons(planted, status) == [], (seed, right, status, new)
+            if right:
+                assert all(statuses_of(p, status) == ["FAILED"] for p in planted), (seed, new)
+                forced = {k: "PASSED" for k in status}
+                assert all(_tripwire_reasons([p], forced) for p in planted)
+    assert len(wrapped) == 2
