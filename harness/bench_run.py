@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from benchmark import Grader, TaskSpec
-from benchmark._agent_env import DockerEnvironment, Environment
+from benchmark import DockerEnvironment, Environment
 from harness.agent_source import AgentSource
 from harness.evaluate import TaskOutcome, TaskRunner
 from harness.executors import Executor, LocalPool

@@ -54,7 +54,7 @@ def _ids_option():
 
 
 def _selection(split: Optional[str], slice_: str, filter_: str, ids: Optional[list[str]]):
-    from benchmark._datasets import Selection, parse_ids
+    from benchmark import Selection, parse_ids
 
     return Selection(split=split, slice=slice_, filter=filter_, instance_ids=parse_ids(ids))
 EXECUTOR_HELP = escape("Where sandboxes run: local (this machine), ray (a Ray instance started here), "
@@ -114,7 +114,7 @@ def agent_runnable(tasks) -> None:
 
 
 def _run_dir(kind: str, run_id: Optional[str]) -> Path:
-    from benchmark._settings import runs_dir
+    from benchmark import runs_dir
 
     stamp = run_id or f"{kind}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     path = runs_dir() / "bench" / stamp
@@ -131,7 +131,7 @@ def _builder(progress: Progress, executor: str = "local"):
     """The image builder; with the local executor, after checking this machine's Docker
     daemon (on a cluster the nodes' daemons do the work)."""
     from benchmark import DockerUnavailable, ImageBuilder
-    from benchmark._docker import connect
+    from benchmark import connect
 
     try:
         if executor == "local":
@@ -293,7 +293,7 @@ def _load_predictions(path: Path) -> tuple[dict[str, Optional[str]], str]:
     and the model they name. One clear error for a file that is unreadable, not UTF-8, not
     JSON, empty, or names an instance twice (which of the two would count?)."""
     from benchmark import TaskFileError
-    from benchmark._task import read_utf8
+    from benchmark import read_utf8
 
     try:
         text = read_utf8(path)
@@ -480,7 +480,7 @@ def run_agent(
                                          callback=checked_run_id),
 ) -> None:
     """Run an agent on every task in a fresh sandbox, grade each patch, summarize."""
-    from benchmark._agent_env import DockerEnvironment
+    from benchmark import DockerEnvironment
     from harness.agent_source import AgentSourceError, resolve_agent
     from harness.bench_run import BenchRun
     from harness.executors import ExecutorError
@@ -572,7 +572,7 @@ def audit(
     """Attack the grader on every task: known grader-fooling patches must all come out
     unresolved, and the gold patch resolved."""
     from benchmark import InfraError
-    from benchmark._audit import audit as run_audit
+    from benchmark import audit as run_audit
     from harness.executors import ExecutorError
 
     loaded = _load(suite)

@@ -300,7 +300,7 @@ def run(
     """Start a run: generation 0 is the seed, then propose, evaluate, decide, record.
 
     Settings come from the defaults, then each -c (run file or KEY=VALUE), then the flags."""
-    from benchmark._datasets import parse_ids
+    from benchmark import parse_ids
     from harness.runfile import RunFileError, resolve, to_settings
 
     if stage_size is not None:

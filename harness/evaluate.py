@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmark import GradeResult, Grader, InfraError, TaskSpec
-from benchmark._agent_env import AgentRun, Environment
+from benchmark import AgentRun, Environment
 from harness.agent_source import AgentSource
 from harness.gateway import Channel, Gateway
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol, Sequence
 
 from benchmark import GradeResult, Grader, ImageBuilder, InfraError, Job, TaskSpec, grade_locally
-from benchmark._runner import map_unordered
+from benchmark import map_unordered
 from harness.agent_source import AgentSource
 from harness.evaluate import TaskOutcome, TaskRunner
 

@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from benchmark import InfraError, _docker, _process
+from benchmark import InfraError
+from benchmark import docker_host as _docker
+from benchmark import processes as _process
 from harness.journal import Journal, replay
 from harness.runlock import RunLock
 from harness.scratch import owner_alive
@@ -128,7 +130,9 @@ def dirs(*, now: float | None = None) -> list[Leftover]:
 
 
 def images() -> list[Leftover]:
-    from benchmark._images import RECIPE_LABEL, RECIPES, _namespace, base_image_tag
+    from benchmark import IMAGE_RECIPES as RECIPES
+    from benchmark import RECIPE_LABEL, base_image_tag
+    from benchmark import image_namespace as _namespace
 
     listed = _docker.list_images(_namespace())
     by_id = {image["id"]: image for image in listed}

@@ -24,8 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmark import Grader, TaskSpec, _docker
-from benchmark._agent_env import DockerEnvironment
+from benchmark import Grader, TaskSpec
+from benchmark import docker_host as _docker
+from benchmark import DockerEnvironment
 from harness.acceptance import DEFAULT_RULE, Decision, decide_in_looks, parse_rule
 from harness.agent_source import AgentSource, resolve_agent
 from harness.attempts import attempt_index, pairs, score

@@ -40,10 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from benchmark import GradeResult, Grader, Job, TaskSpec, task_image_tag
-from benchmark._agent_env import DockerEnvironment
-from benchmark._docker import SandboxLimits
-from benchmark._images import AGENT_RUNTIME, ImageBuilder, pack_directory, wheel_key
-from benchmark._settings import cache_dir
+from benchmark import AGENT_RUNTIME, DockerEnvironment, ImageBuilder, SandboxLimits, cache_dir, pack_directory, wheel_key
 from harness.agent_source import AgentSource, pack_agent, unpack_agent
 from harness.evaluate import SandboxResult, TaskOutcome, TaskRunner, run_in_sandbox
 from harness.executors import ExecutorError, build_images

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from benchmark import _docker
+from benchmark import docker_host as _docker
 from harness import leftovers
 from harness.lineage import Lineage
 from harness.runlock import RunLock, clear_stale_git_locks

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark._process import start_ticks
+from benchmark import start_ticks
 
 __all__ = ["Scratch", "SCRATCH_NAME", "owner_alive"]
 

@@ -36,9 +36,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from benchmark._agent_env import REPO_IN_SANDBOX, AgentRun, DockerEnvironment
-from benchmark._images import AGENT_VENV
-from benchmark._task import TaskSpec
+from benchmark import AGENT_VENV, REPO_IN_SANDBOX, AgentRun, DockerEnvironment, TaskSpec
 from harness.agent_source import resolve_agent
 from harness.edits import Proposal, Snapshot, WholeFile, check_worktree
 from harness.evidence import Evidence, load_gateway_trajectory, message_text

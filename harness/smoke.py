@@ -32,9 +32,8 @@ from pathlib import Path
 import yaml
 
 from benchmark import ImageBuilder, TaskSpec
-from benchmark import _docker
-from benchmark._agent_env import DockerEnvironment
-from benchmark._images import AGENT_VENV, SANDBOX_USER
+from benchmark import docker_host as _docker
+from benchmark import AGENT_VENV, SANDBOX_USER, DockerEnvironment
 from harness.agent_source import AGENT_PACKAGE, resolve_agent
 from harness.gateway import Gateway, OpenAIUpstream
 from harness.scripted_model import Rule, Script, ScriptedModelServer

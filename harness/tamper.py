@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from benchmark._scan import scan_patch
+from benchmark import scan_patch
 from harness.acceptance import Decision
 
 __all__ = ["flagged_tasks", "gate", "proposal_flags", "run_tampering", "tampered_tasks"]
