@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import agent_seed  # noqa: E402
 from benchmark import Grader, ImageBuilder, load_suite  # noqa: E402
 from harness.gateway import OpenAIUpstream  # noqa: E402
-from harness.loop import Controller, LoopSettings  # noqa: E402
+from harness.loop import Controller  # noqa: E402
+from harness.settings import LoopSettings  # noqa: E402
 from harness.power import Population  # noqa: E402
 from harness.scripted_model import ScriptedModelServer  # noqa: E402
 from harness.stochastic_demo import stochastic_agent_script, stochastic_meta_script  # noqa: E402

@@ -75,7 +75,8 @@ from benchmark import Grader, ImageBuilder, load_suite
 from harness.demo import demo_agent_script, demo_meta_script
 from harness.gateway import OpenAIUpstream
 from harness.journal import Journal
-from harness.loop import Controller, LoopSettings
+from harness.loop import Controller
+from harness.settings import LoopSettings
 from harness.scripted_model import ScriptedModelServer
 from harness.workspace import init_workspace
 

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from harness.errors import Rejected
+
 __all__ = ["ALLOWED_FIELDS", "Rejected", "RequestPolicy", "check_request", "rejection_record"]
 
 ALLOWED_FIELDS = frozenset({
@@ -44,14 +46,6 @@ as headers, query or body of the controller's own request."""
 
 DEFAULT_MAX_BODY_BYTES = 4 * 2**20
 """4 MiB: about a million tokens of JSON text, far past any model's context."""
-
-
-class Rejected(Exception):
-    """A request the gateway refuses before accounting: ``status`` and a message for the agent."""
-
-    def __init__(self, status: int, message: str, code: str = "invalid_request"):
-        super().__init__(message)
-        self.status, self.message, self.code = status, message, code
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import ClassVar, Protocol
+from typing import ClassVar
+
+from harness.protocols import ACCEPTANCE_RULES, AcceptanceRule
 
 __all__ = [
     "DEFAULT_RULE",
@@ -77,17 +79,6 @@ class Decision:
     """A futility look stopped the evaluation after this many pairs (counts are of those)."""
     planned: int | None = None
     """The pairs the evaluation would have run to the end."""
-
-
-class AcceptanceRule(Protocol):
-    """The seam: implementations do not inherit from it, they only match it. ``generation``
-    (1, 2, ...) and ``generations`` (the run's planned length, None if open-ended) let a
-    rule spend a run-wide error budget; count rules ignore them."""
-
-    spec: str
-
-    def decide(self, candidate: Mapping[Hashable, bool], best: Mapping[Hashable, bool], *,
-               generation: int = 1, generations: int | None = None) -> Decision: ...
 
 
 @dataclass(frozen=True)
@@ -351,14 +342,9 @@ class PairedExactTest:
         return replace(decision, level=at, correction=how)
 
 
-RULES: dict[str, type[StrictRule | MarginRule | PairedExactTest]] = {
-    "strict": StrictRule,
-    "margin": MarginRule,
-    "sign": PairedExactTest,
-    "mcnemar": PairedExactTest,
-}
-"""Rule names for ``parse_rule``; ``sign`` and ``mcnemar`` share one implementation (one-
-and two-sided). Until 2026-12 ``mcnemar:ALPHA`` was the one-sided sign test, and both were
+RULES = ACCEPTANCE_RULES
+"""Rule names for ``parse_rule`` (`harness.protocols.ACCEPTANCE_RULES`); ``sign`` and
+``mcnemar`` share one implementation (one- and two-sided). Until 2026-12 ``mcnemar:ALPHA`` was the one-sided sign test, and both were
 uncorrected per generation; those specs still parse, now with the run's correction."""
 
 DEFAULT_RULE = "sign"
@@ -366,7 +352,7 @@ DEFAULT_RULE = "sign"
 
 
 def _known() -> str:
-    return "known rules: " + "; ".join(dict.fromkeys(cls.FORM for cls in RULES.values()))
+    return "known rules: " + "; ".join(dict.fromkeys(RULES.load(name).FORM for name in RULES))
 
 
 def parse_rule(spec: str) -> AcceptanceRule:

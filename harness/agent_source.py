@@ -13,13 +13,11 @@ from pathlib import Path
 
 import git
 
+from harness.errors import AgentSourceError
+
 __all__ = ["AGENT_PACKAGE", "AgentSource", "pack_agent", "resolve_agent", "unpack_agent"]
 
 AGENT_PACKAGE = "agent_seed"
-
-
-class AgentSourceError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from benchmark import TaskSpec
 from harness.scripted_model import Rule, Script, Usage
 
 if TYPE_CHECKING:
-    from harness.loop import LoopSettings
+    from harness.settings import LoopSettings
 
 __all__ = ["DEMO_META_USAGE", "demo_agent_script", "demo_meta_script", "demo_settings", "SH_FENCED_REPOS"]
 
@@ -41,7 +41,7 @@ _EOF = "RATCHET_DEMO_PATCH"
 
 def demo_settings(run: str, generations: int = 2) -> "LoopSettings":
     """Every setting of the demo, given here in full: the demo never inherits a CLI default."""
-    from harness.loop import LoopSettings
+    from harness.settings import LoopSettings
 
     return LoopSettings(run=run, suite="quickstart", generations=generations,
                         agent_model="scripted", meta_model="scripted", scripted="demo",

@@ -46,6 +46,8 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from harness.errors import EditError, EditRejected, NotAnEdit
+
 __all__ = [
     "EditError",
     "EditRejected",
@@ -87,18 +89,6 @@ MAX_FILE_BYTES = 256 * 1024
 """The largest file an edit may leave in the agent dir (the seed's largest is ~11 KB)."""
 MAX_AGENT_BYTES = 2 * 1024 * 1024
 """The most the whole agent dir may hold after an edit (the seed holds ~41 KB)."""
-
-
-class EditError(ValueError):
-    """An answer that cannot become a change of the agent."""
-
-
-class NotAnEdit(EditError):
-    """The answer holds no edit, or a block is broken; the message tells the model why."""
-
-
-class EditRejected(EditError):
-    """An edit that cannot be applied; nothing was written."""
 
 
 @dataclass(frozen=True)

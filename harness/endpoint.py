@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
+from harness.errors import EndpointError
+
 __all__ = ["DEFAULT_URL", "EndpointError", "check_endpoint", "configured_url"]
 
 DEFAULT_URL = "https://api.openai.com/v1"
@@ -24,10 +26,6 @@ DEFAULT_URL = "https://api.openai.com/v1"
 
 _FIX = ("set OPENAI_BASE_URL to your OpenAI-compatible server (e.g. http://localhost:8000/v1) "
         "and OPENAI_API_KEY to its key, or run the scripted demo with --scripted demo")
-
-
-class EndpointError(RuntimeError):
-    """The configured model endpoint cannot be used; the message names the URL and the fix."""
 
 
 def configured_url() -> str:

@@ -10,37 +10,15 @@ instance), ``ray:auto`` (the cluster this machine belongs to) or ``ray:HOST:PORT
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Callable, Sequence
 
-from benchmark import GradeResult, Grader, ImageBuilder, InfraError, Job, TaskSpec, grade_locally
+from benchmark import ImageBuilder, InfraError, TaskSpec, grade_locally
 from benchmark import map_unordered
-from harness.agent_source import AgentSource
-from harness.evaluate import TaskOutcome, TaskRunner
+from harness.evaluate import TaskOutcome
+from harness.errors import ExecutorError
+from harness.protocols import EXECUTORS, Executor
 
 __all__ = ["Executor", "ExecutorError", "LocalPool", "build_images", "parse_executor"]
-
-class ExecutorError(RuntimeError):
-    """The executor cannot be used as asked (Ray missing, no cluster at the address...)."""
-
-
-class Executor(Protocol):
-    """Runs task runs and gradings; results come back in completion order.
-
-    `should_start` is asked before each task run starts: False (Ctrl-C, a spent budget)
-    skips the run, yielded with outcome None. Runs already started finish and are yielded.
-    """
-
-    def run_tasks(self, runner: TaskRunner, agent: AgentSource, tasks: Sequence[TaskSpec], *,
-                  generation: str, should_start: Callable[[], bool] = lambda: True,
-                  ) -> Iterator[tuple[TaskSpec, TaskOutcome | None]]: ...
-
-    def grade(self, grader: Grader, jobs: Sequence[Job]) -> Iterator[GradeResult]: ...
-
-    def prepare(self, builder: ImageBuilder, tasks: Sequence[TaskSpec]) -> list[dict]:
-        """Build the tasks' images wherever task runs may go (every node of a cluster);
-        per place: ``{"node", "tasks", "built": [tags], "errors": {task: why}}``."""
-
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -85,8 +63,6 @@ def parse_executor(spec: str, *, workers: int = 2,
     if name == "local" and not address:
         return LocalPool(workers)
     if name == "ray":
-        from harness.ray_executor import RayExecutor
-
-        return RayExecutor.connect(address or None, local_slots=workers, on_event=on_event)
+        return EXECUTORS.load("ray").connect(address or None, local_slots=workers, on_event=on_event)
     raise ExecutorError(f"unknown executor {spec!r}; use local, ray (a Ray instance started "
                         "here), ray:auto (this machine's Ray cluster) or ray:HOST:PORT (a head)")

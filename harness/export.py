@@ -75,6 +75,7 @@ import yaml
 from harness.evidence import load_gateway_trajectory
 from harness.journal import Journal, replay
 from harness.workspace import AGENT_DIR
+from harness.errors import ExportError
 
 __all__ = ["EXPORTS", "INJECTION_PATTERNS", "Export", "ExportError", "export_run", "find_injections",
            "lessons", "pair_preferences", "predictions", "preferences", "trajectories",
@@ -106,10 +107,6 @@ INJECTION_PATTERNS: tuple[tuple[str, str], ...] = (
 _COMPILED = tuple((name, re.compile(pattern, re.IGNORECASE)) for name, pattern in INJECTION_PATTERNS)
 _MESSAGE_KEYS = ("role", "content", "tool_calls", "tool_call_id", "name")
 _EXCERPT = 160
-
-
-class ExportError(RuntimeError):
-    """The run cannot be exported as asked: no such run, generation or kind of export."""
 
 
 @dataclass

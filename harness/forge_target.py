@@ -13,11 +13,9 @@ from pathlib import Path
 
 from benchmark.forge.curriculum import Curriculum, weak_spots
 
+from harness.errors import TargetError
+
 __all__ = ["TargetError", "read_target"]
-
-
-class TargetError(ValueError):
-    """A run that cannot be targeted; the message names what is missing and the fix."""
 
 
 def read_target(root: Path, run: str) -> Curriculum:

@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from harness import _serve
 from harness._chat_request import RequestPolicy
@@ -41,6 +41,7 @@ from harness._serve import error_body as _error
 from harness.ledger import (DEFAULT_MAX_OUTPUT_TOKENS, Budget, BudgetRefusal, Ledger, Usage, cap_output,
                             output_field, worst_case_input_tokens)
 from harness.prices import PriceTable
+from harness.protocols import ModelClient
 
 __all__ = [
     "Budget",
@@ -58,10 +59,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class Upstream(Protocol):
-    """Where the gateway sends a chat request; returns the chat.completion body."""
-
-    def complete(self, body: dict[str, Any]) -> dict[str, Any]: ...
+Upstream = ModelClient
+"""Where the gateway sends a chat request: a model client (`harness.protocols.ModelClient`)."""
 
 
 class OpenAIUpstream:

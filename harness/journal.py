@@ -46,6 +46,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
+from harness.errors import JournalError
+
 __all__ = ["EVENTS", "GenerationState", "Journal", "JournalError", "RunState", "replay"]
 
 EVENTS = frozenset({
@@ -54,10 +56,6 @@ EVENTS = frozenset({
 })
 _ENDINGS = frozenset({"budget_exhausted", "run_stopped", "run_finished"})
 _RESERVED = frozenset({"seq", "ts", "event"})
-
-
-class JournalError(ValueError):
-    """A journal line that is not a record, where a crash cannot explain it; or a bad event."""
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:

@@ -49,6 +49,7 @@ from git.db import IStream  # GitPython's re-export of gitdb's
 
 from harness.runlock import flocked, git_common_dir
 from harness.workspace import AGENT_DIR, RATCHET_IDENTITY, changed_paths, check_run_id
+from harness.errors import ChangesOutsideAgent, LineageError, NothingToCommit
 
 __all__ = ["NOTES_REF", "TRAILER_GENERATION", "TRAILER_PARENT", "TRAILER_RUN", "ChangesOutsideAgent",
            "Generation", "Lineage", "LineageError", "NothingToCommit", "branched_run_id"]
@@ -64,18 +65,6 @@ NOTES_LOCK_NAME = "ratchet-notes.lock"
 LOCK_NOTES = True
 """Hold the workspace-wide notes lock around each notes write. Only the test that shows
 notes being lost without it turns this off."""
-
-
-class LineageError(RuntimeError):
-    """A lineage operation that cannot be done; the message says which ref or path."""
-
-
-class NothingToCommit(LineageError):
-    """The worktree holds no change under ``agent_seed/`` (pass ``allow_empty`` to commit anyway)."""
-
-
-class ChangesOutsideAgent(LineageError):
-    """The worktree changed files outside ``agent_seed/``: the loop may only edit the agent."""
 
 
 class Generation(NamedTuple):

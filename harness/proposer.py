@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import jinja2
 import openai
@@ -35,10 +35,11 @@ from harness.edits import (
     parse_answer,
 )
 from harness.evidence import Evidence
+from harness.errors import AttemptFailed, ModelCallFailed, ProposerError
+from harness.protocols import ModelClient
 
 __all__ = [
     "AttemptRecord",
-    "ChatClient",
     "MetaProposer",
     "ModelCallFailed",
     "ProposalResult",
@@ -53,30 +54,6 @@ MAX_FILE_CHARS = 40_000
 """A source file longer than this is not shown to the meta model (only named)."""
 MAX_TOTAL_CHARS = 160_000
 """All source files shown together stay under this; files past it are only named."""
-
-
-class ProposerError(RuntimeError):
-    """The proposer could not run (not: the model's answer was bad)."""
-
-
-class ModelCallFailed(ProposerError):
-    """The meta model could not be called: the endpoint or the gateway refused or failed."""
-
-
-class _Completions(Protocol):
-    def create(self, *, model: str, messages: list[dict[str, Any]], **kwargs: Any) -> Any: ...
-
-
-class _Chat(Protocol):
-    @property
-    def completions(self) -> _Completions: ...
-
-
-class ChatClient(Protocol):
-    """What the proposer needs of an ``openai.OpenAI`` client."""
-
-    @property
-    def chat(self) -> _Chat: ...
 
 
 @dataclass
@@ -162,22 +139,17 @@ def render_prompt(name: str, **variables: Any) -> str:
     return _environment().get_template(name).render(**variables)
 
 
-def _usage_of(response: Any) -> TokenUsage:
-    usage = getattr(response, "usage", None)
-    return TokenUsage(1, int(getattr(usage, "prompt_tokens", 0) or 0),
-                      int(getattr(usage, "completion_tokens", 0) or 0))
-
-
-class _AttemptFailed(Exception):
-    def __init__(self, stage: str, message: str, changed: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
-        self.stage, self.changed = stage, changed
+def _usage_of(response: dict[str, Any]) -> TokenUsage:
+    usage = response.get("usage") or {}
+    return TokenUsage(1, int(usage.get("prompt_tokens", 0) or 0),
+                      int(usage.get("completion_tokens", 0) or 0))
 
 
 class MetaProposer:
-    """Proposes one change of the agent with a meta model through an OpenAI-style client."""
+    """Proposes one change of the agent with a meta model through a model client
+    (`harness.protocols.ModelClient`: on a run, the gateway's channel)."""
 
-    def __init__(self, client: ChatClient, model: str, *, max_attempts: int = 3,
+    def __init__(self, client: ModelClient, model: str, *, max_attempts: int = 3,
                  allowed_dir: str = "agent_seed",
                  extra_check: Callable[[Path], list[str]] | None = None,
                  completion_kwargs: Mapping[str, Any] | None = None,
@@ -214,7 +186,7 @@ class MetaProposer:
                 messages.append({"role": "assistant", "content": answer})
                 try:
                     proposal, changed = self._attempt(worktree, answer)
-                except _AttemptFailed as failed:
+                except AttemptFailed as failed:
                     snapshot.restore()
                     attempts.append(AttemptRecord(number, answer, str(failed), failed.stage,
                                                   failed.changed, call_usage))
@@ -238,31 +210,31 @@ class MetaProposer:
 
     def _ask(self, messages: list[dict[str, str]]) -> tuple[str, TokenUsage]:
         try:
-            response = self.client.chat.completions.create(
-                model=self.model, messages=list(messages), **self.completion_kwargs)
+            response = self.client.complete(
+                {"model": self.model, "messages": list(messages), **self.completion_kwargs})
         except openai.OpenAIError as exc:
             raise ModelCallFailed(f"the meta model {self.model!r} could not be called: "
                                   f"{type(exc).__name__}: {exc}") from exc
-        choices = getattr(response, "choices", None) or []
-        message = getattr(choices[0], "message", None) if choices else None
-        return (getattr(message, "content", None) or ""), _usage_of(response)
+        choices = response.get("choices") or []
+        message = (choices[0] or {}).get("message") if choices else None
+        return ((message or {}).get("content") or ""), _usage_of(response)
 
     def _attempt(self, worktree: Path, answer: str) -> tuple[Proposal, list[str]]:
         try:
             proposal = parse_answer(answer)
         except EditError as exc:
-            raise _AttemptFailed("parse", str(exc)) from exc
+            raise AttemptFailed("parse", str(exc)) from exc
         try:
             changed = apply_edits(worktree, proposal.edits, self.allowed_dir)
         except EditError as exc:
-            raise _AttemptFailed("apply", str(exc)) from exc
+            raise AttemptFailed("apply", str(exc)) from exc
         if not changed:
-            raise _AttemptFailed("apply", "the edits change nothing: every file already has "
+            raise AttemptFailed("apply", "the edits change nothing: every file already has "
                                           "the content they give")
         problems = check_worktree(worktree, self.allowed_dir)
         if problems:
-            raise _AttemptFailed("check", "\n".join(problems), tuple(changed))
+            raise AttemptFailed("check", "\n".join(problems), tuple(changed))
         problems = self.extra_check(worktree) if self.extra_check else []
         if problems:
-            raise _AttemptFailed("extra_check", "\n".join(problems), tuple(changed))
+            raise AttemptFailed("extra_check", "\n".join(problems), tuple(changed))
         return proposal, changed

@@ -31,16 +31,13 @@ import jinja2
 
 from harness.journal import GenerationState, Journal, replay
 from harness.tamper import run_tampering
+from harness.errors import ReportError
 
 __all__ = ["Change", "DiffLine", "GenerationSummary", "ReportError", "RunReport", "diff_lines",
            "lineage_tree", "load_run", "outcome_grid", "rate_chart", "render_diff", "render_report",
            "spend_chart", "write_diff", "write_report"]
 
 _TEMPLATE = "report.html.j2"
-
-
-class ReportError(ValueError):
-    """No such run, or two generations that cannot be diffed; the message says which."""
 
 
 # -- data -------------------------------------------------------------------------------------

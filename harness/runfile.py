@@ -10,8 +10,8 @@ kept, reviewed and re-run, where a long command line cannot. Sources, lowest fir
 
 The merged mapping is validated by :class:`RunConfig` (pydantic, strict types, unknown keys
 refused): each bad field is one line naming where it came from (the file, the ``-c`` or the
-flag), the key, and what is allowed. :func:`to_settings` turns it into the run's
-`harness.loop.LoopSettings` (saved as ``settings.json``); :func:`from_settings` is the way
+flag), the key, and what is allowed. :func:`harness.settings.to_settings` turns it into the run's
+`harness.settings.LoopSettings` (saved as ``settings.json``); :func:`from_settings` is the way
 back, used to show a run's settings as a run file and to check a resumed run's changes.
 
 No key is ever part of a run file or a run's settings: a model names the environment
@@ -29,12 +29,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.attempts import MAX_ATTEMPTS, MAX_PROPOSALS
+from harness.errors import RunFileError
 
 if TYPE_CHECKING:
-    from harness.loop import LoopSettings
+    from harness.settings import LoopSettings
 
 __all__ = ["DEFAULT_MODEL", "FLAGS", "ModelConfig", "RunConfig", "RunFileError",
-           "from_settings", "load_sources", "resolve", "to_settings", "validate"]
+           "from_settings", "load_sources", "resolve", "validate"]
 
 DEFAULT_MODEL = "gpt-4o-mini"
 """The agent's model when neither ``--model`` nor ``models.agent.name`` names one."""
@@ -61,14 +62,6 @@ FLAGS = {
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OVERRIDE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)*)=(.*)", re.DOTALL)
-
-
-class RunFileError(ValueError):
-    """A run file or override that cannot be read or is invalid; one problem per line."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 class ModelConfig(BaseModel):
@@ -360,21 +353,6 @@ def resolve(sources: list[str], flags: dict[str, Any] | None = None) -> RunConfi
 
 
 # -- to and from the run's settings ----------------------------------------------------------
-
-
-def to_settings(config: RunConfig, run: str) -> "LoopSettings":
-    """The LoopSettings of a new run made from `config`."""
-    from harness.loop import LoopSettings
-
-    agent, meta = config.models.agent, config.models.meta
-    agent_name = "scripted" if config.scripted else (agent.name or DEFAULT_MODEL)
-    meta_name = "scripted" if config.scripted else (meta.name or agent_name)
-    fields = config.model_dump(exclude={"models", "run_id"})
-    return LoopSettings(
-        run=run, agent_model=agent_name, meta_model=meta_name, horizon=config.generations,
-        agent_base_url=agent.base_url, agent_api_key_env=agent.api_key_env,
-        agent_kwargs=dict(agent.kwargs), meta_base_url=meta.base_url,
-        meta_api_key_env=meta.api_key_env, meta_kwargs=dict(meta.kwargs), **fields)
 
 
 def from_settings(settings: "LoopSettings") -> dict[str, Any]:

@@ -27,13 +27,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
+from harness.errors import RunLocked
+
 __all__ = ["Holder", "RunLock", "RunLocked", "clear_stale_git_locks", "flocked", "git_common_dir"]
 
 LOCK_NAME = "lock"
-
-
-class RunLocked(RuntimeError):
-    """The run is live: another process holds its lock. The message says which."""
 
 
 @dataclass(frozen=True)

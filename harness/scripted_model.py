@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 from harness._http import send_json
+from harness.errors import NoRuleMatched, ScriptError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = ["Effect", "NoRuleMatched", "Recording", "Rule", "Script", "ScriptError",
@@ -41,14 +42,6 @@ __all__ = ["Effect", "NoRuleMatched", "Recording", "Rule", "Script", "ScriptErro
 DEFAULT_MODEL = "scripted"
 """The model name answered when a request names none, and listed by ``GET /v1/models``."""
 _SYSTEM_ROLES = ("system", "developer")
-
-
-class ScriptError(ValueError):
-    """A script file that cannot be read or is not a valid script."""
-
-
-class NoRuleMatched(LookupError):
-    """No recording, rule or default answers a request; the message says which request."""
 
 
 class Usage(BaseModel):

@@ -19,7 +19,9 @@ import random
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar
+
+from harness.protocols import PARENT_SELECTORS, ParentSelector
 
 __all__ = [
     "SELECTORS",
@@ -52,12 +54,6 @@ class GenerationRecord:
     evaluated: int = 0
     """Tasks it was actually run on (a stopped evaluation runs fewer): a task never run is
     no evidence either way, so ``evaluated - resolved`` are its only failures."""
-
-
-class ParentSelector(Protocol):
-    """The seam: implementations do not inherit from it, they only match it."""
-
-    def select(self, archive: Sequence[GenerationRecord], rng: random.Random) -> GenerationRecord: ...
 
 
 @dataclass(frozen=True)
@@ -199,16 +195,13 @@ class CladeSelector:
         return best
 
 
-SELECTORS: dict[str, type[BestSelector | ArchiveSelector | CladeSelector]] = {
-    "best": BestSelector,
-    "archive": ArchiveSelector,
-    "clade": CladeSelector,
-}
-"""Selector names for ``parse_selector``; ``best`` is the default."""
+SELECTORS = PARENT_SELECTORS
+"""Selector names for ``parse_selector`` (`harness.protocols.PARENT_SELECTORS`); ``best`` is
+the default."""
 
 
 def _known() -> str:
-    return "known selectors: " + ", ".join(cls.FORM for cls in SELECTORS.values())
+    return "known selectors: " + ", ".join(SELECTORS.load(name).FORM for name in SELECTORS)
 
 
 def parse_selector(name: str) -> ParentSelector:

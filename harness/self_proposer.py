@@ -42,6 +42,7 @@ from harness.edits import Proposal, Snapshot, WholeFile, check_worktree
 from harness.evidence import Evidence, load_gateway_trajectory, message_text
 from harness.gateway import Gateway
 from harness.proposer import AttemptRecord, ModelCallFailed, ProposalResult, TokenUsage
+from harness.errors import AttemptFailed
 
 __all__ = ["DEFAULT_DIAGNOSIS", "SelfProposer", "diagnosis_of", "render_evidence", "task_text"]
 
@@ -137,12 +138,6 @@ def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
                           check=check, timeout=120)
 
 
-class _AttemptFailed(Exception):
-    def __init__(self, stage: str, message: str, changed: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
-        self.stage, self.changed = stage, changed
-
-
 class SelfProposer:
     """Proposes one change of the agent by running the agent itself on "improve this agent"."""
 
@@ -221,7 +216,7 @@ class SelfProposer:
                     "messages") or []))
                 try:
                     changed, edits = self._attempt(worktree, repo, run.patch)
-                except _AttemptFailed as failed:
+                except AttemptFailed as failed:
                     snapshot.restore()
                     attempts.append(AttemptRecord(number, run.patch, str(failed), failed.stage,
                                                   failed.changed, call_usage))
@@ -281,12 +276,12 @@ class SelfProposer:
         _git(repo, "reset", "-q", "--hard", "HEAD")
         _git(repo, "clean", "-q", "-fdx")
         if not patch.strip():
-            raise _AttemptFailed("apply", "no change: the agent's patch is empty")
+            raise AttemptFailed("apply", "no change: the agent's patch is empty")
         patch_file = repo.parent / "agent.patch"
         patch_file.write_text(patch if patch.endswith("\n") else patch + "\n", encoding="utf-8")
         applied = _git(repo, "apply", "--binary", "--whitespace=nowarn", str(patch_file), check=False)
         if applied.returncode != 0:
-            raise _AttemptFailed("apply", "the agent's patch does not apply to its own repo: "
+            raise AttemptFailed("apply", "the agent's patch does not apply to its own repo: "
                                  + applied.stderr.decode("utf-8", "replace").strip()[-2000:])
         _git(repo, "add", "-A")
         raw = _git(repo, "diff", "--cached", "--raw", "-z", "--no-renames", "HEAD").stdout
@@ -306,10 +301,10 @@ class SelfProposer:
             else:
                 kept.append((status, new_mode, path))
         if outside:
-            raise _AttemptFailed("apply", f"the patch changes files outside {self.allowed_dir}/ "
+            raise AttemptFailed("apply", f"the patch changes files outside {self.allowed_dir}/ "
                                  f"(only files under it may change): {', '.join(outside)}")
         if not kept:
-            raise _AttemptFailed("apply", f"no change: the patch changes nothing under "
+            raise AttemptFailed("apply", f"no change: the patch changes nothing under "
                                  f"{self.allowed_dir}/" + (f" (only {', '.join(dropped)}, which "
                                                            "are discarded)" if dropped else ""))
         changed = [path for _, _, path in kept]
@@ -323,10 +318,10 @@ class SelfProposer:
                     pass
         problems = check_worktree(worktree, self.allowed_dir)
         if problems:
-            raise _AttemptFailed("check", "\n".join(problems), tuple(changed))
+            raise AttemptFailed("check", "\n".join(problems), tuple(changed))
         problems = self.extra_check(worktree) if self.extra_check else []
         if problems:
-            raise _AttemptFailed("extra_check", "\n".join(problems), tuple(changed))
+            raise AttemptFailed("extra_check", "\n".join(problems), tuple(changed))
         return changed, tuple(edits)
 
     def _copy_into(self, worktree: Path, repo: Path, kept: list[tuple[str, str, str]]) -> None:
@@ -335,7 +330,7 @@ class SelfProposer:
         for status, mode, path in kept:
             target = worktree / path
             if not target.parent.resolve().is_relative_to(base):
-                raise _AttemptFailed("apply", f"{path}: resolves outside {self.allowed_dir}/ in "
+                raise AttemptFailed("apply", f"{path}: resolves outside {self.allowed_dir}/ in "
                                      "the worktree (through a symlink)")
             if target.is_symlink():
                 target.unlink()

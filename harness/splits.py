@@ -27,12 +27,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness.errors import SplitError
+
 __all__ = ["SplitError", "SplitPlan", "check_unchanged", "parse_split_names", "plan_splits", "sign_test_power",
            "split_of", "start_of_run_power"]
-
-
-class SplitError(ValueError):
-    """A split option that cannot be used; the message names the value and the choices."""
 
 
 def split_of(task: Any) -> str | None:

@@ -23,19 +23,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from harness.gateway import OpenAIUpstream, Upstream
+from harness.errors import EndpointSettingError
 
 if TYPE_CHECKING:
-    from harness.loop import LoopSettings
+    from harness.settings import LoopSettings
 
 __all__ = ["Endpoint", "EndpointSettingError", "WithDefaults", "build_upstreams",
            "resolve_endpoints"]
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 DEFAULT_URL_ENV = "OPENAI_BASE_URL"
-
-
-class EndpointSettingError(ValueError):
-    """A model has no endpoint, or the variable named for its key is not set."""
 
 
 @dataclass(frozen=True)

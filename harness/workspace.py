@@ -19,6 +19,8 @@ from pathlib import Path
 
 import git
 
+from harness.errors import WorkspaceError
+
 __all__ = ["AGENT_DIR", "RATCHET_IDENTITY", "WorkspaceError", "agent_changes", "changed_paths",
            "check_agent_committed", "check_run_id", "commit_agent", "find_workspace", "init_workspace", "is_workspace"]
 
@@ -57,10 +59,6 @@ Run artifacts (worktrees, journals, logs) land in `runs/`, which git ignores.
 RUNS_README = "# runs/\n\nRun artifacts of ratchet land here; nothing here is committed but this file.\n"
 
 log = logging.getLogger(__name__)
-
-
-class WorkspaceError(ValueError):
-    """No workspace where one is needed, or a directory that cannot become one."""
 
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")

@@ -21,7 +21,7 @@ from harness.acceptance import (
     parse_rule,
     two_sided_mcnemar_p_value,
 )
-from harness.loop import LoopSettings
+from harness.settings import LoopSettings
 
 
 def table(wins: int = 0, losses: int = 0, both: int = 0, neither: int = 0,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli_loop import closing_hint, stop_failure
+from harness.cli.loop import closing_hint, stop_failure
 from harness.journal import GenerationState, RunState
-from harness.loop import LoopSettings
+from harness.settings import LoopSettings
 from harness.workspace import (
     WorkspaceError,
     agent_changes,

@@ -27,7 +27,7 @@ import pytest
 from benchmark import load_suite
 from harness.journal import Journal
 from harness.lineage import Lineage
-from harness.loop import LoopSettings
+from harness.settings import LoopSettings
 
 RATCHET = str(Path(sys.executable).with_name("ratchet"))
 TASK = "isodate__isodate-0.7.2__leap-century-month-add"

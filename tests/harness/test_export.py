@@ -36,7 +36,8 @@ from harness.export import (
 from harness.gateway import OpenAIUpstream
 from harness.journal import Journal, replay
 from harness.lineage import Lineage
-from harness.loop import Controller, LoopSettings
+from harness.loop import Controller
+from harness.settings import LoopSettings
 from harness.scripted_model import ScriptedModelServer
 from harness.workspace import init_workspace
 

@@ -22,7 +22,8 @@ from harness.demo import demo_agent_script
 from harness.gateway import OpenAIUpstream
 from harness.journal import Journal, replay
 from harness.lineage import Lineage
-from harness.loop import Controller, LoopSettings
+from harness.loop import Controller
+from harness.settings import LoopSettings
 from harness.scripted_model import ScriptedModelServer
 from tests.harness.conftest import new_workspace, quickstart_slice
 

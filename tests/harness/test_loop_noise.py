@@ -15,7 +15,8 @@ from harness.attempts import attempt_index
 from harness.demo import demo_agent_script, demo_meta_script
 from harness.gateway import OpenAIUpstream
 from harness.journal import Journal
-from harness.loop import Controller, LoopSettings
+from harness.loop import Controller
+from harness.settings import LoopSettings
 from harness.scripted_model import ScriptedModelServer
 from harness.stochastic_demo import stochastic_agent_script, stochastic_meta_script
 from harness.workspace import init_workspace

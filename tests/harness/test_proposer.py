@@ -223,7 +223,7 @@ def evidence() -> Evidence:
 
 
 def _proposer(server: ScriptedModelServer, **kw: Any) -> MetaProposer:
-    client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=10)
+    client = OpenAIUpstream(server.base_url, "x", timeout=10, retry_seconds=0)
     return MetaProposer(client, "meta-model", **kw)
 
 

@@ -290,7 +290,8 @@ def real_run(tmp_path_factory, docker_daemon) -> tuple[Path, str]:
     from benchmark import Grader, ImageBuilder, load_suite
     from harness.demo import demo_agent_script, demo_meta_script
     from harness.gateway import OpenAIUpstream
-    from harness.loop import Controller, LoopSettings
+    from harness.loop import Controller
+    from harness.settings import LoopSettings
     from harness.scripted_model import ScriptedModelServer
 
     tmp = tmp_path_factory.mktemp("report-run")

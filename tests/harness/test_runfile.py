@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from harness.journal import Journal
-from harness.loop import LoopSettings
-from harness.runfile import RunFileError, from_settings, load_sources, resolve, to_settings
+from harness.runfile import RunFileError, from_settings, load_sources, resolve
+from harness.settings import LoopSettings, to_settings
 from tests.conftest import ROOT
 from tests.harness.conftest import new_workspace
 

@@ -230,7 +230,8 @@ def test_a_stop_in_the_middle_of_a_generation_counts_spend_once(tmp_path):
     generation's task records yet, counting their spend twice."""
     from benchmark import Grader, ImageBuilder, InfraError
     from harness.gateway import OpenAIUpstream
-    from harness.loop import Controller, LoopSettings
+    from harness.loop import Controller
+    from harness.settings import LoopSettings
 
     class _Broken:
         """The real environment, except that the daemon always fails for one task."""

@@ -20,7 +20,8 @@ import agent_seed
 from benchmark import Grader, ImageBuilder, load_suite
 from harness.evidence import collect_evidence
 from harness.gateway import OpenAIUpstream
-from harness.loop import Controller, LoopSettings
+from harness.loop import Controller
+from harness.settings import LoopSettings
 from harness.scripted_model import Script, ScriptedModelServer
 from harness.self_proposer import SelfProposer, render_evidence
 from harness.splits import (SplitError, check_unchanged, plan_splits, sign_test_power, split_of,

@@ -162,7 +162,7 @@ def test_a_proposals_diff_is_scanned_new_files_included(tmp_path, worktree):
 def test_a_resolved_flagged_task_is_listed_apart_and_tampering_is_counted():
     """report.json (run_report) and the bench tables keep flagged and tampered runs apart."""
     from benchmark import run_report
-    from harness.cli import _verdict
+    from harness.cli.bench import _verdict
 
     tasks = load_suite("quickstart").tasks[:3]
     flag = {"path": "pkg/m.py", "line": 1, "signature": "atexit registration", "text": "atexit"}

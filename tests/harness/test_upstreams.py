@@ -12,8 +12,8 @@ import pytest
 
 from harness.upstreams import EndpointSettingError, build_upstreams, resolve_endpoints
 from harness.gateway import Gateway, Ledger
-from harness.loop import LoopSettings
-from harness.runfile import resolve, to_settings
+from harness.runfile import resolve
+from harness.settings import LoopSettings, to_settings
 from harness.scripted_model import ScriptedModelServer
 
 AGENT_KEY, META_KEY = "agent-key-3f9e1c", "meta-key-b07d42"

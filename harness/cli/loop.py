@@ -12,10 +12,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from harness.cli import (ALLOW_UNPRICED_HELP, EXECUTOR_HELP, SELECT, _fail, _ids_option, _load,
-                         agent_runnable,
-                         _priced, _split_option, app, check_model_endpoint, checked_run_id,
-                         console, err)
+from harness.cli.common import (ALLOW_UNPRICED_HELP, EXECUTOR_HELP, SELECT, _fail, _ids_option,
+                                _load, agent_runnable, _priced, _split_option, app,
+                                check_model_endpoint, checked_run_id, console, err)
 
 
 def run_selection(settings):
@@ -99,7 +98,7 @@ def _drive(workspace: Path, settings, before_start=None) -> None:
     """Run (or resume) the loop with a live line of status; Ctrl-C stops cleanly.
     ``before_start`` runs once every check passed, before anything of the run is written
     (``--commit-agent``: nothing is committed for a run refused by a check)."""
-    from harness.cli import _executor, _grader, _prepare_images, _progress
+    from harness.cli.common import _executor, _grader, _prepare_images, _progress
     from harness.executors import ExecutorError
     from harness.loop import Controller
 
@@ -301,7 +300,8 @@ def run(
 
     Settings come from the defaults, then each -c (run file or KEY=VALUE), then the flags."""
     from benchmark import parse_ids
-    from harness.runfile import RunFileError, resolve, to_settings
+    from harness.runfile import RunFileError, resolve
+    from harness.settings import to_settings
 
     if stage_size is not None:
         err.print("[yellow]--stage-size is deprecated and ignored:[/] futility looks after 1/3 and "
@@ -430,7 +430,7 @@ def resume(
     """Continue a run after a crash, a Ctrl-C or a spent budget; or branch off a generation."""
     from harness.acceptance import parse_rule
     from harness.lineage import Lineage, LineageError, branched_run_id
-    from harness.loop import LoopSettings
+    from harness.settings import LoopSettings
 
     root = _workspace(workspace)
     path = root / "runs" / run / "settings.json"
@@ -717,7 +717,7 @@ def _print_settings(path: Path) -> None:
     """The run's resolved settings, as a run file (keys only name where keys are read)."""
     import yaml
 
-    from harness.loop import LoopSettings
+    from harness.settings import LoopSettings
     from harness.runfile import from_settings
 
     try:

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from harness.cli import app, console, err
+from harness.cli.common import app, console, err
 
 KINDS = ("container", "volume", "worktree", "dir", "image")
 
