@@ -1,6 +1,6 @@
 """The gateway under load, shared by ``gateway_load.py`` and ``executor_scaling.py``: N
 client threads in a child process post chat requests to gateway channels (straight to their
-unix sockets, or through one `harness.relay.Relay` each, as on a cluster node); this
+unix sockets, or through one `harness.models.relay.Relay` each, as on a cluster node); this
 process's CPU over the load is the gateway's alone.
 
 Imports ``harness`` from ``sys.path`` as the caller left it, so ``gateway_load.py --tree``
@@ -21,9 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness.gateway import Gateway, OpenAIUpstream, PriceTable
-from harness.relay import Relay
-from harness.scripted_model import ScriptedModelServer
+from harness.models.gateway import Gateway, OpenAIUpstream, PriceTable
+from harness.models.relay import Relay
+from harness.models.scripted_model import ScriptedModelServer
 
 __all__ = ["REQUEST_BYTES", "RELAY_REQUESTS", "model_process", "relay_throughput"]
 

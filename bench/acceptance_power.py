@@ -1,10 +1,10 @@
 """The loop's error rates and power, per acceptance design, on simulated stochastic agents.
 
-Drives ratchet's own decision step (`harness.acceptance.decide_in_looks` with the rule
+Drives ratchet's own decision step (`harness.loop.acceptance.decide_in_looks` with the rule
 parsed from its spec, futility looks and the run-wide alpha correction included) through
-30-generation runs, the way `harness.loop` uses it:
+30-generation runs, the way `harness.loop.controller` uses it:
 
-- task success rates ~ Beta(0.5, 0.75) (mean 0.4), a candidate's moved by `harness.power.shifted`;
+- task success rates ~ Beta(0.5, 0.75) (mean 0.4), a candidate's moved by `harness.loop.power.shifted`;
 - the best is compared by its baseline runs: K *fresh* runs made after its acceptance
   (``baseline=fresh``, the loop's behaviour), or, to show what that fixes, the runs that
   got it accepted (``baseline=draw``, the loop before issue 14);
@@ -33,8 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.acceptance import parse_rule  # noqa: E402
-from harness.power import Population, draw_runs, shifted, simulate_generation  # noqa: E402
+from harness.loop.acceptance import parse_rule  # noqa: E402
+from harness.loop.power import Population, draw_runs, shifted, simulate_generation  # noqa: E402
 
 GENERATIONS = 30
 POPULATION = Population(0.5, 0.75)

@@ -61,11 +61,11 @@ from benchmark._agent_env import AgentRun, DockerEnvironment  # noqa: E402
 from benchmark._images import ImageBuilder  # noqa: E402
 from benchmark._suites import load_suite, suite_path  # noqa: E402
 from benchmark._task import TaskSpec  # noqa: E402
-from harness.agent_source import AgentSource, resolve_agent  # noqa: E402
-from harness.bench_run import BenchRun, TaskOutcome  # noqa: E402
-from harness.gateway import Gateway, OpenAIUpstream, PriceTable  # noqa: E402
-from harness.oracle import ORACLE_USAGE, oracle_script  # noqa: E402
-from harness.scripted_model import ScriptedModelServer  # noqa: E402
+from harness.run.agent_source import AgentSource, resolve_agent  # noqa: E402
+from harness.run.bench_run import BenchRun, TaskOutcome  # noqa: E402
+from harness.models.gateway import Gateway, OpenAIUpstream, PriceTable  # noqa: E402
+from harness.models.oracle import ORACLE_USAGE, oracle_script  # noqa: E402
+from harness.models.scripted_model import ScriptedModelServer  # noqa: E402
 
 ORACLE_CALLS = 3
 """Replies per task in `oracle_script`: apply the patch, run the tests, submit."""

@@ -38,7 +38,7 @@ Part 2, per-unit costs, as micro-benchmarks after the cluster is stopped:
 
   journal - ``Journal.append`` of a ``task_evaluated`` event with a real result from part 1,
             fsync included (the share spent in ``os.fsync`` is timed by wrapping it)
-  relay   - requests/second through ``Gateway.serve_relay`` with ``harness.relay.Relay``
+  relay   - requests/second through ``Gateway.serve_relay`` with ``harness.models.relay.Relay``
             in front (one relay per simulated sandbox, as on a node), a trivial upstream,
             N client threads posting 8 KB chat requests over the relays' unix sockets;
             the direct unix channel (one machine) as baseline. Clients and relays run in
@@ -81,7 +81,7 @@ import docker  # noqa: E402
 from _common import LoadSampler  # noqa: E402  (bench/ is sys.path[0])
 from _gateway_load import REQUEST_BYTES, model_process, relay_throughput  # noqa: E402
 
-import harness.bench_run as bench_run_mod  # noqa: E402
+import harness.run.bench_run as bench_run_mod  # noqa: E402
 from benchmark import Grader  # noqa: E402
 from benchmark._agent_env import DockerEnvironment  # noqa: E402
 from benchmark._images import (  # noqa: E402
@@ -93,14 +93,14 @@ from benchmark._images import (  # noqa: E402
     wheel_key,
 )
 from benchmark._suites import load_suite  # noqa: E402
-from harness.agent_source import pack_agent, resolve_agent  # noqa: E402
-from harness.bench_run import BenchRun  # noqa: E402
-from harness.evaluate import TaskRunner  # noqa: E402
-from harness.executors import parse_executor  # noqa: E402
-from harness.gateway import Gateway, OpenAIUpstream, PriceTable  # noqa: E402
-from harness.journal import Journal  # noqa: E402
-from harness.oracle import oracle_script  # noqa: E402
-from harness.ray_cluster import LocalCluster, _session_members  # noqa: E402
+from harness.run.agent_source import pack_agent, resolve_agent  # noqa: E402
+from harness.run.bench_run import BenchRun  # noqa: E402
+from harness.run.evaluate import TaskRunner  # noqa: E402
+from harness.run.executors import parse_executor  # noqa: E402
+from harness.models.gateway import Gateway, OpenAIUpstream, PriceTable  # noqa: E402
+from harness.loop.journal import Journal  # noqa: E402
+from harness.models.oracle import oracle_script  # noqa: E402
+from harness.run.ray_cluster import LocalCluster, _session_members  # noqa: E402
 
 SLOTS = 2
 """Task runs at a time on either executor: 2 local workers; 2 nodes x 1 slot on Ray."""
@@ -155,7 +155,7 @@ def instrument(steps: Steps) -> None:
     import ray
     from ray.remote_function import RemoteFunction
 
-    from harness.ray_executor import RayExecutor
+    from harness.run.ray_executor import RayExecutor
 
     steps.wrap(TaskRunner, "begin", BEGIN[0])
     steps.wrap(RayExecutor, "_inputs", BEGIN[1], keep=lambda a, k, v: task_image_tag(a[2]))

@@ -1,7 +1,7 @@
 """The real loop under noise, over many seeds: is a real improvement accepted, a no-op rejected?
 
 Each seed is one run of the real controller (Docker sandboxes, real grading, real git) on
-the quickstart suite, with the stochastic scripted agent model of `harness.stochastic_demo`:
+the quickstart suite, with the stochastic scripted agent model of `harness.models.stochastic_demo`:
 task i is solved with probability rate_i (drawn once per seed from Beta(0.5, 0.75)); the
 meta model first proposes a lesson that moves the mean rate by ``--effect``, then a no-op
 lesson. Generation 1 is the improvement; generation 2 is the no-op if generation 1 was
@@ -26,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import agent_seed  # noqa: E402
 from benchmark import Grader, ImageBuilder, load_suite  # noqa: E402
-from harness.gateway import OpenAIUpstream  # noqa: E402
-from harness.loop import Controller  # noqa: E402
-from harness.settings import LoopSettings  # noqa: E402
-from harness.power import Population  # noqa: E402
-from harness.scripted_model import ScriptedModelServer  # noqa: E402
-from harness.stochastic_demo import stochastic_agent_script, stochastic_meta_script  # noqa: E402
-from harness.workspace import init_workspace  # noqa: E402
+from harness.models.gateway import OpenAIUpstream  # noqa: E402
+from harness.loop.controller import Controller  # noqa: E402
+from harness.loop.settings import LoopSettings  # noqa: E402
+from harness.loop.power import Population  # noqa: E402
+from harness.models.scripted_model import ScriptedModelServer  # noqa: E402
+from harness.models.stochastic_demo import stochastic_agent_script, stochastic_meta_script  # noqa: E402
+from harness.loop.workspace import init_workspace  # noqa: E402
 
 
 def one_seed(seed: int, args: argparse.Namespace, root: Path) -> tuple[str, str, int]:

@@ -69,16 +69,16 @@ sys.path.insert(0, str(ROOT))
 
 import agent_seed
 import benchmark._docker as _docker_mod
-import harness.loop as loop_mod
-import harness.proposer as proposer_mod
+import harness.loop.controller as loop_mod
+import harness.propose.meta as proposer_mod
 from benchmark import Grader, ImageBuilder, load_suite
-from harness.demo import demo_agent_script, demo_meta_script
-from harness.gateway import OpenAIUpstream
-from harness.journal import Journal
-from harness.loop import Controller
-from harness.settings import LoopSettings
-from harness.scripted_model import ScriptedModelServer
-from harness.workspace import init_workspace
+from harness.cli.demo import demo_agent_script, demo_meta_script
+from harness.models.gateway import OpenAIUpstream
+from harness.loop.journal import Journal
+from harness.loop.controller import Controller
+from harness.loop.settings import LoopSettings
+from harness.models.scripted_model import ScriptedModelServer
+from harness.loop.workspace import init_workspace
 
 TARGET = 0.05
 

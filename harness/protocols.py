@@ -40,12 +40,12 @@ if TYPE_CHECKING:
     import random
 
     from benchmark import ImageBuilder, TaskSpec
-    from harness.acceptance import Decision
-    from harness.agent_source import AgentSource
-    from harness.evaluate import TaskOutcome, TaskRunner
-    from harness.evidence import Evidence
-    from harness.proposer import ProposalResult
-    from harness.selection import GenerationRecord
+    from harness.loop.acceptance import Decision
+    from harness.run.agent_source import AgentSource
+    from harness.run.evaluate import TaskOutcome, TaskRunner
+    from harness.propose.evidence import Evidence
+    from harness.propose.meta import ProposalResult
+    from harness.loop.selection import GenerationRecord
 
 __all__ = [
     "ACCEPTANCE_RULES", "AcceptanceRule", "ENVIRONMENTS", "EXECUTORS", "Environment", "Executor",
@@ -139,18 +139,18 @@ class Registry:
 
 
 ENVIRONMENTS = Registry("environment", {"docker": "benchmark:DockerEnvironment"})
-PROPOSERS = Registry("proposer", {"meta": "harness.proposer:MetaProposer",
-                                  "self": "harness.self_proposer:SelfProposer"})
+PROPOSERS = Registry("proposer", {"meta": "harness.propose.meta:MetaProposer",
+                                  "self": "harness.propose.self:SelfProposer"})
 ACCEPTANCE_RULES = Registry("acceptance rule", {
-    "strict": "harness.acceptance:StrictRule",
-    "margin": "harness.acceptance:MarginRule",
-    "sign": "harness.acceptance:PairedExactTest",
-    "mcnemar": "harness.acceptance:PairedExactTest",
+    "strict": "harness.loop.acceptance:StrictRule",
+    "margin": "harness.loop.acceptance:MarginRule",
+    "sign": "harness.loop.acceptance:PairedExactTest",
+    "mcnemar": "harness.loop.acceptance:PairedExactTest",
 })
 """``sign`` and ``mcnemar`` share one implementation (one- and two-sided)."""
-PARENT_SELECTORS = Registry("parent selector", {"best": "harness.selection:BestSelector",
-                                                "archive": "harness.selection:ArchiveSelector",
-                                                "clade": "harness.selection:CladeSelector"})
-EXECUTORS = Registry("executor", {"local": "harness.executors:LocalPool",
-                                  "ray": "harness.ray_executor:RayExecutor"})
-MODEL_CLIENTS = Registry("model client", {"openai": "harness.gateway:OpenAIUpstream"})
+PARENT_SELECTORS = Registry("parent selector", {"best": "harness.loop.selection:BestSelector",
+                                                "archive": "harness.loop.selection:ArchiveSelector",
+                                                "clade": "harness.loop.selection:CladeSelector"})
+EXECUTORS = Registry("executor", {"local": "harness.run.executors:LocalPool",
+                                  "ray": "harness.run.ray_executor:RayExecutor"})
+MODEL_CLIENTS = Registry("model client", {"openai": "harness.models.gateway:OpenAIUpstream"})

@@ -17,6 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("harness", "benchmark", "agent_seed")
 ACYCLIC = ("harness", "benchmark")
+HARNESS_LAYERS = ("cli", "read", "loop", "propose", "run", "models", "")
+"""harness's subpackages, top down: a module imports only from its own layer or below.
+"" is the package's own modules (`errors`, `protocols`), the floor every layer may use."""
 
 
 def modules(root: Path, packages: tuple[str, ...] = PACKAGES) -> dict[str, Path]:
@@ -130,6 +133,23 @@ def test_no_import_cycle_between_modules():
     assert import_cycles(import_graph(ROOT)) == []
 
 
+def layer_problems(root: Path) -> list[str]:
+    """One line per import of a harness module from a layer above its own."""
+    def layer(name: str) -> int:
+        part = (name.split(".") + [""])[1]
+        return HARNESS_LAYERS.index(part if part in HARNESS_LAYERS else "")
+
+    return [f"{name} ({layer(name)}) imports {other} ({layer(other)}), a layer above it"
+            for name, edges in import_graph(root, ("harness",)).items() for other in sorted(edges)
+            if layer(other) < layer(name)]
+
+
+def test_harness_layers_import_downward_only():
+    """cli -> read -> loop -> propose -> run -> models -> (errors, protocols): the layout
+    shows the architecture, and a module can be read knowing only the layers below it."""
+    assert layer_problems(ROOT) == []
+
+
 def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
     for rel, text in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -174,3 +194,19 @@ def test_the_cycle_check_finds_a_lazy_cycle(tmp_path):
         ["harness.cli", "harness.loop", "harness.journal", "harness.cli"]]
     (root / "harness/journal.py").write_text("import json\n")
     assert import_cycles(import_graph(root)) == []
+
+
+def test_the_layer_check_catches_an_upward_import(tmp_path):
+    """A model module reaching up into the loop is reported; the loop using models is not."""
+    root = _tree(tmp_path, {
+        "harness/__init__.py": "",
+        "harness/loop/__init__.py": "",
+        "harness/loop/journal.py": "from harness.models import gateway\n",
+        "harness/models/__init__.py": "",
+        "harness/models/gateway.py": "from harness.errors import HarnessError\n",
+        "harness/errors.py": "",
+    })
+    assert layer_problems(root) == []
+    (root / "harness/models/gateway.py").write_text("def f():\n    from harness.loop.journal import x\n")
+    assert layer_problems(root) == [
+        "harness.models.gateway (5) imports harness.loop.journal (2), a layer above it"]

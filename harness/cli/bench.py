@@ -243,11 +243,11 @@ def grade(
 def _upstream(model: Optional[str], scripted: Optional[str], tasks):
     """(upstream, model name, label, server to stop): a real endpoint or a scripted one."""
 
-    from harness.gateway import OpenAIUpstream
+    from harness.models.gateway import OpenAIUpstream
 
     if scripted:
-        from harness.oracle import oracle_script
-        from harness.scripted_model import Script, ScriptError, ScriptedModelServer
+        from harness.models.oracle import oracle_script
+        from harness.models.scripted_model import Script, ScriptError, ScriptedModelServer
 
         try:
             script = oracle_script(tasks) if scripted == "oracle" else Script.load(scripted)
@@ -294,11 +294,11 @@ def run_agent(
 ) -> None:
     """Run an agent on every task in a fresh sandbox, grade each patch, summarize."""
     from benchmark import DockerEnvironment
-    from harness.agent_source import AgentSourceError, resolve_agent
-    from harness.bench_run import BenchRun
-    from harness.executors import ExecutorError
-    from harness.gateway import Budget, Gateway
-    from harness.ledger import Ledger
+    from harness.run.agent_source import AgentSourceError, resolve_agent
+    from harness.run.bench_run import BenchRun
+    from harness.run.executors import ExecutorError
+    from harness.models.gateway import Budget, Gateway
+    from harness.models.ledger import Ledger
 
     loaded = _load(suite, _selection(split, slice_, filter_, instance_ids))
     agent_runnable(loaded.tasks)
@@ -361,7 +361,7 @@ def run_agent(
                   f"summary: {out}")
     errors = [o for o in outcomes if o.error]
     if errors:
-        from harness.endpoint import configured_url
+        from harness.models.endpoint import configured_url
 
         endpoint = not scripted and any("model endpoint" in o.error for o in errors)
         err.print(f"[bold red]error:[/] {len(errors)} task(s) have no verdict (left out of "
@@ -386,7 +386,7 @@ def audit(
     unresolved, and the gold patch resolved."""
     from benchmark import InfraError
     from benchmark import audit as run_audit
-    from harness.executors import ExecutorError
+    from harness.run.executors import ExecutorError
 
     loaded = _load(suite)
     out = _run_dir("audit", run_id)
@@ -463,9 +463,9 @@ def list_suites() -> None:
 
 
 def _forge_target(run: str):
-    """The curriculum of run `run` (`harness.forge_target`), or one clear error."""
-    from harness.forge_target import TargetError, read_target
-    from harness.workspace import WorkspaceError, find_workspace
+    """The curriculum of run `run` (`harness.read.forge_target`), or one clear error."""
+    from harness.read.forge_target import TargetError, read_target
+    from harness.loop.workspace import WorkspaceError, find_workspace
 
     try:
         return read_target(find_workspace(Path.cwd()), run)

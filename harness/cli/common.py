@@ -69,8 +69,8 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 def checked_run_id(value: Optional[str]) -> Optional[str]:
     """A typer callback for every run id a user gives (option or argument): refused at parse
-    time, before any path is made of it (`harness.workspace.check_run_id`)."""
-    from harness.workspace import WorkspaceError, check_run_id
+    time, before any path is made of it (`harness.loop.workspace.check_run_id`)."""
+    from harness.loop.workspace import WorkspaceError, check_run_id
 
     if value is None:
         return None
@@ -146,7 +146,7 @@ def _grader(out: Path, progress: Progress, executor: str = "local"):
 
 def _executor(spec: str, workers: int, progress: Progress):
     """The executor `spec` names, connected; a clear error when it cannot be used."""
-    from harness.executors import ExecutorError, parse_executor
+    from harness.run.executors import ExecutorError, parse_executor
 
     try:
         return parse_executor(spec, workers=workers,
@@ -157,7 +157,7 @@ def _executor(spec: str, workers: int, progress: Progress):
 
 def _prepare_images(grader, tasks, progress: Progress, executor: str = "local") -> None:
     """Build every missing image first, so the grading bar measures grading. On a cluster
-    each node builds what it lacks from the same recipe (`harness.ray_executor`)."""
+    each node builds what it lacks from the same recipe (`harness.run.ray_executor`)."""
     from benchmark import InfraError
 
     if executor != "local":
@@ -179,7 +179,7 @@ def _priced(models: dict[str, str], allow_unpriced: bool, *, extra: Optional[dic
     """The price table for a run's models (role -> name), or one clear error before anything
     is written: a bad RATCHET_PRICES file, or a model with no price without --allow-unpriced.
     `free` names scripted models: no endpoint is paid, so they are priced at $0 explicitly."""
-    from harness.prices import PriceTable, unpriced_refusal
+    from harness.models.prices import PriceTable, unpriced_refusal
 
     try:
         table = PriceTable.load(extra=extra)
@@ -199,8 +199,8 @@ def _priced(models: dict[str, str], allow_unpriced: bool, *, extra: Optional[dic
 
 def check_model_endpoint(base_url: Optional[str] = None, api_key: Optional[str] = None) -> None:
     """One clear error, before anything is written, when an endpoint (default: the
-    environment's) does not answer (`harness.endpoint`)."""
-    from harness.endpoint import EndpointError, check_endpoint
+    environment's) does not answer (`harness.models.endpoint`)."""
+    from harness.models.endpoint import EndpointError, check_endpoint
 
     try:
         check_endpoint(base_url, api_key)

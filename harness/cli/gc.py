@@ -1,4 +1,4 @@
-"""``ratchet gc``: report and remove what stopped runs left behind (`harness.leftovers`)."""
+"""``ratchet gc``: report and remove what stopped runs left behind (`harness.loop.leftovers`)."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def gc_command(
 ) -> None:
     """Remove what stopped runs left: containers, empty dangling volumes, worktrees of recorded
     generations, temp and socket dirs, stale images. Live runs' things are never touched."""
-    from harness import leftovers
-    from harness.workspace import WorkspaceError, find_workspace
+    from harness.loop import leftovers
+    from harness.loop.workspace import WorkspaceError, find_workspace
 
     try:
         root: Optional[Path] = find_workspace(workspace or Path.cwd())

@@ -30,7 +30,7 @@ WORKSPACE_HELP = "The workspace: a git repository holding agent_seed/ (default: 
 
 
 def _workspace(path: Optional[Path]) -> Path:
-    from harness.workspace import WorkspaceError, find_workspace
+    from harness.loop.workspace import WorkspaceError, find_workspace
 
     try:
         return find_workspace(path or Path.cwd())
@@ -42,7 +42,7 @@ def _workspace(path: Optional[Path]) -> Path:
 def init(directory: Path = typer.Argument(Path("."), help="Where to make the workspace.")) -> None:
     """Make a git workspace holding the seed agent and a commented example run file (run.yaml)."""
     import agent_seed
-    from harness.workspace import WorkspaceError, init_workspace, is_workspace
+    from harness.loop.workspace import WorkspaceError, init_workspace, is_workspace
 
     if is_workspace(directory):
         console.print(f"{directory.resolve()} is already a ratchet workspace; nothing changed.")
@@ -66,13 +66,13 @@ def example_run_file() -> str:
 
 def _models(settings, tasks):
     """(agent upstream, meta upstream, servers to stop): the scripted demo's servers, or each
-    model's own endpoint from the settings (`harness.upstreams`)."""
+    model's own endpoint from the settings (`harness.models.upstreams`)."""
 
-    from harness.gateway import OpenAIUpstream
+    from harness.models.gateway import OpenAIUpstream
 
     if settings.scripted == "demo":
-        from harness.demo import demo_agent_script, demo_meta_script
-        from harness.scripted_model import ScriptedModelServer
+        from harness.cli.demo import demo_agent_script, demo_meta_script
+        from harness.models.scripted_model import ScriptedModelServer
 
         agent = ScriptedModelServer(demo_agent_script(tasks)).start()
         meta = ScriptedModelServer(demo_meta_script()).start()
@@ -82,7 +82,7 @@ def _models(settings, tasks):
                 [agent, meta])
     if settings.scripted:
         raise _fail(f"unknown scripted mode {settings.scripted!r} (known: demo)")
-    from harness.upstreams import EndpointSettingError, build_upstreams
+    from harness.models.upstreams import EndpointSettingError, build_upstreams
 
     try:
         agent, meta, endpoints = build_upstreams(settings)
@@ -99,8 +99,8 @@ def _drive(workspace: Path, settings, before_start=None) -> None:
     ``before_start`` runs once every check passed, before anything of the run is written
     (``--commit-agent``: nothing is committed for a run refused by a check)."""
     from harness.cli.common import _executor, _grader, _prepare_images, _progress
-    from harness.executors import ExecutorError
-    from harness.loop import Controller
+    from harness.run.executors import ExecutorError
+    from harness.loop.controller import Controller
 
     loaded = _load(settings.suite, run_selection(settings))
     _check_splits(settings, loaded.tasks, workspace / "runs" / settings.run / "splits.json")
@@ -183,9 +183,9 @@ def _drive(workspace: Path, settings, before_start=None) -> None:
 def _own_run(workspace: Path, run: str):
     """Take the run's lock (one writer per run) and its temp dir, label its containers, and
     sweep what dead processes left; a live run is one clear error. The returned object's
-    ``close`` gives it all back at the end (`harness.run_ownership`)."""
-    from harness.run_ownership import RunOwnership
-    from harness.runlock import RunLocked
+    ``close`` gives it all back at the end (`harness.loop.run_ownership`)."""
+    from harness.loop.run_ownership import RunOwnership
+    from harness.loop.runlock import RunLocked
 
     try:
         return RunOwnership.take(workspace, run, say=lambda message: err.print(f"[dim]{message}[/]"))
@@ -200,7 +200,7 @@ def stop_failure(state, settings) -> str | None:
     if not reason.startswith("run_stopped") or reason.endswith("interrupted"):
         return None
     if ("model endpoint" in reason or "model call" in reason) and not settings.scripted:
-        from harness.endpoint import configured_url
+        from harness.models.endpoint import configured_url
 
         return (f"the run stopped on a model endpoint failure; the endpoint is "
                 f"{configured_url()} (OPENAI_BASE_URL). Check it answers, then "
@@ -300,8 +300,8 @@ def run(
 
     Settings come from the defaults, then each -c (run file or KEY=VALUE), then the flags."""
     from benchmark import parse_ids
-    from harness.runfile import RunFileError, resolve
-    from harness.settings import to_settings
+    from harness.loop.runfile import RunFileError, resolve
+    from harness.loop.settings import to_settings
 
     if stage_size is not None:
         err.print("[yellow]--stage-size is deprecated and ignored:[/] futility looks after 1/3 and "
@@ -339,8 +339,8 @@ def start_run(root: Path, settings, commit_agent: bool = False) -> None:
     """What `ratchet run` and `ratchet demo` share: refuse an existing run, check the
     settings, splits and agent dir, drive the loop. A plain function, so no command ever calls
     another command's function and inherits typer's option objects as values."""
-    from harness.workspace import WorkspaceError, check_agent_committed
-    from harness.workspace import commit_agent as commit
+    from harness.loop.workspace import WorkspaceError, check_agent_committed
+    from harness.loop.workspace import commit_agent as commit
 
     _refuse_live(root, settings.run)
     if (root / "runs" / settings.run / "journal.jsonl").exists():
@@ -366,7 +366,7 @@ def start_run(root: Path, settings, commit_agent: bool = False) -> None:
 
 def _refuse_live(root: Path, run: str) -> None:
     """One writer per run: a run whose lock is held is refused, naming its holder."""
-    from harness.runlock import RunLock, RunLocked
+    from harness.loop.runlock import RunLock, RunLocked
 
     try:
         RunLock.refuse_if_live(root / "runs" / run, run)
@@ -375,11 +375,11 @@ def _refuse_live(root: Path, run: str) -> None:
 
 
 def _check_settings(settings, origins: Optional[dict[str, str]] = None) -> None:
-    """Every setting valid (`harness.runfile`, one line per bad one) and each model's endpoint
-    set up (`harness.upstreams`), before anything of the run is written. `origins`: run-file
+    """Every setting valid (`harness.loop.runfile`, one line per bad one) and each model's endpoint
+    set up (`harness.models.upstreams`), before anything of the run is written. `origins`: run-file
     key -> the flag that changed it, so a message names what the user typed."""
-    from harness.upstreams import EndpointSettingError, resolve_endpoints
-    from harness.runfile import RunFileError, from_settings, validate
+    from harness.models.upstreams import EndpointSettingError, resolve_endpoints
+    from harness.loop.runfile import RunFileError, from_settings, validate
 
     try:
         validate(from_settings(settings), origins or {})
@@ -395,7 +395,7 @@ def _check_splits(settings, tasks, recorded: Optional[Path] = None) -> None:
     """One clear error (exit 2) for a bad --study/--decide/--report-split/--holdout, before
     anything of the run is written; on resume, also for tasks split otherwise than the run's
     ``recorded`` splits.json says."""
-    from harness.splits import SplitError, check_unchanged, plan_splits
+    from harness.loop.splits import SplitError, check_unchanged, plan_splits
 
     try:
         plan = plan_splits(tasks, study=settings.study, decide=settings.decide,
@@ -428,9 +428,9 @@ def resume(
     workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP),
 ) -> None:
     """Continue a run after a crash, a Ctrl-C or a spent budget; or branch off a generation."""
-    from harness.acceptance import parse_rule
-    from harness.lineage import Lineage, LineageError, branched_run_id
-    from harness.settings import LoopSettings
+    from harness.loop.acceptance import parse_rule
+    from harness.loop.lineage import Lineage, LineageError, branched_run_id
+    from harness.loop.settings import LoopSettings
 
     root = _workspace(workspace)
     path = root / "runs" / run / "settings.json"
@@ -484,7 +484,7 @@ def _spent_text(state, root: Optional[Path] = None, run: str = "") -> str:
             "priced)" if state.unpriced_calls else f"${state.spent_usd:.4f}")
     log = root / "runs" / run / "spend.jsonl" if root is not None else None
     if log is not None and log.is_file():
-        from harness.ledger import Ledger
+        from harness.models.ledger import Ledger
 
         ahead = Ledger.open(log).run.cost_usd - state.spent_usd
         if ahead >= 0.00005:
@@ -493,7 +493,7 @@ def _spent_text(state, root: Optional[Path] = None, run: str = "") -> str:
 
 
 def _rows(root: Path, run: str):
-    from harness.journal import Journal, replay
+    from harness.loop.journal import Journal, replay
 
     path = root / "runs" / run / "journal.jsonl"
     if not path.exists():
@@ -549,8 +549,8 @@ def _scripted(root: Path, run: str) -> bool:
 
 
 def _print_log(root: Path, run: str) -> None:
-    from harness.journal import Journal
-    from harness.tamper import run_tampering
+    from harness.loop.journal import Journal
+    from harness.loop.tamper import run_tampering
 
     state, rows = _rows(root, run)
     tampering = run_tampering(Journal.read(root / "runs" / run / "journal.jsonl"))
@@ -600,8 +600,8 @@ def log_command(run: str = typer.Argument(..., metavar="RUN", callback=checked_r
 @app.command()
 def runs(workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) -> None:
     """The runs in this workspace; a live one with the pid and host driving it."""
-    from harness.journal import Journal, replay
-    from harness.runlock import RunLock
+    from harness.loop.journal import Journal, replay
+    from harness.loop.runlock import RunLock
 
     root = _workspace(workspace)
     table = Table()
@@ -625,11 +625,11 @@ def diff(run: str = typer.Argument(..., metavar="RUN", callback=checked_run_id),
                                                help="With --html: where (default runs/RUN/diff-A-B.html)."),
          workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) -> None:
     """The agent's source between two generations (plain `git diff` of their branches)."""
-    from harness.lineage import Lineage, LineageError
+    from harness.loop.lineage import Lineage, LineageError
 
     if html:
-        from harness.journal import JournalError
-        from harness.report import ReportError, write_diff
+        from harness.loop.journal import JournalError
+        from harness.read.report import ReportError, write_diff
 
         try:
             path = write_diff(_workspace(workspace), run, a, b, output)
@@ -673,8 +673,8 @@ def report(run: str = typer.Argument(..., metavar="RUN", callback=checked_run_id
                                                  help="Where (default runs/RUN/report.html)."),
            workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) -> None:
     """One self-contained HTML page of a run: rates, spend, lineage, task outcomes, accepted diffs."""
-    from harness.journal import JournalError
-    from harness.report import ReportError, write_report
+    from harness.loop.journal import JournalError
+    from harness.read.report import ReportError, write_report
 
     try:
         path = write_report(_workspace(workspace), run, output)
@@ -689,7 +689,7 @@ def report(run: str = typer.Argument(..., metavar="RUN", callback=checked_run_id
 def status(run: str = typer.Argument(..., metavar="RUN", callback=checked_run_id),
            workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) -> None:
     """Where a run is now; safe to call from another shell while it runs."""
-    from harness.journal import Journal
+    from harness.loop.journal import Journal
 
     root = _workspace(workspace)
     state, rows = _rows(root, run)
@@ -697,7 +697,7 @@ def status(run: str = typer.Argument(..., metavar="RUN", callback=checked_run_id
     last = events[-1] if events else {}
     current = max(state.generations, default=0)
     evaluated = sum(1 for e in events if e["event"] == "task_evaluated" and e.get("generation") == current)
-    from harness.tamper import run_tampering
+    from harness.loop.tamper import run_tampering
 
     tampering = run_tampering(events)
     tampered = sum(len(tasks) for tasks in tampering.values())
@@ -717,8 +717,8 @@ def _print_settings(path: Path) -> None:
     """The run's resolved settings, as a run file (keys only name where keys are read)."""
     import yaml
 
-    from harness.settings import LoopSettings
-    from harness.runfile import from_settings
+    from harness.loop.settings import LoopSettings
+    from harness.loop.runfile import from_settings
 
     try:
         settings = LoopSettings.load(path)
@@ -735,7 +735,7 @@ def _print_settings(path: Path) -> None:
 def demo(generations: int = typer.Option(2, "--generations", "-g", min=1),
          workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP)) -> None:
     """The scripted demo on the quickstart suite: one real fix accepted, one bad change rejected."""
-    from harness.demo import demo_settings
+    from harness.cli.demo import demo_settings
 
     start_run(_workspace(workspace),
               demo_settings(f"demo-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}", generations))
@@ -751,13 +751,13 @@ def export_command(
     workspace: Optional[Path] = typer.Option(None, help=WORKSPACE_HELP),
 ) -> None:
     """A run as JSONL: SWE-bench predictions, trajectories, DPO pairs, or lessons (schemas:
-    harness/export.py). Records with text aimed at the grader are flagged, never dropped."""
+    harness/read/export.py). Records with text aimed at the grader are flagged, never dropped."""
     import sys
 
     from rich.markup import escape
 
-    from harness.export import ExportError, export_run, write_jsonl
-    from harness.journal import JournalError
+    from harness.read.export import ExportError, export_run, write_jsonl
+    from harness.loop.journal import JournalError
 
     try:
         result = export_run(_workspace(workspace), run, what, gen)

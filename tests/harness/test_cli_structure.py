@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import typer
 
-from harness.demo import demo_settings
-from harness.settings import LoopSettings
+from harness.cli.demo import demo_settings
+from harness.loop.settings import LoopSettings
 from tests.conftest import ROOT
 
 CLI_MODULES = sorted((ROOT / "harness" / "cli").glob("*.py"))

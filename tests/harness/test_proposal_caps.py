@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import edits
-from harness.edits import EditRejected, Snapshot, WholeFile, apply_edits, check_worktree
-from harness.evidence import build_evidence
-from harness.gateway import OpenAIUpstream
-from harness.proposer import MetaProposer, read_agent_files
-from harness.scripted_model import ScriptedModelServer
+from harness.propose import edits
+from harness.propose.edits import EditRejected, Snapshot, WholeFile, apply_edits, check_worktree
+from harness.propose.evidence import build_evidence
+from harness.models.gateway import OpenAIUpstream
+from harness.propose.meta import MetaProposer, read_agent_files
+from harness.models.scripted_model import ScriptedModelServer
 
 HUGE_LESSONS = "- reproduce the bug first\n" * (14 * 1024 * 1024 // 26)
 """14 MB of lessons, as the issue saw."""

@@ -21,7 +21,7 @@ from harness.protocols import (
     ParentSelector,
     Proposer,
 )
-from harness.runfile import RunConfig
+from harness.loop.runfile import RunConfig
 
 SEAMS = [(ENVIRONMENTS, Environment), (PROPOSERS, Proposer), (ACCEPTANCE_RULES, AcceptanceRule),
          (PARENT_SELECTORS, ParentSelector), (EXECUTORS, Executor), (MODEL_CLIENTS, ModelClient)]

@@ -18,11 +18,11 @@ import pytest
 
 from benchmark import ImageBuilder, load_suite
 from benchmark._agent_env import DockerEnvironment
-from harness.edits import Snapshot
-from harness.evidence import Evidence, TaskEvidence, build_evidence
-from harness.gateway import Gateway, OpenAIUpstream
-from harness.scripted_model import ScriptedModelServer
-from harness.self_proposer import (
+from harness.propose.edits import Snapshot
+from harness.propose.evidence import Evidence, TaskEvidence, build_evidence
+from harness.models.gateway import Gateway, OpenAIUpstream
+from harness.models.scripted_model import ScriptedModelServer
+from harness.propose.self import (
     DEFAULT_DIAGNOSIS,
     SelfProposer,
     _AttemptFailed,

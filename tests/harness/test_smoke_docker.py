@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from benchmark import ImageBuilder, load_suite
-from harness.evidence import build_evidence
-from harness.gateway import OpenAIUpstream
-from harness.proposer import MetaProposer, read_agent_files
-from harness.scripted_model import ScriptedModelServer
-from harness.smoke import SMOKE_FILE, agent_selfcheck, check_candidate, smoke_test
+from harness.propose.evidence import build_evidence
+from harness.models.gateway import OpenAIUpstream
+from harness.propose.meta import MetaProposer, read_agent_files
+from harness.models.scripted_model import ScriptedModelServer
+from harness.propose.smoke import SMOKE_FILE, agent_selfcheck, check_candidate, smoke_test
 
 pytestmark = pytest.mark.docker
 

@@ -15,13 +15,13 @@ from typer.testing import CliRunner
 
 from benchmark import GradeResult, Grader, ImageBuilder, load_suite
 from benchmark._agent_env import AgentRun
-from harness.acceptance import parse_rule
-from harness.agent_source import resolve_agent
-from harness.evaluate import SandboxResult, TaskRunner
-from harness.gateway import Gateway, OpenAIUpstream
-from harness.journal import Journal, replay
-from harness.report import load_run, render_report
-from harness.tamper import gate, proposal_flags
+from harness.loop.acceptance import parse_rule
+from harness.run.agent_source import resolve_agent
+from harness.run.evaluate import SandboxResult, TaskRunner
+from harness.models.gateway import Gateway, OpenAIUpstream
+from harness.loop.journal import Journal, replay
+from harness.read.report import load_run, render_report
+from harness.loop.tamper import gate, proposal_flags
 
 
 def _outcomes(tmp_path: Path, worktree: Path, tampered_ids: set[str]) -> list[dict]:
