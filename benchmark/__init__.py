@@ -37,7 +37,7 @@ from benchmark._images import (
 from benchmark._images import RECIPES as IMAGE_RECIPES
 from benchmark._images import _namespace as image_namespace
 from benchmark._process import start_ticks
-from benchmark._runner import (
+from benchmark._grader import (
     GradeResult,
     Grader,
     GradingExecutor,

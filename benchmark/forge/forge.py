@@ -40,7 +40,7 @@ from pathlib import Path
 from benchmark import _docker
 from benchmark._grading import _trusted_pytest_block
 from benchmark._images import SANDBOX_USER, ImageBuilder
-from benchmark._runner import Grader
+from benchmark._grader import Grader
 from benchmark._sources import _sdist_members, download_sdist
 from benchmark._task import PypiSource, TaskEnvironment, TaskSpec
 from benchmark._validate import validate_tasks

@@ -22,7 +22,7 @@ Rules are named by a spec string, ``parse_rule("margin:2")``; the :class:`Decisi
 records that spec, so a verdict says which rule made it. The default is ``sign``, an exact
 test whose error budget is spent over the run (`level`). `decide_in_looks` is the whole
 decision step the loop takes, futility looks included; `harness.loop.power` and
-``bench/acceptance_power.py`` drive that same function with simulated agents.
+``perf/acceptance_power.py`` drive that same function with simulated agents.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ with m the mean of the Beta, so the mean rate moves by exactly d and every q_i s
 [0, 1]. Each simulated generation draws task rates, the best's K fresh baseline runs
 and the candidate's K runs (`draw_runs`), and hands them to `harness.loop.acceptance.decide_in_looks`, the
 function the loop decides with (futility looks and the run's alpha correction included):
-nothing here re-implements a rule. ``bench/acceptance_power.py`` builds its tables on
+nothing here re-implements a rule. ``perf/acceptance_power.py`` builds its tables on
 `simulate_generation`; `power` is the one number ``ratchet run`` prints at start.
 """
 

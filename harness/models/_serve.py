@@ -23,7 +23,7 @@ __all__ = ["Served", "error_body", "json_reply", "serve_tcp", "serve_unix", "sto
 
 BACKLOG = 1024
 """Many nodes' relays connect at once: the kernel's default backlog drops their connections
-past a few dozen concurrent calls (measured: bench/executor_scaling.py)."""
+past a few dozen concurrent calls (measured: perf/executor_scaling.py)."""
 
 
 @dataclass

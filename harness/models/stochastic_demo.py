@@ -9,7 +9,7 @@ rendered into the system prompt). The meta model proposes, in turn:
    best; only noise can make it look better.
 
 Used by the short check in tests/harness/test_loop_noise.py and the long one in
-bench/loop_noise.py: the improvement must be accepted and the no-op rejected.
+perf/loop_noise.py: the improvement must be accepted and the no-op rejected.
 """
 
 from __future__ import annotations

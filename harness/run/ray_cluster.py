@@ -1,6 +1,6 @@
 """A throwaway Ray cluster on this machine: a head and worker nodes, each a real ``ray start``.
 
-For the tests, ``bench/executor_scaling.py`` and trying ``--executor ray:ADDRESS`` without a
+For the tests, ``perf/executor_scaling.py`` and trying ``--executor ray:ADDRESS`` without a
 second machine. Every node is its own set of processes (GCS, raylet, object store, workers)
 offering its own ``docker`` slots, so scheduling, the object store and node loss behave as
 on a real cluster; the nodes share this machine's Docker daemon.

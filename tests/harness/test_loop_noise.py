@@ -1,6 +1,6 @@
 """The loop's statistics end to end: real sandboxes, real git, a stochastic scripted agent
 model whose success rate depends on the agent's own lessons file (harness.models.stochastic_demo).
-Short version (one seed, a three-task slice); bench/loop_noise.py runs many seeds."""
+Short version (one seed, a three-task slice); perf/loop_noise.py runs many seeds."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What an agent run costs besides the model: ``ratchet bench run``'s per-task path with the
 oracle scripted model, measured in-process on the same images.
 
-    python bench/agent_overhead.py [--suite quickstart] [--repeat 3] [--json out.json]
+    python perf/agent_overhead.py [--suite quickstart] [--repeat 3] [--json out.json]
 
 Per task, ``--repeat`` times, one task at a time (no parallel workers, so no contention):
 ``BenchRun.run_task`` exactly as ``ratchet bench run`` calls it, with a ``Gateway`` over a
@@ -55,7 +55,7 @@ import docker  # noqa: E402
 import docker.models.containers as _containers  # noqa: E402
 import docker.models.images as _images  # noqa: E402
 
-from _common import LoadSampler, time_calls  # noqa: E402  (bench/ is sys.path[0])
+from _common import LoadSampler, time_calls  # noqa: E402  (perf/ is sys.path[0])
 from benchmark import Grader, _docker  # noqa: E402
 from benchmark._agent_env import AgentRun, DockerEnvironment  # noqa: E402
 from benchmark._images import ImageBuilder  # noqa: E402

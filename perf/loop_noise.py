@@ -9,7 +9,7 @@ accepted, else (proposed again from the seed) a second try of the improvement. P
 the seeds, the accept rate of improvements and of no-ops with their binomial standard
 errors, and the agent runs per seed.
 
-    python bench/loop_noise.py --seeds 10 --attempts 3 --effect 0.3
+    python perf/loop_noise.py --seeds 10 --attempts 3 --effect 0.3
 """
 
 from __future__ import annotations

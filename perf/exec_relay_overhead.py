@@ -2,7 +2,7 @@
 in an image that is not ratchet's") would add per task: the agent in its own container, its
 commands run in the task container by the harness with ``docker exec``.
 
-    python bench/exec_relay_overhead.py [--image IMAGE] [--commands 30] [--repeat 5]
+    python perf/exec_relay_overhead.py [--image IMAGE] [--commands 30] [--repeat 5]
 
 Measured with the Docker SDK, the way the harness would do it:
 
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _common import LoadSampler  # noqa: E402  (bench/ is sys.path[0])
+from _common import LoadSampler  # noqa: E402  (perf/ is sys.path[0])
 from benchmark import _docker  # noqa: E402
 from benchmark._images import ImageBuilder  # noqa: E402
 

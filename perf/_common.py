@@ -1,4 +1,4 @@
-"""Shared by the bench scripts (run as `python bench/NAME.py`, so this imports as `_common`)."""
+"""Shared by the perf scripts (run as `python perf/NAME.py`, so this imports as `_common`)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """The gateway's cost per call and throughput under many concurrent callers, for this tree
 and (optionally) another checkout, in the same run.
 
-    python bench/gateway_load.py [--clients 1,8,64] [--rounds 2] [--against DIR] [--json out.json]
+    python perf/gateway_load.py [--clients 1,8,64] [--rounds 2] [--against DIR] [--json out.json]
 
-For each level of concurrent callers: ``bench/_gateway_load.relay_throughput`` (the same code
+For each level of concurrent callers: ``perf/_gateway_load.relay_throughput`` (the same code
 ``executor_scaling.py`` uses) posts 8 KB chat requests from client threads in a child
 process, each on its own gateway channel, straight to the channel's unix socket ("direct")
 and through a node relay per client ("relayed"), with an upstream that answers at once; and

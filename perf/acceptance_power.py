@@ -17,8 +17,8 @@ no-op proposals and under a stream of harmful ones (-0.02); the power of one gen
 no-ops); agent runs per generation (no-op stream, incl. screening and fresh baselines).
 Each figure is a Monte Carlo estimate: its standard error is printed with the table.
 
-    python bench/acceptance_power.py --runs 1000   # the table in docs/acceptance.md (~6 min)
-    python bench/acceptance_power.py --quick       # fewer simulated runs (~30 s)
+    python perf/acceptance_power.py --runs 1000   # the table in docs/acceptance.md (~6 min)
+    python perf/acceptance_power.py --quick       # fewer simulated runs (~30 s)
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 suite on the local pool and on a two-node Ray cluster, and the per-unit costs that grow
 with the number of nodes.
 
-    python bench/executor_scaling.py [--rounds 2] [--suite quickstart] [--json out.json]
+    python perf/executor_scaling.py [--rounds 2] [--suite quickstart] [--json out.json]
 
 Part 1, executors, same run. The suite with bench-run semantics (``BenchRun.run``: a fresh
 output directory and gateway per run, every task run and graded, one result file each),
@@ -78,7 +78,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
-from _common import LoadSampler  # noqa: E402  (bench/ is sys.path[0])
+from _common import LoadSampler  # noqa: E402  (perf/ is sys.path[0])
 from _gateway_load import REQUEST_BYTES, model_process, relay_throughput  # noqa: E402
 
 import harness.run.bench_run as bench_run_mod  # noqa: E402

@@ -1,6 +1,6 @@
 """The plain `ratchet forge` on packages it has no recipe for, and where its time goes.
 
-    python bench/forge_any.py [--count 5] [--out DIR] [NAME==VERSION ...]
+    python perf/forge_any.py [--count 5] [--out DIR] [NAME==VERSION ...]
 
 For each package, one after another (forging builds images: one at a time), runs exactly
 ``ratchet forge --package NAME==VER --count N --out DIR/NAME.jsonl`` (no other option) in

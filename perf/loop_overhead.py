@@ -1,7 +1,7 @@
 """What the self-improvement loop itself costs per generation, besides model calls, agent
 sandboxes, grading and the proposer's sandboxed selfcheck.
 
-    python bench/loop_overhead.py [--suite quickstart] [--generations 2] [--workers 2] [--json out.json]
+    python perf/loop_overhead.py [--suite quickstart] [--generations 2] [--workers 2] [--json out.json]
 
 A fresh workspace (``init_workspace`` from the installed ``agent_seed``) in a temporary
 directory; a ``Controller`` run in this process on the suite with the scripted demo models

@@ -1,7 +1,7 @@
 """How much ratchet's grading costs on top of the tests themselves, and against the official
 SWE-bench harness, measured in one run on the same images and gold patches.
 
-    python bench/grading_overhead.py [--suite quickstart] [--repeat 3] [--json out.json]
+    python perf/grading_overhead.py [--suite quickstart] [--repeat 3] [--json out.json]
 
 Per task, `--repeat` times, interleaved:
   (a) grade   - ``Grader.grade(task, task.patch)`` wall time (image already built): a fresh
@@ -52,11 +52,11 @@ import docker  # noqa: E402
 import docker.models.containers as _containers  # noqa: E402
 import docker.models.images as _images  # noqa: E402
 
-from _common import LoadSampler, time_calls  # noqa: E402  (bench/ is sys.path[0])
+from _common import LoadSampler, time_calls  # noqa: E402  (perf/ is sys.path[0])
 from benchmark import _docker  # noqa: E402
 from benchmark._grading import swebench_instance  # noqa: E402
 from benchmark._images import SANDBOX_USER, ImageBuilder  # noqa: E402
-from benchmark._runner import Grader, Job, run_jobs  # noqa: E402
+from benchmark._grader import Grader, Job, run_jobs  # noqa: E402
 from benchmark._suites import load_suite, suite_path  # noqa: E402
 from benchmark._task import TaskSpec, load_tasks  # noqa: E402
 
@@ -308,7 +308,7 @@ def main() -> int:
     suite["startup official (python -m ... import)"] = [
         _startup("import swebench.harness.run_evaluation") for _ in range(args.repeat)]
     suite["startup ratchet (import runner + swebench grading)"] = [
-        _startup("import benchmark._runner, swebench.harness.grading, swebench.harness.log_parsers")
+        _startup("import benchmark._grader, swebench.harness.grading, swebench.harness.log_parsers")
         for _ in range(args.repeat)]
 
     # --- report ---
