@@ -44,7 +44,7 @@ def _git(*args: str) -> str:
 def check_demo_run(run: str) -> list[str]:
     """What is wrong with the demo run `run`, as sentences; empty when it is as promised."""
     sys.path.insert(0, str(ROOT))
-    from harness.journal import Journal, replay
+    from harness.loop.journal import Journal, replay
 
     problems = []
     state = replay(Journal.read(ROOT / "runs" / run / "journal.jsonl"))

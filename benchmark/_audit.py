@@ -20,7 +20,7 @@ from typing import Callable
 
 from benchmark import _docker
 from benchmark._guard import paths_named_in_patch
-from benchmark._runner import GradeResult, Grader, GradingExecutor, Job, run_jobs
+from benchmark._grader import GradeResult, Grader, GradingExecutor, Job, run_jobs
 from benchmark._task import TaskSpec
 
 __all__ = ["Attack", "AuditRow", "Layout", "attack_patches", "audit", "fake_session",

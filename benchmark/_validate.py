@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from benchmark._runner import GradeResult, Grader, GradingExecutor, Job, run_jobs
+from benchmark._grader import GradeResult, Grader, GradingExecutor, Job, run_jobs
 from benchmark._task import TaskSpec
 
 __all__ = ["Validity", "validate_tasks"]

@@ -16,11 +16,11 @@ from benchmark.forge.forge import (
     split_of,
     stable_passes,
 )
+from benchmark.forge.finder import find_mutations
 from benchmark.forge.mutations import (
     KINDS,
     Mutation,
     apply_mutation,
-    find_mutations,
     is_library_file,
 )
 from benchmark.forge.statements import check_statement, failure_messages, write_statement

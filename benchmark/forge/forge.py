@@ -7,7 +7,7 @@ Pipeline for one ``NAME==VERSION``:
    setup patch) runs the package's own suite twice in the grader's hardened sandbox; only
    tests that pass both times count (`stable_passes`): a flaky test never becomes
    FAIL_TO_PASS.
-2. **Candidates.** `mutations.find_mutations` over the library files (never tests), in a
+2. **Candidates.** `finder.find_mutations` over the library files (never tests), in a
    seeded order that cycles through the mutation kinds and files.
 3. **Screening.** Candidates run in batches inside one sandbox per batch (apply, run the
    suite, restore): a candidate survives when some stable test fails, pytest finished, and
@@ -40,7 +40,7 @@ from pathlib import Path
 from benchmark import _docker
 from benchmark._grading import _trusted_pytest_block
 from benchmark._images import SANDBOX_USER, ImageBuilder
-from benchmark._runner import Grader
+from benchmark._grader import Grader
 from benchmark._sources import _sdist_members, download_sdist
 from benchmark._task import PypiSource, TaskEnvironment, TaskSpec
 from benchmark._validate import validate_tasks
@@ -55,11 +55,11 @@ from benchmark.forge.packages import (
     read_facts,
     resolve_deps,
 )
+from benchmark.forge.finder import find_mutations
 from benchmark.forge.mutations import (
     KINDS,
     Mutation,
     apply_mutation,
-    find_mutations,
     is_library_file,
 )
 from benchmark.forge.curriculum import Curriculum, draw_order

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-__all__ = ["KINDS", "STRUCTURE_KINDS", "TOKEN_KINDS", "Mutation", "apply_mutation", "find_mutations",
+__all__ = ["KINDS", "STRUCTURE_KINDS", "TOKEN_KINDS", "Mutation", "apply_mutation",
            "is_library_file"]
 
 TOKEN_KINDS = ("flip_compare", "off_by_one", "invert_if", "drop_stmt", "swap_args", "change_op")
@@ -377,21 +377,3 @@ class CompileCheck:
         except (SyntaxError, ValueError):
             return False
         return True
-
-
-def find_mutations(path: str, source: str, *, structural: bool = True) -> list[Mutation]:
-    """Every mutation of `source` (the file at `path`) that still compiles, in file order:
-    the token kinds here and (unless `structural` is false) the structural kinds."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []
-    from benchmark.forge.structural import find_structural  # it builds on this module
-
-    finder = _Finder(path, source)
-    finder.visit(tree)
-    compiles = CompileCheck(path, source, tree)
-    good = [m for m in sorted(finder.found, key=lambda m: (m.start, m.kind)) if compiles(m)]
-    if structural:
-        good += find_structural(path, source, tree, compiles)
-    return sorted(good, key=lambda m: (m.start, m.kind))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness._http import send_json
+from harness.models._http import send_json
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "agent_seed"

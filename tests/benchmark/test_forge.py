@@ -248,7 +248,7 @@ def test_lm_mutations_through_an_openai_protocol_server(monkeypatch):
     """The LM strategy reaches a model over the OpenAI protocol (ratchet's scripted server
     here) and turns its answers into mutations."""
     from benchmark.forge.lm import lm_mutations, openai_complete
-    from harness.scripted_model import ScriptedModelServer
+    from harness.models.scripted_model import ScriptedModelServer
 
     server = ScriptedModelServer({"default": BUGGY_ANSWER}).start()
     try:

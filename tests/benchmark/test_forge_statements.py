@@ -171,7 +171,7 @@ def test_a_model_statement_that_leaks_is_refused_and_retried_through_the_protoco
     sent back once with the reason; the clean second answer is used (over ratchet's scripted
     OpenAI-protocol server). A model that keeps leaking yields no statement (the forge then
     keeps the deterministic one)."""
-    from harness.scripted_model import ScriptedModelServer
+    from harness.models.scripted_model import ScriptedModelServer
 
     script = {"rules": [{"last_user_contains": "was refused", "reply": CLEAN}], "default": LEAKY}
     with ScriptedModelServer(script) as server:

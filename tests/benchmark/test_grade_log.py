@@ -200,7 +200,7 @@ def test_grade_results_without_the_tamper_fields_still_load():
     old = {"instance_id": "x", "label": "model", "resolved": False, "patch_exists": True,
            "patch_applied": True, "tests_ran": True, "tests_status": {}, "set_aside": [],
            "problems": [], "error": None, "seconds": 1.0, "log_path": ""}
-    from benchmark._runner import GradeResult
+    from benchmark._grader import GradeResult
 
     result = GradeResult(**old)
     assert result.tampered is False and result.tamper_reasons == []

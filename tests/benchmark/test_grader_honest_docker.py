@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmark import Grader, ImageBuilder, TaskSpec, load_suite
-from benchmark._runner import Defences, GradeResult
+from benchmark._grader import Defences, GradeResult
 
 pytestmark = pytest.mark.docker
 

@@ -242,7 +242,7 @@ def test_official_harness_agrees_with_ratchet(docker_daemon, tmp_path):
     import docker
 
     from benchmark._images import ImageBuilder
-    from benchmark._runner import Grader, Job, run_jobs
+    from benchmark._grader import Grader, Job, run_jobs
 
     source, tasks = suite_tasks()
     builder = ImageBuilder()

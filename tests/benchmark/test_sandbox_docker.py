@@ -15,8 +15,8 @@ import pytest
 
 from benchmark import ImageBuilder, load_tasks
 from benchmark._agent_env import DockerEnvironment
-from harness.gateway import Gateway, OpenAIUpstream
-from harness.scripted_model import ScriptedModelServer
+from harness.models.gateway import Gateway, OpenAIUpstream
+from harness.models.scripted_model import ScriptedModelServer
 from tests.conftest import DATA
 
 pytestmark = pytest.mark.docker

@@ -22,7 +22,7 @@ import pytest
 
 from benchmark import Grader, ImageBuilder, TaskSpec, load_suite
 from benchmark._audit import SPARE_COPIES as _SPARE_COPIES, SPARE_TWINS as _SPARE_TWINS
-from benchmark._runner import Defences, GradeResult, map_unordered
+from benchmark._grader import Defences, GradeResult, map_unordered
 
 pytestmark = pytest.mark.docker
 
@@ -441,7 +441,7 @@ _MEASURE = textwrap.dedent("""\
     import json, resource, sys
     from pathlib import Path
     from benchmark import Grader, ImageBuilder, load_suite
-    from benchmark._runner import Defences
+    from benchmark._grader import Defences
     task = next(t for t in load_suite("quickstart").tasks if t.instance_id == sys.argv[1])
     patch = Path(sys.argv[2]).read_text()
     defences = Defences(output_cap=sys.argv[4] == "on")

@@ -8,7 +8,7 @@ from math import comb
 
 import pytest
 
-from harness.acceptance import (
+from harness.loop.acceptance import (
     DEFAULT_RULE,
     RULES,
     MarginRule,
@@ -21,7 +21,7 @@ from harness.acceptance import (
     parse_rule,
     two_sided_mcnemar_p_value,
 )
-from harness.loop import LoopSettings
+from harness.loop.settings import LoopSettings
 
 
 def table(wins: int = 0, losses: int = 0, both: int = 0, neither: int = 0,

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli_loop import closing_hint, stop_failure
-from harness.journal import GenerationState, RunState
-from harness.loop import LoopSettings
-from harness.workspace import (
+from harness.cli.loop import closing_hint, stop_failure
+from harness.loop.journal import GenerationState, RunState
+from harness.loop.settings import LoopSettings
+from harness.loop.workspace import (
     WorkspaceError,
     agent_changes,
     check_agent_committed,

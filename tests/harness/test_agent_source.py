@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from harness.agent_source import AgentSourceError, pack_agent, resolve_agent, unpack_agent
+from harness.run.agent_source import AgentSourceError, pack_agent, resolve_agent, unpack_agent
 from tests.conftest import ROOT
 
 

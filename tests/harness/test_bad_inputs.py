@@ -25,9 +25,9 @@ from typing import Callable
 import pytest
 
 from benchmark import load_suite
-from harness.journal import Journal
-from harness.lineage import Lineage
-from harness.loop import LoopSettings
+from harness.loop.journal import Journal
+from harness.loop.lineage import Lineage
+from harness.loop.settings import LoopSettings
 
 RATCHET = str(Path(sys.executable).with_name("ratchet"))
 TASK = "isodate__isodate-0.7.2__leap-century-month-add"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from benchmark import load_suite
-from harness.oracle import ORACLE_USAGE, oracle_script
-from harness.scripted_model import ScriptedModelServer
+from harness.models.oracle import ORACLE_USAGE, oracle_script
+from harness.models.scripted_model import ScriptedModelServer
 from tests.conftest import ROOT
 
 RATCHET = str(Path(sys.executable).with_name("ratchet"))

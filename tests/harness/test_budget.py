@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from harness.gateway import Budget, Gateway, OpenAIUpstream
-from harness.ledger import Ledger, cap_output, output_field, worst_case_input_tokens
-from harness.prices import PriceTable
-from harness.scripted_model import ScriptedModelServer
+from harness.models.gateway import Budget, Gateway, OpenAIUpstream
+from harness.models.ledger import Ledger, cap_output, output_field, worst_case_input_tokens
+from harness.models.prices import PriceTable
+from harness.models.scripted_model import ScriptedModelServer
 
 MODEL = "priced-model"
 PRICE = (1.0, 2.0)  # USD per million tokens

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from harness.selection import ArchiveSelector, CladeSelector, GenerationRecord, parse_selector
+from harness.loop.selection import ArchiveSelector, CladeSelector, GenerationRecord, parse_selector
 
 
 def gen(number: int, parent: int | None, resolved: int, evaluated: int = 10, *,

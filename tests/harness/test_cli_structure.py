@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import typer
 
-from harness.demo import demo_settings
-from harness.loop import LoopSettings
+from harness.cli.demo import demo_settings
+from harness.loop.settings import LoopSettings
 from tests.conftest import ROOT
 
-CLI_MODULES = sorted((ROOT / "harness").glob("cli*.py"))
+CLI_MODULES = sorted((ROOT / "harness" / "cli").glob("*.py"))
 
 
 def _command_functions(tree: ast.Module) -> dict[str, ast.FunctionDef]:

@@ -78,7 +78,7 @@ def bare_options(text: str) -> set[str]:
 
 FOREIGN_OPTIONS = {
     "--network": "docker run", "--reject": "git apply", "--no-ext-diff": "git diff", "--color": "pytest",
-    "--repeat": "bench/*.py", "--rounds": "bench/*.py",
+    "--repeat": "perf/*.py", "--rounds": "perf/*.py",
     "--doctest-modules": "pytest", "--maxfail": "pytest",
 }
 """Options of other tools that the docs quote; anything else shown bare must be ratchet's."""

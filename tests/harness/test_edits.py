@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.edits import (
+from harness.propose.edits import (
     EditRejected,
     NotAnEdit,
     SearchReplace,

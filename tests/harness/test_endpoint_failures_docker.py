@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from benchmark import load_suite
-from harness._http import send_json
+from harness.models._http import send_json
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.docker

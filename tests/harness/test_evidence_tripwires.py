@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from benchmark import _tripwire
-from harness.evidence import collect_evidence, redact_tripwires
+from harness.propose.evidence import collect_evidence, redact_tripwires
 
 TESTS = '''\
 def parse_pair(text):

@@ -20,8 +20,8 @@ import pytest
 
 import agent_seed
 from benchmark import Grader, ImageBuilder, Job, load_suite, run_jobs
-from harness.demo import demo_agent_script, demo_meta_script
-from harness.export import (
+from harness.cli.demo import demo_agent_script, demo_meta_script
+from harness.read.export import (
     INJECTION_PATTERNS,
     ExportError,
     export_run,
@@ -33,12 +33,13 @@ from harness.export import (
     trajectories,
     write_jsonl,
 )
-from harness.gateway import OpenAIUpstream
-from harness.journal import Journal, replay
-from harness.lineage import Lineage
-from harness.loop import Controller, LoopSettings
-from harness.scripted_model import ScriptedModelServer
-from harness.workspace import init_workspace
+from harness.models.gateway import OpenAIUpstream
+from harness.loop.journal import Journal, replay
+from harness.loop.lineage import Lineage
+from harness.loop.controller import Controller
+from harness.loop.settings import LoopSettings
+from harness.models.scripted_model import ScriptedModelServer
+from harness.loop.workspace import init_workspace
 
 RATCHET = str(Path(sys.executable).with_name("ratchet"))
 SLICE = ("toolz__toolz-1.2.0__dissoc-many-keys", "isodate__isodate-0.7.2__december-month-carry",

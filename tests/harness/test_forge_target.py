@@ -1,5 +1,5 @@
 """`ratchet forge --target RUN`: the run's best generation is read from its directory
-(`harness.forge_target`), and bad targets are one clear error."""
+(`harness.read.forge_target`), and bad targets are one clear error."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.forge_target import TargetError, read_target
+from harness.read.forge_target import TargetError, read_target
 from tests.benchmark.test_forge_curriculum import _forged_outcomes
 from tests.conftest import ROOT
 

@@ -22,8 +22,8 @@ import httpx2
 import openai
 import pytest
 
-from harness.gateway import Budget, Channel, Gateway, OpenAIUpstream, PriceTable, RequestPolicy
-from harness.scripted_model import ScriptedModelServer
+from harness.models.gateway import Budget, Channel, Gateway, OpenAIUpstream, PriceTable, RequestPolicy
+from harness.models.scripted_model import ScriptedModelServer
 
 UPSTREAM_KEY = "fake-upstream-key-7f3a9c0e41d2"
 """The controller's real credential: it must never leave the host side of the gateway."""
@@ -160,13 +160,13 @@ def test_model_without_price_is_counted_as_unknown_and_warns_once(gateways, capl
     never as $0, with one warning, not a crash."""
     gateway = gateways.make(model="unpriced-model")
     client = sandbox_client(gateways.open(gateway, "task-1"))
-    with caplog.at_level(logging.WARNING, logger="harness.gateway"):
+    with caplog.at_level(logging.WARNING, logger="harness.models.gateway"):
         for _ in range(3):
             assert ask(client).choices[0].message.content == "a fix"
     usage = gateway.ledger.run
     assert (usage.calls, usage.prompt_tokens, usage.cost_usd, usage.unpriced_calls) == (3, 3000, 0.0, 3)
     warnings = [r for r in caplog.records
-                if r.name == "harness.gateway" and r.levelno == logging.WARNING]
+                if r.name == "harness.models.gateway" and r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "unpriced-model" in warnings[0].getMessage()
     assert "RATCHET_PRICES" in warnings[0].getMessage()
@@ -408,7 +408,7 @@ def test_price_table_load_reads_ratchet_prices(tmp_path, monkeypatch):
     assert PriceTable.load(prices).prices["my-model"] == (1.5, 3.0)
 
 
-# -- what a sandbox may send (harness._chat_request) -----------------------------------------
+# -- what a sandbox may send (harness.models._chat_request) -----------------------------------------
 
 def raw_client(channel: Channel) -> httpx2.Client:
     """Plain HTTP on a channel's socket: requests the openai SDK would not build."""
@@ -568,7 +568,7 @@ def test_not_json_and_no_messages_are_the_agents_400(gateways, upstream):
     assert len(records(channel)) == 3
 
 
-# -- retries (harness._retry) ----------------------------------------------------------------
+# -- retries (harness.models._retry) ----------------------------------------------------------------
 
 def test_a_429_burst_then_recovery_costs_the_call_nothing(gateways, upstream, caplog):
     """Four 429s with ``Retry-After: 0.3``, then the endpoint answers: the agent's call
@@ -585,7 +585,7 @@ def test_a_429_burst_then_recovery_costs_the_call_nothing(gateways, upstream, ca
     gateway = gateways.make(retry_seconds=60)
     client = sandbox_client(gateways.open(gateway, "retried"), max_retries=0)
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="harness.gateway"):
+    with caplog.at_level(logging.WARNING, logger="harness.models.gateway"):
         assert ask(client).choices[0].message.content == "a fix"
     assert time.monotonic() - started >= 3 * 0.3
     assert upstream.refused_calls == 4
@@ -646,7 +646,7 @@ def test_retry_after_forms():
     """``retry-after-ms``, seconds and an HTTP date are all read; none is no wait asked."""
     import email.utils
 
-    from harness._retry import retry_after
+    from harness.models._retry import retry_after
 
     def error(headers: dict[str, str]) -> openai.APIStatusError:
         response = httpx2.Response(429, headers=headers,

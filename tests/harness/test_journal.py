@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.journal import EVENTS, Journal, JournalError, replay
+from harness.loop.journal import EVENTS, Journal, JournalError, replay
 from tests.conftest import ROOT
 
 
@@ -98,7 +98,7 @@ def test_a_step_acknowledged_before_kill_9_is_in_the_journal(tmp_path):
     path = tmp_path / "journal.jsonl"
     child = subprocess.Popen(
         [sys.executable, "-c",
-         ("import sys; from pathlib import Path; from harness.journal import Journal\n"
+         ("import sys; from pathlib import Path; from harness.loop.journal import Journal\n"
          f"j = Journal(Path({str(path)!r}))\n"
          "for i in range(100000):\n"
          "    j.append('task_evaluated', tree_hash='h', task_id=str(i), attempt=0, result={'x': 'y' * 500})\n"
@@ -173,7 +173,7 @@ def test_replay_names_the_record_it_cannot_fold():
 
 
 def test_the_event_vocabulary_is_documented_in_the_module():
-    import harness.journal as module
+    import harness.loop.journal as module
 
     assert module.__doc__ is not None
     for event in EVENTS:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.lineage import (
+from harness.loop.lineage import (
     ChangesOutsideAgent,
     Generation,
     Lineage,
@@ -17,7 +17,7 @@ from harness.lineage import (
     NothingToCommit,
     branched_run_id,
 )
-from harness.workspace import init_workspace
+from harness.loop.workspace import init_workspace
 
 
 pytestmark = pytest.mark.usefixtures("no_git_identity")

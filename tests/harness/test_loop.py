@@ -18,12 +18,13 @@ import git
 import pytest
 
 from benchmark import Grader, ImageBuilder, InfraError, load_suite
-from harness.demo import demo_agent_script
-from harness.gateway import OpenAIUpstream
-from harness.journal import Journal, replay
-from harness.lineage import Lineage
-from harness.loop import Controller, LoopSettings
-from harness.scripted_model import ScriptedModelServer
+from harness.cli.demo import demo_agent_script
+from harness.models.gateway import OpenAIUpstream
+from harness.loop.journal import Journal, replay
+from harness.loop.lineage import Lineage
+from harness.loop.controller import Controller
+from harness.loop.settings import LoopSettings
+from harness.models.scripted_model import ScriptedModelServer
 from tests.harness.conftest import new_workspace, quickstart_slice
 
 pytestmark = pytest.mark.docker
@@ -201,7 +202,7 @@ def test_self_proposer_generation(workspace, suite, tmp_path):
     """`proposer="self"`: the parent agent edits its own source in a sandbox; the change is
     checked, committed as a generation and judged like any other (a new lesson changes no
     outcome here, so it is a tie: rejected)."""
-    from harness.scripted_model import Rule, Script
+    from harness.models.scripted_model import Rule, Script
 
     tasks = load_suite(str(suite)).tasks
     lesson = "- Read the failing test's assertion before editing code."

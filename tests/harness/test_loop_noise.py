@@ -1,6 +1,6 @@
 """The loop's statistics end to end: real sandboxes, real git, a stochastic scripted agent
-model whose success rate depends on the agent's own lessons file (harness.stochastic_demo).
-Short version (one seed, a three-task slice); bench/loop_noise.py runs many seeds."""
+model whose success rate depends on the agent's own lessons file (harness.models.stochastic_demo).
+Short version (one seed, a three-task slice); perf/loop_noise.py runs many seeds."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ import git
 import pytest
 
 from benchmark import Grader, ImageBuilder, load_suite
-from harness.attempts import attempt_index
-from harness.demo import demo_agent_script, demo_meta_script
-from harness.gateway import OpenAIUpstream
-from harness.journal import Journal
-from harness.loop import Controller, LoopSettings
-from harness.scripted_model import ScriptedModelServer
-from harness.stochastic_demo import stochastic_agent_script, stochastic_meta_script
-from harness.workspace import init_workspace
+from harness.loop.attempts import attempt_index
+from harness.cli.demo import demo_agent_script, demo_meta_script
+from harness.models.gateway import OpenAIUpstream
+from harness.loop.journal import Journal
+from harness.loop.controller import Controller
+from harness.loop.settings import LoopSettings
+from harness.models.scripted_model import ScriptedModelServer
+from harness.models.stochastic_demo import stochastic_agent_script, stochastic_meta_script
+from harness.loop.workspace import init_workspace
 from tests.harness.test_loop import SLICE
 
 import agent_seed
@@ -41,7 +42,7 @@ def _events(ws: Path, run: str) -> list[dict]:
 def test_a_real_improvement_is_accepted_and_a_no_op_rejected_under_noise(tmp_path, slice_tasks):
     """Tasks solved with p = 0.15; the improving lesson lifts that to 0.86, the no-op lesson
     changes nothing. Default rule (sign, run budget 0.05 over 2 generations), 4 attempts.
-    Simulated with harness.power, this design accepts the improvement with P = 0.89 and the
+    Simulated with harness.loop.power, this design accepts the improvement with P = 0.89 and the
     no-op with P < 0.001; this seed is one draw of it. Also checked: the best's baseline
     is a fresh set of runs, never the draw that won the test."""
     suite, tasks = slice_tasks

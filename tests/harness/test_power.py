@@ -1,4 +1,4 @@
-"""harness.power: the loop's decision step on simulated agents (the numbers printed at start)."""
+"""harness.loop.power: the loop's decision step on simulated agents (the numbers printed at start)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from harness.acceptance import parse_rule
-from harness.power import Population, draw_runs, power, shifted, simulate_generation
+from harness.loop.acceptance import parse_rule
+from harness.loop.power import Population, draw_runs, power, shifted, simulate_generation
 
 
 def test_shift_moves_the_mean_by_the_effect_and_keeps_rates_in_range():

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from benchmark import load_suite
-from harness.oracle import oracle_script
-from harness.prices import PriceTable, unpriced_refusal
-from harness.scripted_model import ScriptedModelServer
+from harness.models.oracle import oracle_script
+from harness.models.prices import PriceTable, unpriced_refusal
+from harness.models.scripted_model import ScriptedModelServer
 
 RATCHET = str(Path(sys.executable).with_name("ratchet"))
 UNPRICED = "nobody-priced-this-model-7"

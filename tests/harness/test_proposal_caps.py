@@ -3,21 +3,21 @@ prompt, sandbox and log carried. Past a cap the edit is refused, nothing is writ
 refusal goes back to the model as a failed check; with the caps switched off the same answer
 is accepted (the attack works without the defence).
 
-The meta model is a real ScriptedModelServer reached through the openai SDK; the worktree a
+The meta model is a real ScriptedModelServer reached through the openai SDK (`OpenAIUpstream`); the worktree a
 real copy of the seed agent."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import openai
 import pytest
 
-from harness import edits
-from harness.edits import EditRejected, Snapshot, WholeFile, apply_edits, check_worktree
-from harness.evidence import build_evidence
-from harness.proposer import MetaProposer, read_agent_files
-from harness.scripted_model import ScriptedModelServer
+from harness.propose import edits
+from harness.propose.edits import EditRejected, Snapshot, WholeFile, apply_edits, check_worktree
+from harness.propose.evidence import build_evidence
+from harness.models.gateway import OpenAIUpstream
+from harness.propose.meta import MetaProposer, read_agent_files
+from harness.models.scripted_model import ScriptedModelServer
 
 HUGE_LESSONS = "- reproduce the bug first\n" * (14 * 1024 * 1024 // 26)
 """14 MB of lessons, as the issue saw."""
@@ -41,7 +41,7 @@ def caps_off(monkeypatch):
 def _propose(worktree: Path, replies: list[str]):
     evidence = build_evidence([], max_tokens=2000)
     with ScriptedModelServer({"rules": [{"replies": replies}]}) as server:
-        client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=60)
+        client = OpenAIUpstream(server.base_url, "x", timeout=60, retry_seconds=0)
         result = MetaProposer(client, "meta").propose(worktree, evidence, read_agent_files(worktree))
         return result, list(server.requests)
 

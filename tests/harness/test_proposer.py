@@ -14,8 +14,8 @@ from typing import Any
 import openai
 import pytest
 
-from harness.edits import Snapshot
-from harness.evidence import (
+from harness.propose.edits import Snapshot
+from harness.propose.evidence import (
     Evidence,
     TaskEvidence,
     build_evidence,
@@ -23,9 +23,9 @@ from harness.evidence import (
     load_gateway_trajectory,
     redact_diffs,
 )
-from harness.gateway import Gateway, OpenAIUpstream
-from harness.proposer import MetaProposer, ModelCallFailed, read_agent_files
-from harness.scripted_model import ScriptedModelServer
+from harness.models.gateway import Gateway, OpenAIUpstream
+from harness.propose.meta import MetaProposer, ModelCallFailed, read_agent_files
+from harness.models.scripted_model import ScriptedModelServer
 
 
 GOLD_PATCH = """\
@@ -223,7 +223,7 @@ def evidence() -> Evidence:
 
 
 def _proposer(server: ScriptedModelServer, **kw: Any) -> MetaProposer:
-    client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=10)
+    client = OpenAIUpstream(server.base_url, "x", timeout=10, retry_seconds=0)
     return MetaProposer(client, "meta-model", **kw)
 
 

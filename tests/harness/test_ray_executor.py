@@ -1,5 +1,5 @@
 """``--executor ray`` on a real Ray cluster on this machine: a head and worker nodes, each a
-real ``ray start`` (`harness.ray_cluster.LocalCluster`), real Docker sandboxes, the real
+real ``ray start`` (`harness.run.ray_cluster.LocalCluster`), real Docker sandboxes, the real
 CLI. Tasks land on both nodes, verdicts equal the local executor's task by task, a node
 killed mid-run loses and duplicates nothing, and a node lacking an image builds it from
 the controller's inputs without the network."""
@@ -20,8 +20,8 @@ import pytest
 
 from benchmark import ImageBuilder, load_suite, task_image_tag
 from benchmark._images import base_image_tag
-from harness.journal import Journal
-from harness.oracle import ORACLE_USAGE
+from harness.loop.journal import Journal
+from harness.models.oracle import ORACLE_USAGE
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.docker
@@ -42,7 +42,7 @@ def _need_ray() -> None:
 def cluster(tmp_path_factory, docker_daemon):
     """A head and a worker node "b", one sandbox slot each."""
     _need_ray()
-    from harness.ray_cluster import LocalCluster
+    from harness.run.ray_cluster import LocalCluster
 
     with LocalCluster.start(tmp_path_factory.mktemp("ray"), slots=1) as made:
         made.add_node("b", slots=1)
@@ -140,7 +140,7 @@ def test_a_node_lost_mid_run_is_retried_elsewhere_and_journaled_once(cluster, tm
     assert set(calls[:retried]) == {"c"} and set(calls[retried:]) == {by_task[victim]["node"]}
     # the demo's agent model fences some packages' commands ```sh, which the seed agent cannot
     # read: the same verdicts as on the local pool (test_loop, the demo)
-    from harness.demo import SH_FENCED_REPOS
+    from harness.cli.demo import SH_FENCED_REPOS
 
     resolved = {task for task, result in by_task.items() if result["resolved"]}
     assert resolved == {t.instance_id for t in tasks
@@ -177,7 +177,7 @@ def test_a_node_without_the_image_builds_it_from_the_controllers_inputs(tmp_path
     the env and task images from the tree and wheels the controller put in the object
     store, and arrives at the controller's tag."""
     _need_ray()
-    from harness.ray_cluster import LocalCluster
+    from harness.run.ray_cluster import LocalCluster
 
     task, suite = _one_task_suite(tmp_path)
     node_cache = tmp_path / "node-cache"

@@ -12,9 +12,9 @@ from pathlib import Path
 import openai
 import pytest
 
-from harness.gateway import Budget, Channel, Gateway, OpenAIUpstream, PriceTable, RelayEndpoint
-from harness.relay import Relay
-from harness.scripted_model import ScriptedModelServer
+from harness.models.gateway import Budget, Channel, Gateway, OpenAIUpstream, PriceTable, RelayEndpoint
+from harness.models.relay import Relay
+from harness.models.scripted_model import ScriptedModelServer
 from tests.harness.test_gateway import SANDBOX_KEY, UPSTREAM_KEY, ask, sandbox_client
 
 MODEL = "priced-model"
@@ -106,7 +106,7 @@ def test_a_sandbox_gets_a_readable_error_when_the_controller_is_gone():
 
 
 def test_the_nodes_probe_tells_a_reachable_gateway_from_an_unreachable_one(gateway):
-    from harness.ray_executor import _probe_gateway
+    from harness.run.ray_executor import _probe_gateway
 
     assert _probe_gateway(gateway.serve_relay().url) is None  # a 401 without the token: reached
     problem = _probe_gateway("http://127.0.0.1:9")

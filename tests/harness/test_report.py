@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.report import (
+from harness.read.report import (
     Change,
     GenerationSummary,
     RunReport,
@@ -248,7 +248,7 @@ def test_model_written_text_is_escaped_and_the_page_needs_nothing_outside_it():
 def test_the_charts_have_a_mark_for_every_generation():
     """Layout is pure data: one rate mark per generation (invalid ones on the baseline), two
     stacked bars per generation, one tree node per generation, a cell per task × generation."""
-    from harness.report import lineage_tree, outcome_grid, rate_chart, spend_chart
+    from harness.read.report import lineage_tree, outcome_grid, rate_chart, spend_chart
 
     report = _made_up_report()
     rate = rate_chart(report)
@@ -288,10 +288,11 @@ def test_report_of_a_missing_run_says_so(tmp_path):
 def real_run(tmp_path_factory, docker_daemon) -> tuple[Path, str]:
     """The scripted demo on a three-task slice, two generations: gen 1 accepted, gen 2 rejected."""
     from benchmark import Grader, ImageBuilder, load_suite
-    from harness.demo import demo_agent_script, demo_meta_script
-    from harness.gateway import OpenAIUpstream
-    from harness.loop import Controller, LoopSettings
-    from harness.scripted_model import ScriptedModelServer
+    from harness.cli.demo import demo_agent_script, demo_meta_script
+    from harness.models.gateway import OpenAIUpstream
+    from harness.loop.controller import Controller
+    from harness.loop.settings import LoopSettings
+    from harness.models.scripted_model import ScriptedModelServer
 
     tmp = tmp_path_factory.mktemp("report-run")
     by_id = {t.instance_id: t for t in load_suite("quickstart").tasks}
@@ -365,8 +366,8 @@ def test_the_report_split_is_drawn_as_the_best_held_out_curve(tmp_path):
     import json
     from dataclasses import replace
 
-    from harness.journal import Journal
-    from harness.report import load_run, rate_chart
+    from harness.loop.journal import Journal
+    from harness.read.report import load_run, rate_chart
 
     report = _made_up_report()
     report.settings["report_split"] = "heldout"

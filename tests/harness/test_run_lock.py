@@ -15,10 +15,10 @@ from pathlib import Path
 import git
 import pytest
 
-from harness.lineage import Lineage
-from harness.runlock import RunLock, RunLocked, clear_stale_git_locks
-from harness.scratch import Scratch, owner_alive
-from harness.workspace import init_workspace
+from harness.loop.lineage import Lineage
+from harness.loop.runlock import RunLock, RunLocked, clear_stale_git_locks
+from harness.loop.scratch import Scratch, owner_alive
+from harness.loop.workspace import init_workspace
 from tests.conftest import ROOT
 
 RATCHET = str(Path(sys.executable).with_name("ratchet"))
@@ -34,7 +34,7 @@ def _holder(run_dir: Path, then: str = "time.sleep(600)") -> subprocess.Popen:
     code = textwrap.dedent(f"""
         import sys, time, os, signal
         from pathlib import Path
-        from harness.runlock import RunLock
+        from harness.loop.runlock import RunLock
         lock = RunLock.acquire(Path({str(run_dir)!r}), "r1")
         print("locked", flush=True)
     """) + textwrap.dedent(then)
@@ -116,8 +116,8 @@ _WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     import git
-    from harness import lineage as module
-    from harness.lineage import Lineage
+    from harness.loop import lineage as module
+    from harness.loop.lineage import Lineage
     workspace, run, locked, go = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "1", Path(sys.argv[4])
     module.LOCK_NOTES = locked
     shas = sys.argv[5:]

@@ -22,10 +22,10 @@ from benchmark import _docker
 from benchmark import ImageBuilder
 from benchmark._images import RECIPE_LABEL, RECIPES
 from benchmark._process import start_ticks
-from harness.demo import demo_agent_script
-from harness.journal import Journal, replay
-from harness.lineage import Lineage
-from harness.scripted_model import Rule, Script, ScriptedModelServer
+from harness.cli.demo import demo_agent_script
+from harness.loop.journal import Journal, replay
+from harness.loop.lineage import Lineage
+from harness.models.scripted_model import Rule, Script, ScriptedModelServer
 from tests.harness.test_loop import SLICE, _evaluated_twice, suite, workspace  # noqa: F401
 
 pytestmark = pytest.mark.docker

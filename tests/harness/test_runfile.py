@@ -1,4 +1,4 @@
-"""The run file (`harness.runfile`) and `ratchet run -c`: sources merge in a fixed order, every
+"""The run file (`harness.loop.runfile`) and `ratchet run -c`: sources merge in a fixed order, every
 bad field is one line naming where it came from, and a bad value stops the run before anything
 of it is written. No Docker: the CLI is stopped by validation before any sandbox."""
 
@@ -15,9 +15,9 @@ import git
 import pytest
 import yaml
 
-from harness.journal import Journal
-from harness.loop import LoopSettings
-from harness.runfile import RunFileError, from_settings, load_sources, resolve, to_settings
+from harness.loop.journal import Journal
+from harness.loop.runfile import RunFileError, from_settings, load_sources, resolve
+from harness.loop.settings import LoopSettings, to_settings
 from tests.conftest import ROOT
 from tests.harness.conftest import new_workspace
 
@@ -251,7 +251,7 @@ def test_every_flag_of_ratchet_run_has_a_run_file_key():
     import typer.main
 
     from harness.cli import app
-    from harness.runfile import FLAGS
+    from harness.loop.runfile import FLAGS
 
     run = typer.main.get_command(app).commands["run"]
     flags = {max(p.opts, key=len) for p in run.params if p.opts}

@@ -12,7 +12,7 @@ from typing import Any
 import openai
 import pytest
 
-from harness.scripted_model import NoRuleMatched, Script, ScriptedModelServer, ScriptError
+from harness.models.scripted_model import NoRuleMatched, Script, ScriptedModelServer, ScriptError
 
 SCRIPT: dict[str, Any] = {
     "rules": [
@@ -280,7 +280,7 @@ def test_lifecycle(tmp_path: Path):
 def test_stochastic_script_solves_at_its_rate_moved_by_the_agents_config():
     """A run's first call flips a coin with the task's rate; an Effect text in the system
     prompt (the agent's lessons) moves the rate; draws are reproducible per seed."""
-    from harness.scripted_model import Effect, StochasticScript, StochasticTask
+    from harness.models.scripted_model import Effect, StochasticScript, StochasticTask
 
     def script():
         return StochasticScript(seed=1, tasks=[StochasticTask(anchor="bug A", rate=0.3, solve=["fix", "done"])],

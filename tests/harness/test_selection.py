@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from harness.selection import (
+from harness.loop.selection import (
     SELECTORS,
     ArchiveSelector,
     BestSelector,

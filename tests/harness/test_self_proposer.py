@@ -18,14 +18,14 @@ import pytest
 
 from benchmark import ImageBuilder, load_suite
 from benchmark._agent_env import DockerEnvironment
-from harness.edits import Snapshot
-from harness.evidence import Evidence, TaskEvidence, build_evidence
-from harness.gateway import Gateway, OpenAIUpstream
-from harness.scripted_model import ScriptedModelServer
-from harness.self_proposer import (
+from harness.propose.edits import Snapshot
+from harness.propose.evidence import Evidence, TaskEvidence, build_evidence
+from harness.models.gateway import Gateway, OpenAIUpstream
+from harness.models.scripted_model import ScriptedModelServer
+from harness.propose.self import (
     DEFAULT_DIAGNOSIS,
     SelfProposer,
-    _AttemptFailed,
+    AttemptFailed,
     diagnosis_of,
     render_evidence,
 )
@@ -128,18 +128,18 @@ def test_patch_outside_the_agent_dir_is_rejected_and_ratchet_changes_dropped(
         (root / "agent_seed/lessons.md").write_text("- new\n")
         (root / "setup.py").write_text("x = 1\n")
 
-    with pytest.raises(_AttemptFailed, match=r"outside agent_seed/.*setup\.py") as failed:
+    with pytest.raises(AttemptFailed, match=r"outside agent_seed/.*setup\.py") as failed:
         proposer._attempt(worktree, repo, _patch_of(repo, outside))
     assert failed.value.stage == "apply"
     assert Snapshot.take(worktree / "agent_seed") == before  # nothing was written
 
-    with pytest.raises(_AttemptFailed, match=r"no change.*\.ratchet/x"):
+    with pytest.raises(AttemptFailed, match=r"no change.*\.ratchet/x"):
         proposer._attempt(worktree, repo, _patch_of(repo, lambda r: (r / ".ratchet/x").write_text("x")))
 
     def link(root: Path) -> None:
         (root / "agent_seed/secret").symlink_to("/etc/passwd")
 
-    with pytest.raises(_AttemptFailed, match="mode 120000"):
+    with pytest.raises(AttemptFailed, match="mode 120000"):
         proposer._attempt(worktree, repo, _patch_of(repo, link))
     assert Snapshot.take(worktree / "agent_seed") == before
 

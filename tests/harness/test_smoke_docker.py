@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import openai
 import pytest
 
 from benchmark import ImageBuilder, load_suite
-from harness.evidence import build_evidence
-from harness.proposer import MetaProposer, read_agent_files
-from harness.scripted_model import ScriptedModelServer
-from harness.smoke import SMOKE_FILE, agent_selfcheck, check_candidate, smoke_test
+from harness.propose.evidence import build_evidence
+from harness.models.gateway import OpenAIUpstream
+from harness.propose.meta import MetaProposer, read_agent_files
+from harness.models.scripted_model import ScriptedModelServer
+from harness.propose.smoke import SMOKE_FILE, agent_selfcheck, check_candidate, smoke_test
 
 pytestmark = pytest.mark.docker
 
@@ -57,7 +57,7 @@ def _propose(worktree: Path, task, smoke: bool):
     evidence = build_evidence([], max_tokens=2000)
     builder = ImageBuilder()
     with ScriptedModelServer({"rules": [{"reply": BROKEN_BUT_SELFCHECK_PASSES}]}) as server:
-        client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=60)
+        client = OpenAIUpstream(server.base_url, "x", timeout=60, retry_seconds=0)
         proposer = MetaProposer(client, "meta", max_attempts=2, extra_check=lambda wt: check_candidate(
             wt, task, builder, smoke=smoke))
         result = proposer.propose(worktree, evidence, read_agent_files(worktree))

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from benchmark import load_suite
-from harness.demo import SEED_FENCE, WIDE_FENCE, demo_agent_script, demo_meta_script
-from harness.journal import Journal, replay
-from harness.scripted_model import Script, ScriptedModelServer
+from harness.cli.demo import SEED_FENCE, WIDE_FENCE, demo_agent_script, demo_meta_script
+from harness.loop.journal import Journal, replay
+from harness.models.scripted_model import Script, ScriptedModelServer
 
 pytestmark = pytest.mark.docker
 
@@ -142,9 +142,9 @@ def test_a_paid_answer_is_not_bought_twice_after_a_kill(tmp_path, replay):
     """Invariant: a meta-model answer paid for by a process killed before it journaled the
     proposal is served again from the trajectory on resume, at no new cost; each paid
     answer once, to exactly the same request. With replay off it is bought again."""
-    from harness.gateway import Gateway, OpenAIUpstream
-    from harness.ledger import Ledger
-    from harness.prices import PriceTable
+    from harness.models.gateway import Gateway, OpenAIUpstream
+    from harness.models.ledger import Ledger
+    from harness.models.prices import PriceTable
 
     def gateway(upstream):
         made = Gateway(OpenAIUpstream(upstream.base_url, "k"), model="priced", log_dir=tmp_path / "meta",
@@ -229,8 +229,9 @@ def test_a_stop_in_the_middle_of_a_generation_counts_spend_once(tmp_path):
     The old stop record added `ledger - state.spent_usd` with a state that had not seen the
     generation's task records yet, counting their spend twice."""
     from benchmark import Grader, ImageBuilder, InfraError
-    from harness.gateway import OpenAIUpstream
-    from harness.loop import Controller, LoopSettings
+    from harness.models.gateway import OpenAIUpstream
+    from harness.loop.controller import Controller
+    from harness.loop.settings import LoopSettings
 
     class _Broken:
         """The real environment, except that the daemon always fails for one task."""

@@ -18,14 +18,15 @@ import pytest
 
 import agent_seed
 from benchmark import Grader, ImageBuilder, load_suite
-from harness.evidence import collect_evidence
-from harness.gateway import OpenAIUpstream
-from harness.loop import Controller, LoopSettings
-from harness.scripted_model import Script, ScriptedModelServer
-from harness.self_proposer import SelfProposer, render_evidence
-from harness.splits import (SplitError, check_unchanged, plan_splits, sign_test_power, split_of,
+from harness.propose.evidence import collect_evidence
+from harness.models.gateway import OpenAIUpstream
+from harness.loop.controller import Controller
+from harness.loop.settings import LoopSettings
+from harness.models.scripted_model import Script, ScriptedModelServer
+from harness.propose.self import SelfProposer, render_evidence
+from harness.loop.splits import (SplitError, check_unchanged, plan_splits, sign_test_power, split_of,
                             start_of_run_power)
-from harness.workspace import init_workspace
+from harness.loop.workspace import init_workspace
 
 RATCHET = str(Path(sys.executable).with_name("ratchet"))
 FORGED = load_suite("forged").tasks

@@ -15,13 +15,13 @@ from typer.testing import CliRunner
 
 from benchmark import GradeResult, Grader, ImageBuilder, load_suite
 from benchmark._agent_env import AgentRun
-from harness.acceptance import parse_rule
-from harness.agent_source import resolve_agent
-from harness.evaluate import SandboxResult, TaskRunner
-from harness.gateway import Gateway, OpenAIUpstream
-from harness.journal import Journal, replay
-from harness.report import load_run, render_report
-from harness.tamper import gate, proposal_flags
+from harness.loop.acceptance import parse_rule
+from harness.run.agent_source import resolve_agent
+from harness.run.evaluate import SandboxResult, TaskRunner
+from harness.models.gateway import Gateway, OpenAIUpstream
+from harness.loop.journal import Journal, replay
+from harness.read.report import load_run, render_report
+from harness.loop.tamper import gate, proposal_flags
 
 
 def _outcomes(tmp_path: Path, worktree: Path, tampered_ids: set[str]) -> list[dict]:
@@ -162,7 +162,7 @@ def test_a_proposals_diff_is_scanned_new_files_included(tmp_path, worktree):
 def test_a_resolved_flagged_task_is_listed_apart_and_tampering_is_counted():
     """report.json (run_report) and the bench tables keep flagged and tampered runs apart."""
     from benchmark import run_report
-    from harness.cli import _verdict
+    from harness.cli.bench import _verdict
 
     tasks = load_suite("quickstart").tasks[:3]
     flag = {"path": "pkg/m.py", "line": 1, "signature": "atexit registration", "text": "atexit"}

@@ -19,9 +19,9 @@ import yaml
 
 from benchmark import ImageBuilder, load_suite
 from benchmark import _docker
-from harness.demo import demo_agent_script, demo_meta_script
-from harness.journal import Journal, replay
-from harness.scripted_model import Rule, Script, ScriptedModelServer
+from harness.cli.demo import demo_agent_script, demo_meta_script
+from harness.loop.journal import Journal, replay
+from harness.models.scripted_model import Rule, Script, ScriptedModelServer
 from tests.conftest import ROOT
 from tests.harness.conftest import new_workspace, quickstart_slice
 

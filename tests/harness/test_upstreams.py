@@ -1,4 +1,4 @@
-"""Two endpoints (`harness.upstreams`): the agent's and the meta model's calls each go to their
+"""Two endpoints (`harness.models.upstreams`): the agent's and the meta model's calls each go to their
 own endpoint with their own key and settings, through gateways as the controller builds them.
 
 Real HTTP on both sides: two scripted model servers that, like a real endpoint, answer 401 to
@@ -10,11 +10,11 @@ from __future__ import annotations
 import openai
 import pytest
 
-from harness.upstreams import EndpointSettingError, build_upstreams, resolve_endpoints
-from harness.gateway import Gateway, Ledger
-from harness.loop import LoopSettings
-from harness.runfile import resolve, to_settings
-from harness.scripted_model import ScriptedModelServer
+from harness.models.upstreams import EndpointSettingError, build_upstreams, resolve_endpoints
+from harness.models.gateway import Gateway, Ledger
+from harness.loop.runfile import resolve
+from harness.loop.settings import LoopSettings, to_settings
+from harness.models.scripted_model import ScriptedModelServer
 
 AGENT_KEY, META_KEY = "agent-key-3f9e1c", "meta-key-b07d42"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.lineage import Lineage
-from harness.workspace import (
+from harness.loop.lineage import Lineage
+from harness.loop.workspace import (
     WorkspaceError,
     find_workspace,
     init_workspace,
