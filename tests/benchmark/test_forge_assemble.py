@@ -79,3 +79,14 @@ def test_the_shipped_suite_is_split_by_the_documented_rule_with_enough_held_out(
     assert {r["instance_id"]: r["split"] for r in rows} == stratified_splits(rows)
     assert Counter(r["split"] for r in rows)["heldout"] >= 100
     assert len({r["instance_id"] for r in rows}) == len(rows)
+
+
+def test_two_commands_in_the_same_second_never_share_a_run_folder(tmp_path, monkeypatch):
+    """Two forges started side by side in one second once wrote into one `forge-STAMP`
+    folder, each overwriting the other's forge_report.json and baseline.log."""
+    from harness.cli import _run_dir
+
+    monkeypatch.setenv("RATCHET_RUNS", str(tmp_path))
+    folders = [_run_dir("forge", None) for _ in range(3)]
+    assert len(set(folders)) == 3 and all(f.is_dir() for f in folders)
+    assert _run_dir("validate", "mine") == _run_dir("validate", "mine") == tmp_path / "bench" / "mine"
