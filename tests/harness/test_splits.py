@@ -44,7 +44,7 @@ def test_study_and_decide_follow_the_split_field():
     plan = plan_splits(FORGED, study="train", decide="heldout")
     assert {split_of(t) for t in plan.study} == {"train"} and len(plan.study) == N_TRAIN
     assert {split_of(t) for t in plan.decide} == {"heldout"} and len(plan.decide) == N_HELDOUT
-    assert N_TRAIN + N_HELDOUT == N and N_HELDOUT >= 100
+    assert N_TRAIN + N_HELDOUT == N
     assert not plan.studies_deciding and not plan.report
     assert plan_splits(FORGED, decide="heldout") == plan  # the rest is studied
     assert plan_splits(FORGED, study="train") == plan  # the rest decides
@@ -235,14 +235,14 @@ def _proposer_prompts(tmp: Path, tasks, **split_options) -> tuple[list[str], Con
     return sent + self_files, controller
 
 
-PICK = [t for t in FORGED if t.instance_id.startswith(("cachetools", "parse__"))]
-"""16 train and 4 heldout tasks of two packages."""
+PICK = [t for t in FORGED if t.instance_id.startswith("cachetools")]
+"""The 10 cachetools tasks: 5 train, 5 heldout."""
 
 
 def test_a_deciding_split_never_reaches_the_proposer(tmp_path):
     prompts, controller = _proposer_prompts(tmp_path, PICK, study="train", decide="heldout")
     decide = [t for t in PICK if split_of(t) == "heldout"]
-    assert len(decide) == 4 and {t.instance_id for t in controller.accept_on} == {t.instance_id for t in decide}
+    assert len(decide) == 5 and {t.instance_id for t in controller.accept_on} == {t.instance_id for t in decide}
     study_tests = {test for t in controller.study for test in t.FAIL_TO_PASS + t.PASS_TO_PASS}
     for text in prompts:
         for task in decide:
@@ -252,7 +252,7 @@ def test_a_deciding_split_never_reaches_the_proposer(tmp_path):
     meta = prompts[0]
     shown = [t for t in controller.study if t.instance_id in meta]
     assert shown and f"HIDDEN_MSG_{shown[0].instance_id}" in meta
-    assert "0 of 16 tasks resolved" in meta  # the study tasks only
+    assert f"0 of {len(PICK) - len(decide)} tasks resolved" in meta  # the study tasks only
     # the attack the split stops: evidence of every task shows the deciding ones
     everything = render_evidence(collect_evidence(
         {t.instance_id: _task_files(tmp_path / "again", t, False) for t in decide},
