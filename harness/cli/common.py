@@ -113,10 +113,22 @@ def agent_runnable(tasks) -> None:
 def _run_dir(kind: str, run_id: Optional[str]) -> Path:
     from benchmark import runs_dir
 
-    stamp = run_id or f"{kind}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-    path = runs_dir() / "bench" / stamp
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    if run_id:
+        path = runs_dir() / "bench" / run_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    # A stamped folder is never shared: two commands started in the same second (two forges
+    # side by side) would otherwise overwrite each other's report and baseline log.
+    stamp = f"{kind}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    (runs_dir() / "bench").mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        path = runs_dir() / "bench" / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{runs_dir() / 'bench' / stamp}: 999 folders of that second exist; give --run-id")
 
 
 def _progress() -> Progress:

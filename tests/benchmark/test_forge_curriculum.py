@@ -26,9 +26,9 @@ def test_weak_spots_rank_kinds_and_packages_by_smoothed_failure_rate():
     assert curriculum.packages[0].name == "tabulate==0.10.0" == curriculum.package()
     drop = curriculum.kinds[0]
     assert drop.failed == drop.total and drop.rate == (drop.total + 1) / (drop.total + 2)
-    weights = curriculum.kind_weights(("drop_stmt", "flip_compare", "remove_loop"))
+    weights = curriculum.kind_weights(("drop_stmt", "flip_compare", "lm_rewrite"))
     assert weights["drop_stmt"] > weights["flip_compare"]
-    assert weights["remove_loop"] == PRIOR  # a kind the run never met is still tried
+    assert weights["lm_rewrite"] == PRIOR  # a kind the run never met is still tried
     assert "drop_stmt" in curriculum.why() and "generation 3" in curriculum.why()
 
 

@@ -30,6 +30,9 @@ from harness.loop.workspace import init_workspace
 
 RATCHET = str(Path(sys.executable).with_name("ratchet"))
 FORGED = load_suite("forged").tasks
+N = len(FORGED)
+N_TRAIN = sum(split_of(t) == "train" for t in FORGED)
+N_HELDOUT = sum(split_of(t) == "heldout" for t in FORGED)
 
 
 def _ids(tasks) -> list[str]:
@@ -40,12 +43,13 @@ def _ids(tasks) -> list[str]:
 
 def test_study_and_decide_follow_the_split_field():
     plan = plan_splits(FORGED, study="train", decide="heldout")
-    assert {split_of(t) for t in plan.study} == {"train"} and len(plan.study) == 69
-    assert {split_of(t) for t in plan.decide} == {"heldout"} and len(plan.decide) == 17
+    assert {split_of(t) for t in plan.study} == {"train"} and len(plan.study) == N_TRAIN
+    assert {split_of(t) for t in plan.decide} == {"heldout"} and len(plan.decide) == N_HELDOUT
+    assert N_TRAIN + N_HELDOUT == N
     assert not plan.studies_deciding and not plan.report
     assert plan_splits(FORGED, decide="heldout") == plan  # the rest is studied
     assert plan_splits(FORGED, study="train") == plan  # the rest decides
-    assert "study train (69 tasks), decide on heldout (17 tasks)" in plan.how
+    assert f"study train ({N_TRAIN} tasks), decide on heldout ({N_HELDOUT} tasks)" in plan.how
 
 
 def test_no_split_studies_and_decides_on_the_same_tasks():
@@ -59,14 +63,14 @@ def test_the_report_split_never_studies_decides_or_runs_each_generation():
     assert {t.instance_id for t in plan.report} == heldout
     for part in (plan.study, plan.decide, plan.run_each_generation):
         assert not heldout & set(_ids(part))
-    assert "report-only: heldout (17 tasks)" in plan.how
+    assert f"report-only: heldout ({N_HELDOUT} tasks)" in plan.how
 
 
 def test_holdout_is_a_seeded_draw_not_the_last_tasks_in_file_order():
     """--holdout used to take the last N rows of the file (on forged, 16 of 17 of them
     labelled train). Now: a shuffle seeded with the run's seed, of the sorted ids."""
     plan = plan_splits(FORGED, holdout=17, seed=0)
-    assert len(plan.decide) == 17 and len(plan.study) == 69 and not plan.studies_deciding
+    assert len(plan.decide) == 17 and len(plan.study) == N - 17 and not plan.studies_deciding
     assert set(_ids(plan.decide)) != set(_ids(FORGED[-17:]))
     again = plan_splits(list(reversed(FORGED)), holdout=17, seed=0)
     assert set(_ids(again.decide)) == set(_ids(plan.decide))  # file order does not matter
@@ -75,18 +79,18 @@ def test_holdout_is_a_seeded_draw_not_the_last_tasks_in_file_order():
 
 
 @pytest.mark.parametrize("options, names", [
-    ({"study": "bogus"}, ["'bogus'", "heldout (17 tasks)", "train (69 tasks)"]),
-    ({"decide": "heldout,nope"}, ["'nope'", "heldout (17 tasks)", "train (69 tasks)"]),
-    ({"report": "nope"}, ["'nope'", "heldout (17 tasks)"]),
+    ({"study": "bogus"}, ["'bogus'", f"heldout ({N_HELDOUT} tasks)", f"train ({N_TRAIN} tasks)"]),
+    ({"decide": "heldout,nope"}, ["'nope'", f"heldout ({N_HELDOUT} tasks)", f"train ({N_TRAIN} tasks)"]),
+    ({"report": "nope"}, ["'nope'", f"heldout ({N_HELDOUT} tasks)"]),
     ({"study": "train", "decide": "train"}, ["overlap", "train"]),
     ({"study": ""}, ["--study ''", "empty split"]),
     ({"decide": "heldout,"}, ["--decide 'heldout,'", "empty split"]),
     ({"study": "train,heldout"}, ["'train,heldout'", "none to decide"]),
     ({"decide": "heldout", "report": "heldout"}, ["--decide and --report-split", "heldout"]),
     ({"report": "train,heldout"}, ["one split name"]),
-    ({"holdout": -1}, ["--holdout -1", "0 (off) or 1 to 85"]),
-    ({"holdout": 86}, ["--holdout 86", "0 (off) or 1 to 85"]),
-    ({"holdout": 69, "report": "heldout"}, ["--holdout 69", "1 to 68"]),
+    ({"holdout": -1}, ["--holdout -1", f"0 (off) or 1 to {N - 1}"]),
+    ({"holdout": N}, [f"--holdout {N}", f"0 (off) or 1 to {N - 1}"]),
+    ({"holdout": N_TRAIN, "report": "heldout"}, [f"--holdout {N_TRAIN}", f"1 to {N_TRAIN - 1}"]),
     ({"holdout": 3, "study": "train"}, ["--holdout 3", "--study/--decide"]),
 ])
 def test_each_bad_split_value_is_one_clear_error(options, names):
@@ -134,11 +138,11 @@ def workspace(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("args, names", [
-    (["--study", "bogus"], ["'bogus'", "train (69 tasks)"]),
+    (["--study", "bogus"], ["'bogus'", f"train ({N_TRAIN} tasks)"]),
     (["--study", "train", "--decide", "train"], ["overlap"]),
     (["--decide", ","], ["empty split"]),
     (["--holdout", "-1"], ["--holdout -1"]),
-    (["--holdout", "86"], ["--holdout 86"]),
+    (["--holdout", str(N)], [f"--holdout {N}"]),
     (["--report-split", "heldout", "--decide", "heldout"], ["--report-split"]),
 ])
 def test_bad_split_options_exit_2_with_one_message_and_write_nothing(workspace, args, names):
@@ -232,14 +236,14 @@ def _proposer_prompts(tmp: Path, tasks, **split_options) -> tuple[list[str], Con
     return sent + self_files, controller
 
 
-PICK = [t for t in FORGED if t.instance_id.startswith(("cachetools", "parse__"))]
-"""16 train and 4 heldout tasks of two packages."""
+PICK = [t for t in FORGED if t.instance_id.startswith("cachetools")]
+"""The cachetools tasks (21: 10 train, 11 heldout)."""
 
 
 def test_a_deciding_split_never_reaches_the_proposer(tmp_path):
     prompts, controller = _proposer_prompts(tmp_path, PICK, study="train", decide="heldout")
     decide = [t for t in PICK if split_of(t) == "heldout"]
-    assert len(decide) == 4 and {t.instance_id for t in controller.accept_on} == {t.instance_id for t in decide}
+    assert len(decide) == 11 and {t.instance_id for t in controller.accept_on} == {t.instance_id for t in decide}
     study_tests = {test for t in controller.study for test in t.FAIL_TO_PASS + t.PASS_TO_PASS}
     for text in prompts:
         for task in decide:
@@ -249,7 +253,7 @@ def test_a_deciding_split_never_reaches_the_proposer(tmp_path):
     meta = prompts[0]
     shown = [t for t in controller.study if t.instance_id in meta]
     assert shown and f"HIDDEN_MSG_{shown[0].instance_id}" in meta
-    assert "0 of 16 tasks resolved" in meta  # the study tasks only
+    assert f"0 of {len(PICK) - len(decide)} tasks resolved" in meta  # the study tasks only
     # the attack the split stops: evidence of every task shows the deciding ones
     everything = render_evidence(collect_evidence(
         {t.instance_id: _task_files(tmp_path / "again", t, False) for t in decide},
