@@ -69,7 +69,7 @@ class PriceTable:
         table.sources[SCRIPTED_MODEL] = "ratchet's scripted model (no endpoint is paid)"
         path = path or os.environ.get("RATCHET_PRICES")
         if path:
-            table.add(json.loads(Path(path).read_text(encoding="utf-8")), f"RATCHET_PRICES={path}")
+            table.add(_read_prices(Path(path)), f"RATCHET_PRICES={path}")
         if extra:
             table.add(extra, "the run's prices setting")
         return table
@@ -146,6 +146,24 @@ class PriceTable:
 
     def snapshot(self, models: list[str]) -> dict[str, Any]:
         return {model: self.describe(model) for model in dict.fromkeys(models)}
+
+
+def _read_prices(path: Path) -> dict[str, Any]:
+    """A user's price file as a mapping; a ValueError naming the file and what is wrong
+    (unreadable, not UTF-8, not JSON, not a mapping), never a bare decoder error."""
+    from benchmark._errors import TaskFileError
+    from benchmark._task import read_utf8
+
+    source = f"RATCHET_PRICES={path}"
+    try:
+        data = json.loads(read_utf8(path))
+    except TaskFileError as exc:
+        raise ValueError(f"{source}: {exc.message}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{source} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{source} holds a {type(data).__name__}, not a mapping of model names")
+    return data
 
 
 def unpriced_refusal(prices: PriceTable, models: dict[str, str]) -> str | None:

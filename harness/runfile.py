@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from benchmark._errors import TaskFileError
+from benchmark._task import read_utf8
 from harness.attempts import MAX_ATTEMPTS, MAX_PROPOSALS
 
 if TYPE_CHECKING:
@@ -228,12 +230,12 @@ def _nested(dotted: str, value: Any) -> dict:
 
 
 def _read_file(path: Path) -> dict:
+    if not path.exists():
+        raise RunFileError([f"{path}: no such run file (give a YAML file, or KEY=VALUE)"])
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RunFileError([f"{path}: no such run file (give a YAML file, or KEY=VALUE)"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RunFileError([f"{path}: cannot read the run file: {exc}"]) from exc
+        text = read_utf8(path)
+    except TaskFileError as exc:
+        raise RunFileError([f"{path}: cannot read the run file: {exc.message}"]) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
