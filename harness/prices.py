@@ -175,6 +175,7 @@ def unpriced_refusal(prices: PriceTable, models: dict[str, str]) -> str | None:
     example = json.dumps({name: [1.0, 4.0] for name in dict.fromkeys(missing.values())})
     return (f"no price known for {names}: a budget cannot hold without one. Give its price in USD "
             f"per million input and output tokens in a JSON file named by RATCHET_PRICES (e.g. "
-            f"{example}; [0, 0] for a local endpoint you do not pay for), or pass "
+            f"{example}; [0, 0] for a local endpoint you do not pay for) or under `prices:` in "
+            "the run file, or pass "
             "--allow-unpriced to run with its cost counted as unknown (budgets then do not limit "
             "its calls)")

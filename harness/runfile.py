@@ -172,6 +172,18 @@ class RunConfig(BaseModel):
     scripted: Literal["demo"] | None = None
     """"demo": both models are the built-in scripted demo (no endpoint needed)."""
     models: Models = Models()
+    prices: dict[str, list[float]] | None = None
+    """USD per million input and output tokens by model name, e.g. ``{my-vllm-model: [0, 0]}``:
+    for models genai-prices does not know (and over it and RATCHET_PRICES where it does)."""
+
+    @field_validator("prices")
+    @classmethod
+    def _prices(cls, value: dict[str, list[float]] | None) -> dict[str, list[float]] | None:
+        from harness.prices import PriceTable
+
+        if value:
+            PriceTable().add(value, "prices")  # a ValueError naming the bad entry
+        return value
 
     @field_validator("acceptance")
     @classmethod

@@ -303,6 +303,11 @@ CASES = [
     Case("prices-entry-not-a-pair", [*RUN, "--run-id", "f1"],
          ["gpt-4o-mini", "[usd_per_million_input_tokens, usd_per_million_output_tokens]"],
          _write("prices.json", '{"gpt-4o-mini": [1, "x"]}'), env=PRICED),
+    Case("model-unpriced-names-every-fix", [*RUN, "--run-id", "f1", "--model", "my-vllm"],
+         ["'my-vllm' (agent)", "RATCHET_PRICES", "prices:", "--allow-unpriced"], env=DEAD),
+    Case("run-file-prices-price-the-model", [*RUN, "--run-id", "f1", "-c", "{root}/run.yaml"],
+         [DEAD_URL], _write("run.yaml", "models: {agent: {name: my-vllm}}\nprices: {my-vllm: [0, 0]}\n"),
+         env=DEAD, refuses=["no price known"]),
 ]
 
 
@@ -373,4 +378,6 @@ def test_the_table_covers_every_bad_input_of_the_issue():
             "diff-run-missing", "run-id-traversal-loop", "agent-never-committed",
             "agent-uncommitted-edit", "predictions-empty", "predictions-all-unknown",
             "bench-run-endpoint-unreachable", "task-unknown-log-parser",
-            "loop-endpoint-unreachable", "log-of-a-real-run-is-not-titled-scripted"} <= ids
+            "loop-endpoint-unreachable", "log-of-a-real-run-is-not-titled-scripted",
+            "holdout-negative", "holdout-larger-than-suite", "budget-negative",
+            "loop-task-unknown-log-parser", "run-file-not-utf8", "prices-file-a-list"} <= ids

@@ -87,6 +87,10 @@ def test_two_endpoints_each_get_their_models_calls_with_their_key_and_no_key_ent
         agent_requests, meta_requests = list(agent.requests), list(meta.requests)
         refused = (agent.unauthorized, meta.unauthorized)
     assert out.returncode == 0, out.stdout + out.stderr
+    # a real model priced at $0 (the local endpoint) is announced; the paid one is not
+    assert "model 'local-coder' is priced at $0" in out.stdout, out.stdout
+    assert "model 'paid-meta' is priced at $0" not in out.stdout
+    assert "forecast: $" in out.stdout and "per generation so far" in out.stdout
     state = replay(Journal.read(workspace / "runs" / "two" / "journal.jsonl"))
     assert state.generations[1].recorded and state.generations[1].proposal_valid
 
@@ -130,6 +134,9 @@ def test_the_shipped_example_run_file_runs(workspace):
                    "--run-id", "ex", cwd=workspace)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SCRIPTED DEMO" in out.stdout
+    # after generation 0, the forecast (issue 17): spend per generation and what is left to go
+    assert "forecast: $0.0000 per generation so far ($0.0000 over 1); no budget set; " \
+           "1 generation(s) to go" in out.stdout, out.stdout
     state = replay(Journal.read(workspace / "runs" / "ex" / "journal.jsonl"))
     assert state.generations[1].recorded
     assert state.generations[1].verdict == "accepted"  # the demo's fix of the seed's fences
