@@ -107,7 +107,8 @@ def test_two_endpoints_each_get_their_models_calls_with_their_key_and_no_key_ent
     observed = [m["content"] for r in agent_requests for m in r["messages"]
                 if m["role"] == "user" and "KEYSCAN-END" in str(m["content"])]
     assert observed, "the scan's output never came back"
-    assert not any("HIT-" in text for text in observed), observed
+    # only the scan's output counts: a timed-out command is echoed back, HIT- and all
+    assert not any("HIT-" in str(text).split("<output>", 1)[-1] for text in observed), observed
 
     # nor is either key in anything the run wrote; the settings name only the variables
     for path in (workspace / "runs" / "two").rglob("*"):
