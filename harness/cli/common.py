@@ -196,8 +196,8 @@ def _priced(models: dict[str, str], allow_unpriced: bool, *, extra: Optional[dic
     try:
         table = PriceTable.load(extra=extra)
     except (OSError, ValueError) as exc:
-        raise _fail(f"prices: {exc} (RATCHET_PRICES names a JSON file "
-                    '{"model": [usd_per_million_input, usd_per_million_output]})')
+        raise _fail(escape(f"prices: {exc} (RATCHET_PRICES names a JSON file "
+                           '{"model": [usd_per_million_input, usd_per_million_output]})'))
     if free:
         table.add({name: [0.0, 0.0] for name in free}, "a scripted model (no endpoint is paid)")
     refusal = unpriced_refusal(table, models)

@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from harness.loop.attempts import MAX_ATTEMPTS, MAX_PROPOSALS
+from benchmark import TaskFileError, read_utf8
 from harness.errors import RunFileError
+from harness.loop.attempts import MAX_ATTEMPTS, MAX_PROPOSALS
 
 if TYPE_CHECKING:
     from harness.loop.settings import LoopSettings
@@ -163,6 +164,18 @@ class RunConfig(BaseModel):
     scripted: Literal["demo"] | None = None
     """"demo": both models are the built-in scripted demo (no endpoint needed)."""
     models: Models = Models()
+    prices: dict[str, list[float]] | None = None
+    """USD per million input and output tokens by model name, e.g. ``{my-vllm-model: [0, 0]}``:
+    for models genai-prices does not know (and over it and RATCHET_PRICES where it does)."""
+
+    @field_validator("prices")
+    @classmethod
+    def _prices(cls, value: dict[str, list[float]] | None) -> dict[str, list[float]] | None:
+        from harness.models.prices import PriceTable
+
+        if value:
+            PriceTable().add(value, "prices")  # a ValueError naming the bad entry
+        return value
 
     @field_validator("acceptance")
     @classmethod
@@ -221,12 +234,12 @@ def _nested(dotted: str, value: Any) -> dict:
 
 
 def _read_file(path: Path) -> dict:
+    if not path.exists():
+        raise RunFileError([f"{path}: no such run file (give a YAML file, or KEY=VALUE)"])
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RunFileError([f"{path}: no such run file (give a YAML file, or KEY=VALUE)"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RunFileError([f"{path}: cannot read the run file: {exc}"]) from exc
+        text = read_utf8(path)
+    except TaskFileError as exc:
+        raise RunFileError([f"{path}: cannot read the run file: {exc.message}"]) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

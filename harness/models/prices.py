@@ -69,7 +69,7 @@ class PriceTable:
         table.sources[SCRIPTED_MODEL] = "ratchet's scripted model (no endpoint is paid)"
         path = path or os.environ.get("RATCHET_PRICES")
         if path:
-            table.add(json.loads(Path(path).read_text(encoding="utf-8")), f"RATCHET_PRICES={path}")
+            table.add(_read_prices(Path(path)), f"RATCHET_PRICES={path}")
         if extra:
             table.add(extra, "the run's prices setting")
         return table
@@ -148,6 +148,23 @@ class PriceTable:
         return {model: self.describe(model) for model in dict.fromkeys(models)}
 
 
+def _read_prices(path: Path) -> dict[str, Any]:
+    """A user's price file as a mapping; a ValueError naming the file and what is wrong
+    (unreadable, not UTF-8, not JSON, not a mapping), never a bare decoder error."""
+    from benchmark import TaskFileError, read_utf8
+
+    source = f"RATCHET_PRICES={path}"
+    try:
+        data = json.loads(read_utf8(path))
+    except TaskFileError as exc:
+        raise ValueError(f"{source}: {exc.message}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{source} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{source} holds a {type(data).__name__}, not a mapping of model names")
+    return data
+
+
 def unpriced_refusal(prices: PriceTable, models: dict[str, str]) -> str | None:
     """The message refusing a run whose models (role -> name) have no price, or None."""
     missing = {role: name for role, name in models.items() if not prices.known(name)}
@@ -157,6 +174,7 @@ def unpriced_refusal(prices: PriceTable, models: dict[str, str]) -> str | None:
     example = json.dumps({name: [1.0, 4.0] for name in dict.fromkeys(missing.values())})
     return (f"no price known for {names}: a budget cannot hold without one. Give its price in USD "
             f"per million input and output tokens in a JSON file named by RATCHET_PRICES (e.g. "
-            f"{example}; [0, 0] for a local endpoint you do not pay for), or pass "
+            f"{example}; [0, 0] for a local endpoint you do not pay for) or under `prices:` in "
+            "the run file, or pass "
             "--allow-unpriced to run with its cost counted as unknown (budgets then do not limit "
             "its calls)")

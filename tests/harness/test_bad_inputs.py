@@ -175,6 +175,7 @@ def _no_predictions(root: Path) -> None:
 
 
 DEAD = {"OPENAI_BASE_URL": DEAD_URL, "OPENAI_API_KEY": "sk-test"}
+PRICED = {**DEAD, "RATCHET_PRICES": "{root}/prices.json"}
 SUITE = ["--suite", "{root}/suite.jsonl"]
 RUN = ["run", *SUITE, "--workspace", "{root}/ws"]
 
@@ -286,6 +287,27 @@ CASES = [
     Case("holdout-negative", [*RUN, "--run-id", "h1", "--holdout", "-1"], ["holdout"], env=DEAD),
     Case("holdout-larger-than-suite", [*RUN, "--run-id", "h1", "--holdout", "5"], ["holdout"], env=DEAD),
     Case("budget-negative", [*RUN, "--run-id", "h1", "--budget-usd", "-5"], ["budget"], env=DEAD),
+    # -- run files and price files (found while closing issues 16 and 17) -------------------
+    Case("run-file-not-utf8", ["run", "-c", "{root}/run.yaml", "--run-id", "f1"],
+         ["run.yaml", "UTF-8"], _write("run.yaml", b"suite: quickstart\ngenerations: caf\xe9\n")),
+    Case("run-file-a-directory", ["run", "-c", "{root}/ws", "--run-id", "f1"],
+         ["ws", "cannot read the run file"]),
+    Case("prices-file-not-json", [*RUN, "--run-id", "f1"], ["RATCHET_PRICES", "prices.json", "JSON"],
+         _write("prices.json", "{oops"), env=PRICED),
+    Case("prices-file-not-utf8", [*RUN, "--run-id", "f1"], ["prices.json", "UTF-8"],
+         _write("prices.json", b'{"caf\xe9": [1, 2]}'), env=PRICED),
+    Case("prices-file-missing", [*RUN, "--run-id", "f1"], ["prices.json", "cannot be read"], env=PRICED),
+    Case("prices-file-a-list", ["bench", "run", *SUITE, "--model", "gpt-4o-mini", "--agent", "{root}/ws"],
+         ["prices.json", "mapping"], _write("prices.json", "[[1, 2]]"), env=PRICED,
+         after=_no_predictions),
+    Case("prices-entry-not-a-pair", [*RUN, "--run-id", "f1"],
+         ["gpt-4o-mini", "[usd_per_million_input_tokens, usd_per_million_output_tokens]"],
+         _write("prices.json", '{"gpt-4o-mini": [1, "x"]}'), env=PRICED),
+    Case("model-unpriced-names-every-fix", [*RUN, "--run-id", "f1", "--model", "my-vllm"],
+         ["'my-vllm' (agent)", "RATCHET_PRICES", "prices:", "--allow-unpriced"], env=DEAD),
+    Case("run-file-prices-price-the-model", [*RUN, "--run-id", "f1", "-c", "{root}/run.yaml"],
+         [DEAD_URL], _write("run.yaml", "models: {agent: {name: my-vllm}}\nprices: {my-vllm: [0, 0]}\n"),
+         env=DEAD, refuses=["no price known"]),
 ]
 
 
@@ -322,7 +344,8 @@ def test_bad_input_is_one_clear_error(case: Case, base: Path, tmp_path: Path) ->
         case.setup(root)
     before = _snapshot(root)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    env.update({"COLUMNS": "1000", "RATCHET_RUNS": str(root / "runs"), **case.env})
+    env.update({"COLUMNS": "1000", "RATCHET_RUNS": str(root / "runs"),
+                **{k: v.replace("{root}", str(root)) for k, v in case.env.items()}})
     args = [a.replace("{root}", str(root)) for a in case.args]
     out = subprocess.run([RATCHET, *args], capture_output=True, text=True, env=env,
                          cwd=root / case.cwd if (root / case.cwd).is_dir() else root, timeout=120)
@@ -355,4 +378,6 @@ def test_the_table_covers_every_bad_input_of_the_issue():
             "diff-run-missing", "run-id-traversal-loop", "agent-never-committed",
             "agent-uncommitted-edit", "predictions-empty", "predictions-all-unknown",
             "bench-run-endpoint-unreachable", "task-unknown-log-parser",
-            "loop-endpoint-unreachable", "log-of-a-real-run-is-not-titled-scripted"} <= ids
+            "loop-endpoint-unreachable", "log-of-a-real-run-is-not-titled-scripted",
+            "holdout-negative", "holdout-larger-than-suite", "budget-negative",
+            "loop-task-unknown-log-parser", "run-file-not-utf8", "prices-file-a-list"} <= ids

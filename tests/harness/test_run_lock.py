@@ -138,37 +138,39 @@ _WRITER = textwrap.dedent("""
 """)
 
 
-def _write_notes_concurrently(workspace: Path, shas: list[str], locked: bool, tmp: Path) -> int:
-    """Two processes, one run each, write a note entry on each of `shas` at the same time;
-    the entries found afterwards."""
+def _write_notes_concurrently(workspace: Path, shas: tuple[list[str], list[str]], locked: bool,
+                              tmp: Path) -> int:
+    """Two processes, one run each, write a note entry on each of their `shas` at the same
+    time; the entries found afterwards."""
     go = tmp / f"go-{locked}-{time.monotonic_ns()}"
     runs = [f"w{locked:d}a", f"w{locked:d}b"]
     procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(workspace), run, str(int(locked)),
-                               str(go), *shas], cwd=ROOT) for run in runs]
+                               str(go), *mine], cwd=ROOT) for run, mine in zip(runs, shas)]
     time.sleep(1.0)  # both started and waiting
     go.touch()
     for proc in procs:
         assert proc.wait(timeout=300) == 0
     found = 0
-    for sha in shas:
-        note = Lineage(workspace, runs[0])._all_notes(sha)
-        found += sum(1 for run in runs if run in note)
+    for run, mine in zip(runs, shas):
+        found += sum(1 for sha in mine if run in Lineage(workspace, run)._all_notes(sha))
     return found
 
 
-def test_concurrent_notes_writers_lose_nothing(workspace, tmp_path):
-    """Two processes writing 100 notes each: with the workspace-wide notes lock all 200
-    entries survive; with it off (`git notes add` rewrites the whole ref from what it read)
-    entries are lost."""
+@pytest.mark.parametrize("same", [True, False], ids=["same-commits", "different-commits"])
+def test_concurrent_notes_writers_lose_nothing(workspace, tmp_path, same):
+    """Two processes writing 100 notes each (on the same 100 commits, or on 100 each of
+    their own): with the workspace-wide notes lock all 200 entries survive; with it off
+    (`git notes add` rewrites the whole ref from what it read) entries are lost."""
     repo = git.Repo(workspace)
     tree = repo.head.commit.tree.hexsha
-    shas = [repo.git.commit_tree(tree, "-p", "HEAD", "-m", f"c{i}") for i in range(100)]
+    made = [repo.git.commit_tree(tree, "-p", "HEAD", "-m", f"c{i}-{same}") for i in range(200)]
+    shas = (made[:100], made[:100]) if same else (made[:100], made[100:])
     assert _write_notes_concurrently(workspace, shas, True, tmp_path) == 200
     unlocked = [_write_notes_concurrently(workspace, shas, False, tmp_path) for _ in range(3)]
     print(f"entries found with the lock off: {unlocked} of 200")
     assert min(unlocked) < 200
     # the ref stays one plain notes ref that git reads
-    assert "w1a" in repo.git.notes("--ref=ratchet", "show", shas[0])
+    assert "w1a" in repo.git.notes("--ref=ratchet", "show", shas[0][0])
 
 
 def test_a_dead_processes_temp_dir_is_told_from_a_live_ones(tmp_path):

@@ -246,6 +246,24 @@ def test_resume_refuses_a_bad_new_value_and_leaves_the_run_as_it_was(workspace, 
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
 
 
+def test_prices_in_a_run_file_price_a_model_and_a_bad_entry_is_named(tmp_path):
+    """`prices:` in the run file (the fix the unpriced refusal names) reaches the run's
+    settings and prices the model; a bad entry is one line naming it."""
+    from harness.models.prices import PriceTable
+
+    path = _write(tmp_path / "run.yaml", "suite: quickstart\nprices: {my-vllm: [0, 0], proxy/claude: [3, 15]}\n")
+    settings = to_settings(resolve([str(path)], {"models.agent.name": "my-vllm"}), "r1")
+    assert settings.prices == {"my-vllm": [0.0, 0.0], "proxy/claude": [3.0, 15.0]}
+    table = PriceTable.load(extra=settings.prices)
+    assert table.free("my-vllm") and table.cost("proxy/claude", 1_000_000, 0) == pytest.approx(3.0)
+    assert from_settings(settings)["prices"] == settings.prices
+    for bad, says in [("[-1, 2]", "negative"), ("[1, 2, 3]", "usd_per_million_input_tokens"),
+                      ("cheap", "list")]:
+        with pytest.raises(RunFileError, match=says) as caught:
+            resolve([str(path), f"prices.bad={bad}"])
+        assert len(caught.value.problems) == 1
+
+
 def test_every_flag_of_ratchet_run_has_a_run_file_key():
     """A flag with no key would be a setting a run file cannot hold (and the reverse)."""
     import typer.main

@@ -87,6 +87,10 @@ def test_two_endpoints_each_get_their_models_calls_with_their_key_and_no_key_ent
         agent_requests, meta_requests = list(agent.requests), list(meta.requests)
         refused = (agent.unauthorized, meta.unauthorized)
     assert out.returncode == 0, out.stdout + out.stderr
+    # a real model priced at $0 (the local endpoint) is announced; the paid one is not
+    assert "model 'local-coder' is priced at $0" in out.stdout, out.stdout
+    assert "model 'paid-meta' is priced at $0" not in out.stdout
+    assert "forecast: $" in out.stdout and "per generation so far" in out.stdout
     state = replay(Journal.read(workspace / "runs" / "two" / "journal.jsonl"))
     assert state.generations[1].recorded and state.generations[1].proposal_valid
 
@@ -103,7 +107,8 @@ def test_two_endpoints_each_get_their_models_calls_with_their_key_and_no_key_ent
     observed = [m["content"] for r in agent_requests for m in r["messages"]
                 if m["role"] == "user" and "KEYSCAN-END" in str(m["content"])]
     assert observed, "the scan's output never came back"
-    assert not any("HIT-" in text for text in observed), observed
+    # only the scan's output counts: a timed-out command is echoed back, HIT- and all
+    assert not any("HIT-" in str(text).split("<output>", 1)[-1] for text in observed), observed
 
     # nor is either key in anything the run wrote; the settings name only the variables
     for path in (workspace / "runs" / "two").rglob("*"):
@@ -130,6 +135,9 @@ def test_the_shipped_example_run_file_runs(workspace):
                    "--run-id", "ex", cwd=workspace)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SCRIPTED DEMO" in out.stdout
+    # after generation 0, the forecast (issue 17): spend per generation and what is left to go
+    assert "forecast: $0.0000 per generation so far ($0.0000 over 1); no budget set; " \
+           "1 generation(s) to go" in out.stdout, out.stdout
     state = replay(Journal.read(workspace / "runs" / "ex" / "journal.jsonl"))
     assert state.generations[1].recorded
     assert state.generations[1].verdict == "accepted"  # the demo's fix of the seed's fences
