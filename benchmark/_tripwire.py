@@ -1176,17 +1176,19 @@ def _defined_in_file(classes: dict[str, ast.ClassDef], owner: str, func: str) ->
 def _module_files(path: str, level: int, module: str | None, name: str) -> list[str]:
     """Where ``from <level dots><module> import name`` finds `name`'s module, for a test
     file at `path` (repo-relative): the module's file, or with no module the package's
-    ``__init__.py``; absolute imports are read from the repo root."""
+    ``__init__.py``; an absolute import from every folder above the test file, deepest
+    first, up to the repo root."""
     parts = path.split("/")[:-1]
-    if level:
-        if level - 1 > len(parts):
+    if not level:  # absolute: from the repo root or any folder above the test file that
+        if not module:  # pytest puts on sys.path (``rootdir/tests``, its ``pythonpath``)
             return []
-        parts = parts[: len(parts) - (level - 1)]
-    else:
-        parts = []
+        return [f"{base}{tail}" for depth in range(len(parts), -1, -1)
+                for base in ["/".join([*parts[:depth], *module.split(".")])]
+                for tail in (".py", "/__init__.py")]
+    if level - 1 > len(parts):
+        return []
+    parts = parts[: len(parts) - (level - 1)]
     if module:
         base = "/".join([*parts, *module.split(".")])
         return [f"{base}.py", f"{base}/__init__.py"]
-    if not level:
-        return []
     return ["/".join([*parts, "__init__.py"])]

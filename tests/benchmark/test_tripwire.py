@@ -1050,3 +1050,33 @@ def test_checks_in_helpers_get_a_twin_that_expects_them_to_fail(tmp_path):
                 forced = {k: "PASSED" for k in status}
                 assert all(_tripwire_reasons([p], forced) for p in planted)
     assert len(wrapped) == 2
+
+
+def test_where_an_inherited_tests_mixin_is_looked_for():
+    """Relative imports from the test file's package; an absolute one from every folder
+    above the test file (itsdangerous imports ``test_itsdangerous.test_serializer`` with
+    ``tests/`` on sys.path), deepest first. Tests the class defines itself are not looked
+    for elsewhere."""
+    from benchmark._tripwire import inherited_elsewhere
+
+    source = textwrap.dedent('''\
+        from test_pkg.test_base import TestBase
+        from . import Mixin
+
+
+        class TestThing(TestBase):
+            def test_own(self):
+                pass
+
+
+        class TestOther(Mixin):
+            pass
+        ''')
+    found = inherited_elsewhere("tests/test_pkg/test_thing.py", source,
+                                ["TestThing::test_base_case[zlib]", "TestThing::test_own",
+                                 "TestOther::test_mixed"])
+    assert found["tests/test_pkg/__init__.py"] == [("Mixin::test_mixed", "TestOther::test_mixed")]
+    assert found["tests/test_pkg/test_base.py"] == found["test_pkg/test_base.py"] == [
+        ("TestBase::test_base_case", "TestThing::test_base_case")]
+    assert list(found).index("tests/test_pkg/test_base.py") < list(found).index("test_pkg/test_base.py")
+    assert all(pair[1] != "TestThing::test_own" for pairs in found.values() for pair in pairs)
