@@ -901,7 +901,7 @@ _OPPOSITE_METHODS = {
 none: ``assertLessEqual`` is not its opposite on sets)."""
 
 _OPPOSITE_OPS: dict[type, tuple[str, str]] = {
-    ast.Eq: (r"==", "!="), ast.NotEq: (r"!=", "=="), ast.Is: (r"\bis\s+not\b|\bis\b", ""),
+    ast.Eq: (r"==", "!="), ast.NotEq: (r"!=", "=="), ast.Is: (r"\bis\b", "is not"),
     ast.IsNot: (r"\bis\s+not\b", "is"), ast.In: (r"\bin\b", "not in"),
     ast.NotIn: (r"\bnot\s+in\b", "in"),
 }
@@ -1063,8 +1063,6 @@ def _opposite_assert(lines: list[str], test: ast.expr) -> tuple[ast.AST, str] | 
         between = _Span(test.left.end_lineno, test.left.end_col_offset,  # type: ignore[arg-type]
                         test.comparators[0].lineno, test.comparators[0].col_offset)
         text = _segment(lines, between)
-        if isinstance(test.ops[0], ast.Is):
-            pattern, opposite = r"\bis\b", "is not"
         found = list(re.finditer(pattern, text))
         if len(found) != 1 or "#" in text:
             return None
