@@ -57,7 +57,11 @@ __all__ = [
 class ModelClient(Protocol):
     """A chat model on the host side: a chat request body (OpenAI protocol) in, the
     chat.completion body out. The gateway sends the agent's calls through one, the meta
-    proposer its own (through the gateway's channel)."""
+    proposer its own (through the gateway's channel).
+
+    A client may also have ``async def acomplete(body)``, the same call awaitable: the
+    gateway then serves its calls on the event loop with no thread per call in flight
+    (`harness.models.gateway.Gateway._ahandle`); without it, ``complete`` runs in a pool."""
 
     def complete(self, body: dict[str, Any]) -> dict[str, Any]: ...
 

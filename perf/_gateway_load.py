@@ -21,9 +21,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness.models.gateway import Gateway, OpenAIUpstream, PriceTable
-from harness.models.relay import Relay
-from harness.models.scripted_model import ScriptedModelServer
+try:
+    from harness.models.gateway import Gateway, OpenAIUpstream, PriceTable
+    from harness.models.relay import Relay
+    from harness.models.scripted_model import ScriptedModelServer
+except ImportError:  # a checkout from before harness/ was split into subpackages (--against)
+    from harness.gateway import Gateway, OpenAIUpstream, PriceTable  # type: ignore[no-redef]
+    from harness.relay import Relay  # type: ignore[no-redef]
+    from harness.scripted_model import ScriptedModelServer  # type: ignore[no-redef]
 
 __all__ = ["REQUEST_BYTES", "RELAY_REQUESTS", "model_process", "relay_throughput"]
 
@@ -34,13 +39,18 @@ REQUEST_BYTES = 8192
 
 
 class _TrivialUpstream:
-    """Answers at once: the relay measurement is the gateway's cost, not a model's."""
+    """Answers at once: the relay measurement is the gateway's cost, not a model's. It is
+    asynchronous like the real `OpenAIUpstream` (``acomplete``), so the gateway serves it the
+    way it serves a real endpoint; a checkout from before ``acomplete`` calls ``complete``."""
 
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         return {"id": "chatcmpl-bench", "object": "chat.completion", "created": 0,
                 "model": body["model"], "choices": [{"index": 0, "finish_reason": "stop",
                 "message": {"role": "assistant", "content": "ok"}}],
                 "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100}}
+
+    async def acomplete(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.complete(body)
 
 
 class _UnixConnection(http.client.HTTPConnection):

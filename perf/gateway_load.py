@@ -49,7 +49,8 @@ def measure(levels: list[int], requests: int) -> list[dict]:
 def run_tree(tree: Path, levels: list[int], requests: int) -> list[dict]:
     """`measure` in a fresh interpreter importing `harness` from `tree`."""
     code = (f"import sys, json; sys.path[:0] = [{str(tree)!r}, {str(HERE)!r}]; "
-            f"import gateway_load, harness; assert harness.__file__.startswith({str(tree)!r}), harness.__file__; "
+            f"import gateway_load, harness, inspect, _gateway_load as g; "
+            f"assert inspect.getfile(g.Gateway).startswith({str(tree)!r}), inspect.getfile(g.Gateway); "
             f"print(json.dumps(gateway_load.measure({levels!r}, {requests})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": ""})

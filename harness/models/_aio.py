@@ -7,7 +7,7 @@ openai SDK, accounting, the trajectory write) run in one shared, bounded thread 
 rest of ratchet is synchronous: it calls in with :func:`run`.
 
 ``RATCHET_GATEWAY_THREADS`` (default 1024) bounds the calls in flight to upstream models at
-once; more wait in order, none is refused.
+once, in the pool and on the loop (`upstream_slot`); more wait in order, none is refused.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["offload", "run"]
+__all__ = ["offload", "run", "upstream_slot"]
 
 T = TypeVar("T")
 
 _lock = threading.Lock()
-_state: tuple[int, asyncio.AbstractEventLoop, ThreadPoolExecutor] | None = None
+_state: tuple[int, asyncio.AbstractEventLoop, ThreadPoolExecutor, asyncio.Semaphore] | None = None
 
 
 def _started() -> tuple[asyncio.AbstractEventLoop, ThreadPoolExecutor]:
@@ -34,10 +34,10 @@ def _started() -> tuple[asyncio.AbstractEventLoop, ThreadPoolExecutor]:
     with _lock:
         if _state is None or _state[0] != os.getpid():
             loop = asyncio.new_event_loop()
-            pool = ThreadPoolExecutor(int(os.environ.get("RATCHET_GATEWAY_THREADS", "1024")),
-                                      thread_name_prefix="gateway-call")
+            bound = int(os.environ.get("RATCHET_GATEWAY_THREADS", "1024"))
+            pool = ThreadPoolExecutor(bound, thread_name_prefix="gateway-call")
             threading.Thread(target=loop.run_forever, name="gateway-loop", daemon=True).start()
-            _state = (os.getpid(), loop, pool)
+            _state = (os.getpid(), loop, pool, asyncio.Semaphore(bound))
         return _state[1], _state[2]
 
 
@@ -51,3 +51,11 @@ async def offload(function: Callable[..., T], *args: Any) -> T:
     """`function(*args)` in the shared pool, awaited: blocking work off the loop."""
     _, pool = _started()
     return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
+
+
+def upstream_slot() -> asyncio.Semaphore:
+    """The loop's bound on upstream calls awaited at once (``async with upstream_slot():``)."""
+    _started()
+    assert _state is not None
+    return _state[3]
+

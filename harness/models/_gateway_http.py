@@ -1,11 +1,12 @@
 """The gateway's HTTP side: an aiohttp app that admits a sandbox's request and hands it to
-`Gateway._handle`, the one place where accounting and the upstream call happen.
+`Gateway._handle` (or `_ahandle`), where accounting and the upstream call happen.
 
 Per request, in order: the relay token (relay endpoint only), the channel (by path), the
 route, the body read up to the policy's cap (HTTP 413 past it, the rest never held in
 memory), then `harness.models._chat_request.check_request` (HTTP 400). A refused request is logged
 to the task's trajectory with an excerpt and its size; it is the agent's failure, never the
-endpoint's. Blocking work (`_handle`, log writes) runs in the shared pool (`harness.models._aio`).
+endpoint's. A call to an asynchronous upstream is handled on the loop (`Gateway._ahandle`);
+otherwise blocking work (`_handle`, log writes) runs in the shared pool (`harness.models._aio`).
 """
 
 from __future__ import annotations
@@ -93,8 +94,11 @@ def gateway_handler(gateway: "Gateway", resolve: Resolve, *, token: str | None =
                       "generation": channel.generation, **({"node": node} if node else {})}
             await _aio.offload(gateway._append, channel, record)
             return json_reply(rejected.status, _error(rejected.message, rejected.code))
-        status, response = await _aio.offload(
-            functools.partial(gateway._handle, channel, body, node=node))
+        if gateway.serves_on_loop:
+            status, response = await gateway._ahandle(channel, body, node=node)
+        else:
+            status, response = await _aio.offload(
+                functools.partial(gateway._handle, channel, body, node=node))
         return json_reply(status, response)
 
     return serve

@@ -11,17 +11,19 @@ records it as an endpoint failure (an infrastructure error, resumable). Each ret
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import tenacity
 
-__all__ = ["DEFAULT_RETRY_SECONDS", "RETRY_LISTENER", "call_with_retries", "is_retryable",
+__all__ = ["DEFAULT_RETRY_SECONDS", "RETRY_LISTENER", "acall_with_retries", "call_with_retries",
+           "is_retryable",
            "retry_after", "retry_seconds_setting"]
 
 T = TypeVar("T")
@@ -34,7 +36,7 @@ MAX_BACKOFF_SECONDS = 60.0
 
 RETRY_LISTENER: ContextVar[Callable[[str], None] | None] = ContextVar("ratchet_retry_listener",
                                                                       default=None)
-"""Told (with the error's first line) each time a call on this thread is about to be retried:
+"""Told (with the error's first line) each time a call in this context (thread or task) is about to be retried:
 the gateway's way to know that a task's call is waiting out an endpoint failure, so a run
 that ends meanwhile is the endpoint's failure, not the agent's."""
 
@@ -111,16 +113,22 @@ def _log_retry(total: float) -> Callable[[tenacity.RetryCallState], None]:
     return before_sleep
 
 
+def _policy(total_seconds: float) -> dict[str, Any]:
+    """This module's retry policy as tenacity settings, for the blocking and the async caller."""
+    return dict(retry=tenacity.retry_if_exception(is_retryable), wait=_Backoff(),
+                stop=tenacity.stop_before_delay(total_seconds),
+                before_sleep=_log_retry(total_seconds), reraise=True)
+
+
 def call_with_retries(call: Callable[[], T], total_seconds: float, *,
                       sleep: Callable[[float], Any] = time.sleep) -> T:
     """`call()`, retried per this module's policy for at most `total_seconds` (a sleep that
     would end past it is not taken); the last error is raised as it was."""
-    retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(is_retryable),
-        wait=_Backoff(),
-        stop=tenacity.stop_before_delay(total_seconds),
-        before_sleep=_log_retry(total_seconds),
-        sleep=sleep,
-        reraise=True,
-    )
-    return retrying(call)
+    return tenacity.Retrying(sleep=sleep, **_policy(total_seconds))(call)
+
+
+async def acall_with_retries(call: Callable[[], Awaitable[T]], total_seconds: float, *,
+                             sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> T:
+    """`call_with_retries` for a coroutine function (``async def``: tenacity calls anything
+    else as a plain function), sleeping without holding the loop."""
+    return await tenacity.AsyncRetrying(sleep=sleep, **_policy(total_seconds))(call)

@@ -33,13 +33,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from harness.models import _serve
+from harness.models import _aio, _serve
 from harness.models._chat_request import RequestPolicy
 from harness.models._gateway_http import gateway_handler
-from harness.models._retry import RETRY_LISTENER, call_with_retries, retry_seconds_setting
+from harness.models._retry import (RETRY_LISTENER, acall_with_retries, call_with_retries,
+                                   retry_seconds_setting)
 from harness.models._serve import error_body as _error
-from harness.models.ledger import (DEFAULT_MAX_OUTPUT_TOKENS, Budget, BudgetRefusal, Ledger, Usage, cap_output,
-                            output_field, worst_case_input_tokens)
+from harness.models.ledger import (DEFAULT_MAX_OUTPUT_TOKENS, Budget, BudgetRefusal, Ledger,
+                                   Reservation, Usage, cap_output, output_field,
+                                   worst_case_input_tokens)
 from harness.models.prices import PriceTable
 from harness.protocols import ModelClient
 
@@ -77,10 +79,12 @@ class OpenAIUpstream:
                  **request_kwargs: Any):
         import openai
 
-        options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         # retries are ours (time-bounded, logged), not the SDK's fixed count
-        self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "none",
-                                     max_retries=0, **options)
+        self._options: dict[str, Any] = {"base_url": base_url, "api_key": api_key or "none",
+                                         "max_retries": 0,
+                                         **({} if timeout is None else {"timeout": timeout})}
+        self._client = openai.OpenAI(**self._options)
+        self._async: tuple[Any, Any] | None = None
         self.retry_seconds = retry_seconds if retry_seconds is not None else retry_seconds_setting()
         self.request_kwargs = request_kwargs
 
@@ -92,11 +96,34 @@ class OpenAIUpstream:
             return None
         return cls(base_url, api_key)
 
-    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _sent(self, body: dict[str, Any]) -> dict[str, Any]:
         allowed = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-        sent = {**self.request_kwargs, **allowed}
+        return {**self.request_kwargs, **allowed}
+
+    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        sent = self._sent(body)
         return call_with_retries(lambda: self._client.chat.completions.create(**sent),
                                  self.retry_seconds).model_dump(exclude_none=True)
+
+    async def acomplete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`complete` on the running loop (the gateway's): the SDK's async client, made once
+        per loop since its connections belong to the loop that opened them."""
+        import asyncio
+
+        import openai
+
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            # the SDK's default transport: its aiohttp one (cheaper per call, measured) reports
+            # an endpoint that refuses connections as a timeout
+            self._async = (loop, openai.AsyncOpenAI(**self._options))
+        client, sent = self._async[1], self._sent(body)
+
+        async def create() -> Any:
+            return await client.chat.completions.create(**sent)
+
+        response = await acall_with_retries(create, self.retry_seconds)
+        return response.model_dump(exclude_none=True)
 
 
 @dataclass
@@ -119,6 +146,17 @@ class RelayEndpoint:
 
     url: str
     token: str
+
+
+@dataclass
+class _Call:
+    """An admitted call between its reservation and its settlement."""
+
+    channel: Channel
+    forwarded: dict[str, Any]
+    held: Reservation
+    record: dict[str, Any]
+    started: float
 
 
 class Gateway:
@@ -219,7 +257,47 @@ class Gateway:
 
     def _handle(self, channel: Channel, body: dict[str, Any], *,
                 node: str | None = None) -> tuple[int, dict[str, Any]]:
-        started = time.monotonic()
+        """One call, blocking: admit, call the upstream, settle (a pool thread runs this)."""
+        call = self._admit(channel, body, node)
+        if isinstance(call, tuple):
+            return call
+        listening = RETRY_LISTENER.set(partial(self.ledger.note_retry, channel.task))
+        try:
+            response = self.upstream.complete(call.forwarded)
+        except Exception as exc:  # any upstream failure becomes an error the agent can read
+            return self._failed(call, exc)
+        finally:
+            RETRY_LISTENER.reset(listening)
+        return self._answered(call, response)
+
+    async def _ahandle(self, channel: Channel, body: dict[str, Any], *,
+                       node: str | None = None) -> tuple[int, dict[str, Any]]:
+        """`_handle` on the event loop, for an upstream with ``acomplete``: no thread hand-off
+        per call (measured: perf/gateway_load.py). Accounting and the trajectory line are
+        short and run inline; the upstream call is awaited."""
+        call = self._admit(channel, body, node)
+        if isinstance(call, tuple):
+            return call
+        listening = RETRY_LISTENER.set(partial(self.ledger.note_retry, channel.task))
+        try:
+            async with _aio.upstream_slot():
+                response = await self.upstream.acomplete(call.forwarded)  # type: ignore[attr-defined]
+        except Exception as exc:
+            return self._failed(call, exc)
+        finally:
+            RETRY_LISTENER.reset(listening)
+        return self._answered(call, response)
+
+    @property
+    def serves_on_loop(self) -> bool:
+        """Whether a call is handled on the event loop (`_ahandle`) rather than in the pool:
+        the upstream is asynchronous, and no trajectory has to be read (replay)."""
+        return callable(getattr(self.upstream, "acomplete", None)) and not self.replay_paid
+
+    def _admit(self, channel: Channel, body: dict[str, Any],
+               node: str | None) -> "_Call | tuple[int, dict[str, Any]]":
+        """The call to make, with its worst case reserved, or the answer that ends it here
+        (a replayed paid answer, or a budget refusal)."""
         record: dict[str, Any] = {"time": time.time(), "task": channel.task,
                                   "generation": channel.generation, "request": body}
         if node:
@@ -240,24 +318,24 @@ class Gateway:
             record["refused"] = str(held)
             self._append(channel, record)
             return 402, _error(str(held), "budget_exhausted")
-        listening = RETRY_LISTENER.set(partial(self.ledger.note_retry, channel.task))
-        try:
-            response = self.upstream.complete(forwarded)
-        except Exception as exc:  # any upstream failure becomes an error the agent can read
-            self.ledger.release(held)
-            record["error"] = f"{type(exc).__name__}: {exc}"
-            self._append(channel, record)
-            status = getattr(exc, "status_code", None)
-            # an auth failure's text can quote part of the key: the sandbox gets none of it
-            shown = (f"the upstream refused the gateway's credentials (HTTP {status}); see the "
-                     "controller's trajectory log" if status in (401, 403)
-                     else f"{type(exc).__name__}: {exc}")
-            if status is None or status >= 500 or status in (401, 403, 408, 429):
-                # not the agent's doing (a 400, such as an overlong context, is)
-                self.ledger.record_failure(channel.task, shown.splitlines()[0][:300])
-            return 502, _error(f"the upstream model failed: {shown}", "upstream_error")
-        finally:
-            RETRY_LISTENER.reset(listening)
+        return _Call(channel, forwarded, held, record, time.monotonic())
+
+    def _failed(self, call: "_Call", exc: Exception) -> tuple[int, dict[str, Any]]:
+        self.ledger.release(call.held)
+        call.record["error"] = f"{type(exc).__name__}: {exc}"
+        self._append(call.channel, call.record)
+        status = getattr(exc, "status_code", None)
+        # an auth failure's text can quote part of the key: the sandbox gets none of it
+        shown = (f"the upstream refused the gateway's credentials (HTTP {status}); see the "
+                 "controller's trajectory log" if status in (401, 403)
+                 else f"{type(exc).__name__}: {exc}")
+        if status is None or status >= 500 or status in (401, 403, 408, 429):
+            # not the agent's doing (a 400, such as an overlong context, is)
+            self.ledger.record_failure(call.channel.task, shown.splitlines()[0][:300])
+        return 502, _error(f"the upstream model failed: {shown}", "upstream_error")
+
+    def _answered(self, call: "_Call", response: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        channel = call.channel
         self.ledger.note_answered(channel.task)
         usage_body = response.get("usage") or {}
         prompt = int(usage_body.get("prompt_tokens") or 0)
@@ -270,11 +348,11 @@ class Gateway:
             if first:
                 log.warning("no price for model %r: its calls are counted as unknown cost and no "
                             "budget limits them (give its price with RATCHET_PRICES)", self.model)
-        usage = Usage(1, prompt, completion, cost or 0.0, time.monotonic() - started,
+        usage = Usage(1, prompt, completion, cost or 0.0, time.monotonic() - call.started,
                       unpriced_calls=int(cost is None))
-        self.ledger.settle(held, channel.task, channel.generation, usage, model=self.model)
-        record.update(response=response, usage=asdict(usage), reserved_usd=held.cost_usd)
-        self._append(channel, record)
+        self.ledger.settle(call.held, channel.task, channel.generation, usage, model=self.model)
+        call.record.update(response=response, usage=asdict(usage), reserved_usd=call.held.cost_usd)
+        self._append(channel, call.record)
         return 200, response
 
     def _paid_answer(self, channel: Channel, body: dict[str, Any]) -> dict[str, Any] | None:

@@ -386,6 +386,59 @@ def test_concurrent_channels_attribute_usage_to_their_task(gateways):
     assert gateway.ledger.run.calls == calls * len(channels)
 
 
+class _Slow:
+    """An upstream that takes `seconds` per call and notes which thread served each call."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.threads = seconds, []
+
+    def _answer(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.threads.append(threading.current_thread().name)
+        return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "ok"}}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 1}}
+
+    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(self.seconds)
+        return self._answer(body)
+
+
+class _SlowAsync(_Slow):
+    async def acomplete(self, body: dict[str, Any]) -> dict[str, Any]:
+        import asyncio
+
+        await asyncio.sleep(self.seconds)
+        return self._answer(body)
+
+
+@pytest.mark.parametrize("upstream_kind", [_Slow, _SlowAsync], ids=["blocking", "async"])
+def test_calls_wait_on_their_upstream_side_by_side(tmp_path, upstream_kind):
+    """An upstream with ``acomplete`` is awaited on the gateway's loop (no pool thread per
+    call in flight); one with only ``complete`` runs in the pool. Either way 32 calls of
+    0.5 s each overlap, and each is counted once on its own task."""
+    slow = upstream_kind(0.5)
+    gateway = Gateway(slow, model=MODEL, log_dir=tmp_path, prices=PriceTable({MODEL: PRICE}),
+                      max_output_tokens=MAX_OUTPUT)
+    channels = [gateway.open_channel(f"task-{i}", tcp=True) for i in range(32)]
+    try:
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=len(channels)) as pool:
+            answers = list(pool.map(lambda c: ask(sandbox_client(c, max_retries=0)), channels))
+        took = time.monotonic() - started
+    finally:
+        for channel in channels:
+            gateway.close_channel(channel)
+    assert [a.choices[0].message.content for a in answers] == ["ok"] * 32
+    assert took < 8, f"32 calls of 0.5 s took {took:.1f} s: they did not overlap"
+    assert all(gateway.ledger.tasks[f"task-{i}"].calls == 1 for i in range(32))
+    on_loop = [name == "gateway-loop" for name in slow.threads]
+    assert all(on_loop) if upstream_kind is _SlowAsync else not any(on_loop)
+    # a gateway that replays paid answers reads trajectories: its calls stay in the pool
+    gateway.replay_paid = True
+    assert not gateway.serves_on_loop
+
+
 # -- prices ----------------------------------------------------------------------------------
 
 def test_price_table_load_reads_ratchet_prices(tmp_path, monkeypatch):
