@@ -11,7 +11,7 @@ made a thing, and whether that process still runs).
 from benchmark import _docker as docker_host
 from benchmark import _process as processes
 from benchmark._agent_env import REPO_IN_SANDBOX, AgentRun, DockerEnvironment, Environment
-from benchmark._audit import audit
+from benchmark._audit import AuditResumeError, audit
 from benchmark._datasets import Selection, parse_ids
 from benchmark._docker import SandboxLimits, connect
 from benchmark._errors import (
@@ -71,7 +71,7 @@ __all__ = [
     "TaskSpec", "load_tasks", "Validity", "validate_tasks",
     # for the harness: sandboxes, images, settings, scans
     "AgentRun", "DockerEnvironment", "Environment", "REPO_IN_SANDBOX", "AGENT_RUNTIME", "AGENT_VENV",
-    "IMAGE_RECIPES", "RECIPE_LABEL", "SANDBOX_USER", "SandboxLimits", "audit", "cache_dir", "connect",
+    "AuditResumeError", "IMAGE_RECIPES", "RECIPE_LABEL", "SANDBOX_USER", "SandboxLimits", "audit", "cache_dir", "connect",
     "docker_host", "image_namespace", "map_unordered", "pack_directory", "parse_ids", "processes",
     "read_utf8", "runs_dir", "scan_patch", "start_ticks", "wheel_key",
 ]

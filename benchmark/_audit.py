@@ -8,23 +8,30 @@ while the gold patch must still resolve. Each is graded by the real `Grader`.
 
 The attack patches are data (`attack_patches` is a pure function of a task and its
 `Layout`); only `read_layout` and the grading touch Docker.
+
+A whole suite is thousands of gradings (hours), so an audit stopped part way goes on
+(`resume`): a grading already in the folder is kept when its patch is the job's and the
+grader's code is the same as when it was made (`grader_fingerprint`); any other is redone.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import re
 from dataclasses import asdict, dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from benchmark import _docker
 from benchmark._guard import paths_named_in_patch
+from benchmark._errors import BenchmarkError
 from benchmark._grader import GradeResult, Grader, GradingExecutor, Job, run_jobs
 from benchmark._task import TaskSpec
 
-__all__ = ["Attack", "AuditRow", "Layout", "attack_patches", "audit", "fake_session",
-           "read_layout"]
+__all__ = ["Attack", "AuditResumeError", "AuditRow", "Layout", "attack_patches", "audit",
+           "fake_session", "grader_fingerprint", "read_layout"]
 
 PLUGIN = "ratchet_audit_plugin"
 _RE_PYTEST = re.compile(r"^(?P<file>[^:]+\.py)::(?P<rest>.+)$")
@@ -402,10 +409,62 @@ class AuditRow:
 
 
 def _row(result: GradeResult, attack: str, kind: str) -> AuditRow:
-    return AuditRow(result.instance_id, attack, kind, result.resolved, result.tampered,
-                    result.patch_applied, len(result.flags),
-                    [item["path"] for item in result.set_aside], result.error,
-                    "; ".join([*result.tamper_reasons, *result.problems])[:300])
+    return _row_of_report(result.swebench_report()[result.instance_id], result.instance_id,
+                          attack, kind)
+
+
+def _row_of_report(report: dict, instance_id: str, attack: str, kind: str) -> AuditRow:
+    """A row from a grading's report.json entry (`GradeResult.swebench_report`)."""
+    extra = report["ratchet"]
+    return AuditRow(instance_id, attack, kind, bool(report["resolved"]), bool(extra["tampered"]),
+                    bool(report["patch_successfully_applied"]), len(extra["flags"]),
+                    [item["path"] for item in extra["set_aside"]], extra["error"],
+                    "; ".join([*extra["tamper_reasons"], *extra["problems"]])[:300])
+
+
+GRADER_SOURCES = ("_env_plugin.py", "_grader.py", "_grading.py", "_guard.py", "_scan.py",
+                  "_tripwire.py", "_wrapper.py")
+"""The modules a verdict depends on (the attacks are compared patch by patch instead)."""
+FINGERPRINT_FILE = "grader.sha256"
+
+
+class AuditResumeError(BenchmarkError):
+    """An audit cannot go on in this folder: nothing to resume, or another grader made it."""
+
+
+def grader_fingerprint() -> str:
+    """The sha256 of the grader's code (`GRADER_SOURCES`): gradings made by other code are
+    never reused."""
+    digest = hashlib.sha256()
+    for name in GRADER_SOURCES:
+        digest.update(name.encode() + b"\0" + (Path(__file__).parent / name).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _earlier(out: Path, job: Job, attack: str, kind: str) -> AuditRow | None:
+    """The row of a finished grading of exactly this job in `out`, or None (never an error's:
+    an infrastructure error is graded again)."""
+    where = out / job.task.instance_id / job.label
+    try:
+        if (where / "patch.diff").read_text(encoding="utf-8") != (job.patch or ""):
+            return None
+        report = json.loads((where / "report.json").read_text(encoding="utf-8"))
+        row = _row_of_report(report[job.task.instance_id], job.task.instance_id, attack, kind)
+    except (OSError, ValueError, KeyError, TypeError):  # absent, torn by a kill, or another shape
+        return None
+    return None if row.error else row
+
+
+def _resumable(out: Path) -> None:
+    """Raise unless `out` holds an audit made by this grader's code."""
+    mark = out / FINGERPRINT_FILE
+    if not mark.is_file():
+        raise AuditResumeError(f"{out} holds no audit to resume (no {FINGERPRINT_FILE}); run "
+                               "without --resume to start one")
+    if mark.read_text(encoding="utf-8").strip() != grader_fingerprint():
+        raise AuditResumeError(f"the audit in {out} was made by other grader code (its "
+                               f"{FINGERPRINT_FILE} differs): its verdicts say nothing of this "
+                               "grader; start a new audit (another --run-id, without --resume)")
 
 
 def _label(name: str) -> str:
@@ -416,8 +475,15 @@ def _label(name: str) -> str:
 def audit(grader: Grader, tasks: list[TaskSpec], *, workers: int = 2, fork_bomb: bool = False,
           executor: GradingExecutor | None = None,
           on_done: Callable[[GradeResult], None] = lambda r: None,
-          layouts: dict[str, Layout] | None = None) -> list[AuditRow]:
-    """Grade the gold patch and every attack on every task; one row per grading."""
+          layouts: dict[str, Layout] | None = None, resume: bool = False) -> list[AuditRow]:
+    """Grade the gold patch and every attack on every task; one row per grading. With
+    `resume`, the gradings this grader's code already finished in its folder are kept."""
+    out = grader.out_dir
+    if resume:
+        _resumable(out)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / FINGERPRINT_FILE).write_text(grader_fingerprint() + "\n", encoding="utf-8")
     jobs, names = [], {}
     for task in tasks:
         layout = (layouts or {}).get(task.instance_id) or read_layout(
@@ -427,7 +493,14 @@ def audit(grader: Grader, tasks: list[TaskSpec], *, workers: int = 2, fork_bomb:
         for attack in attack_patches(task, layout, fork_bomb=fork_bomb):
             jobs.append(Job(task, attack.patch, _label(attack.name)))
             names[(task.instance_id, _label(attack.name))] = (attack.name, attack.kind)
-    results = run_jobs(grader, jobs, workers=workers, on_done=on_done, executor=executor)
-    order = {(job.task.instance_id, job.label): n for n, job in enumerate(jobs)}
-    return [_row(r, *names[(r.instance_id, r.label)])
-            for r in sorted(results, key=lambda r: order[(r.instance_id, r.label)])]
+    kept = {}
+    if resume:
+        for job in jobs:
+            row = _earlier(out, job, *names[(job.task.instance_id, job.label)])
+            if row is not None:
+                kept[(job.task.instance_id, job.label)] = row
+    todo = [job for job in jobs if (job.task.instance_id, job.label) not in kept]
+    results = run_jobs(grader, todo, workers=workers, on_done=on_done, executor=executor)
+    rows = {**kept, **{(r.instance_id, r.label): _row(r, *names[(r.instance_id, r.label)])
+                       for r in results}}
+    return [rows[(job.task.instance_id, job.label)] for job in jobs]

@@ -381,13 +381,18 @@ def audit(
                                    help="Also try a fork bomb at import (slow: it runs to the grading's time limit)."),
     run_id: Optional[str] = typer.Option(None, help="Name of the output directory under runs/bench/.",
                                   callback=checked_run_id),
+    resume: bool = typer.Option(False, "--resume",
+                                help="Go on with the audit in --run-id's folder: keep the gradings the same grader code finished there on the same patches."),
 ) -> None:
     """Attack the grader on every task: known grader-fooling patches must all come out
     unresolved, and the gold patch resolved."""
-    from benchmark import InfraError
+    from benchmark import AuditResumeError, InfraError, runs_dir
     from benchmark import audit as run_audit
     from harness.run.executors import ExecutorError
 
+    if resume and not (run_id and (runs_dir() / "bench" / run_id).is_dir()):
+        raise _fail("--resume goes on with an earlier audit: name its folder under runs/bench/ "
+                    "with --run-id")
     loaded = _load(suite)
     out = _run_dir("audit", run_id)
     started = time.monotonic()
@@ -398,7 +403,9 @@ def audit(
         bar = progress.add_task("gold and attack patches", total=None)
         try:
             rows = run_audit(grader, loaded.tasks, fork_bomb=fork_bomb, executor=pool,
-                             on_done=lambda result: progress.advance(bar))
+                             on_done=lambda result: progress.advance(bar), resume=resume)
+        except AuditResumeError as exc:
+            raise _fail(str(exc))
         except (InfraError, ExecutorError) as exc:
             raise _fail(f"the audit could not run: {exc}")
         finally:

@@ -59,34 +59,39 @@ def test_every_attack_applies_to_the_task_it_was_written_for(task, tmp_path):
         assert f"PASSED {test_id}" in fake_session(task)
 
 
-@pytest.fixture(scope="module")
-def audited(tmp_path_factory):
-    """One audit of one quickstart task, through the CLI."""
+def _audit_cli(runs: Path, *args: str):
+    """`ratchet bench audit ARGS` through the CLI, writing under `runs`."""
     from typer.testing import CliRunner
 
     from harness.cli import app
 
-    tmp = tmp_path_factory.mktemp("audit")
-    suite = tmp / "one.jsonl"
-    line = next(l for l in (Path(__file__).parents[2] / "benchmark" / "suites" / "quickstart.jsonl")
-                .read_text().splitlines() if QUICKSTART[3].instance_id in l)
-    suite.write_text(line + "\n")
     old = os.environ.get("RATCHET_RUNS")
-    os.environ["RATCHET_RUNS"] = str(tmp / "runs")
+    os.environ["RATCHET_RUNS"] = str(runs)
     try:
-        result = CliRunner().invoke(app, ["bench", "audit", "--suite", str(suite),
-                                          "--run-id", "audit-test"], env={"COLUMNS": "200"})
+        return CliRunner().invoke(app, ["bench", "audit", *args], env={"COLUMNS": "200"})
     finally:
         if old is None:
             os.environ.pop("RATCHET_RUNS")
         else:
             os.environ["RATCHET_RUNS"] = old
-    report = json.loads((tmp / "runs" / "bench" / "audit-test" / "audit.json").read_text())
-    return result, report
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory):
+    """One audit of one quickstart task, through the CLI: its output, report and folder."""
+    tmp = tmp_path_factory.mktemp("audit")
+    suite = tmp / "one.jsonl"
+    line = next(l for l in (Path(__file__).parents[2] / "benchmark" / "suites" / "quickstart.jsonl")
+                .read_text().splitlines() if QUICKSTART[3].instance_id in l)
+    suite.write_text(line + "\n")
+    result = _audit_cli(tmp / "runs", "--suite", str(suite), "--run-id", "audit-test")
+    folder = tmp / "runs" / "bench" / "audit-test"
+    report = json.loads((folder / "audit.json").read_text())
+    return result, report, folder, suite
 
 
 def test_audit_runs_every_attack_and_the_gold_resolves(audited):
-    result, report = audited
+    result, report, _, _ = audited
     rows = report["rows"]
     task = QUICKSTART[3]
     expected = ["gold", *(a.name for a in attack_patches(
@@ -115,7 +120,40 @@ def test_audit_runs_every_attack_and_the_gold_resolves(audited):
 
 def test_audit_no_attack_resolves(audited):
     """Every known attack on the task comes out unresolved; its gold patch resolves."""
-    result, report = audited
+    result, report, _, _ = audited
     assert report["summary"]["attacks_resolved"] == 0, [
         r["attack"] for r in report["rows"] if r["verdict"] == "RESOLVED"]
     assert result.exit_code == 0
+
+
+def test_a_stopped_audit_goes_on_with_only_this_graders_verdicts(audited):
+    """``--resume`` keeps a finished grading only when its patch is the job's and the
+    grader's code is this one. A grading of another patch (one attack's patch.diff changed,
+    as if the attack changed since) is graded again, and nothing else is; an audit made by
+    other grader code is refused, with nothing graded or written."""
+    from benchmark._audit import FINGERPRINT_FILE
+
+    _, report, folder, suite = audited
+    runs = folder.parents[1]
+    task = QUICKSTART[3]
+    reports = {p: p.stat().st_mtime_ns for p in folder.glob(f"{task.instance_id}/*/report.json")}
+    changed = folder / task.instance_id / "attack-conftest-report-rewrite"
+    (changed / "patch.diff").write_text("diff --git a/x b/x\n")
+
+    again = _audit_cli(runs, "--suite", str(suite), "--run-id", "audit-test", "--resume")
+    assert again.exit_code == 0, again.output
+    resumed = json.loads((folder / "audit.json").read_text())
+    assert [(r["attack"], r["verdict"]) for r in resumed["rows"]] == [
+        (r["attack"], r["verdict"]) for r in report["rows"]]
+    regraded = [p.parent.name for p, before in reports.items() if p.stat().st_mtime_ns != before]
+    assert regraded == [changed.name]
+
+    (folder / FINGERPRINT_FILE).write_text("0" * 64 + "\n")  # made by other grader code
+    reports = {p: p.stat().st_mtime_ns for p in reports}
+    refused = _audit_cli(runs, "--suite", str(suite), "--run-id", "audit-test", "--resume")
+    assert refused.exit_code != 0 and "other grader code" in refused.output, refused.output
+    assert all(p.stat().st_mtime_ns == before for p, before in reports.items())
+
+    nowhere = _audit_cli(runs, "--suite", str(suite), "--run-id", "no-such-audit", "--resume")
+    assert nowhere.exit_code != 0 and "--run-id" in nowhere.output, nowhere.output
+    assert not (runs / "bench" / "no-such-audit").exists()
