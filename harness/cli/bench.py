@@ -16,7 +16,7 @@ from rich.table import Table
 
 from harness.cli.common import (
     _builder, _executor, _fail, _filter_option, _grader, _ids_option, _load, _prepare_images,
-    _priced, _progress, _run_dir, _selection, _slice_option, _split_option, agent_runnable,
+    _priced, _progress, _run_dir, _selection, _slice_option, _split_option,
     ALLOW_UNPRICED_HELP, app, bench, check_model_endpoint, checked_run_id, console, err,
     EXECUTOR_HELP, SUITE_HELP,
 )
@@ -301,7 +301,6 @@ def run_agent(
     from harness.models.ledger import Ledger
 
     loaded = _load(suite, _selection(split, slice_, filter_, instance_ids))
-    agent_runnable(loaded.tasks)
     try:
         source = resolve_agent(agent)
     except AgentSourceError as exc:

@@ -23,11 +23,10 @@ pytestmark = pytest.mark.docker
 
 SECRET = "fake-upstream-credential-5b1f0c9e"
 
-PROBE = textwrap.dedent('''\
-    import json, os, socket, subprocess
+FIND_SECRET = textwrap.dedent('''\
+    import os
 
     SECRET = %r[::-1]  # stored reversed, so this file does not itself hold it
-    report = {"uid": os.getuid(), "env_has_secret": any(SECRET in v for v in os.environ.values())}
     hits = []
     for root in ("/etc", "/home", "/tmp", "/run", "/agent", "/testbed", "/opt", "/root", "/var"):
         for dirpath, dirnames, filenames in os.walk(root):
@@ -38,6 +37,13 @@ PROBE = textwrap.dedent('''\
                         hits.append(path)
                 except OSError:
                     pass
+    ''') % SECRET[::-1]
+"""Probe code: `SECRET`, and in `hits` every readable file under the usual roots that holds it."""
+
+PROBE = FIND_SECRET + textwrap.dedent('''\
+    import json, os, socket, subprocess
+
+    report = {"uid": os.getuid(), "env_has_secret": any(SECRET in v for v in os.environ.values())}
     report["files_with_secret"] = hits
     try:
         socket.create_connection(("1.1.1.1", 53), timeout=3)
@@ -68,7 +74,7 @@ PROBE = textwrap.dedent('''\
     report["gateway_status"] = reply.split(b"\\r\\n", 1)[0].decode()
     open("/testbed/probe-was-here.txt", "w").write("hello\\n")
     print("PROBE: " + json.dumps(report), flush=True)
-    ''') % SECRET[::-1]
+    ''')
 
 
 @pytest.fixture(scope="module")
