@@ -15,13 +15,9 @@ import textwrap
 
 import pytest
 
-from benchmark import ImageBuilder
-from benchmark._agent_env import DockerEnvironment
 from benchmark._task import TaskSpec
-from harness.models.gateway import Gateway, OpenAIUpstream
-from harness.models.scripted_model import ScriptedModelServer
 from tests.benchmark.swebench_layout import build_layout_image, official_rows
-from tests.benchmark.test_sandbox_docker import FIND_SECRET, SECRET
+from tests.benchmark.test_sandbox_docker import FIND_SECRET, SECRET, run_probe
 
 pytestmark = pytest.mark.docker
 
@@ -82,29 +78,7 @@ def official_task(docker_daemon):
 @pytest.fixture(scope="module")
 def probe(official_task, tmp_path_factory):
     assert official_task.is_official
-    agent_dir = tmp_path_factory.mktemp("probe-agent")
-    package = agent_dir / "agent_seed"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "__main__.py").write_text(PROBE)
-    for item in (agent_dir, package, *package.iterdir()):
-        item.chmod(0o755 if item.is_dir() else 0o644)
-    os.environ["OPENAI_API_KEY"] = SECRET  # as a user would have it on the host
-    try:
-        with ScriptedModelServer({"default": "pong"}) as upstream:
-            gateway = Gateway(OpenAIUpstream(upstream.base_url, SECRET), model="scripted",
-                              log_dir=tmp_path_factory.mktemp("trajectories"))
-            channel = gateway.open_channel(official_task.instance_id)
-            try:
-                run = DockerEnvironment(ImageBuilder(), timeout_s=180).run_agent(
-                    official_task, agent_dir, socket_path=channel.socket_path, model="scripted")
-            finally:
-                gateway.close_channel(channel)
-    finally:
-        os.environ.pop("OPENAI_API_KEY", None)
-    line = next((l for l in run.log.splitlines() if l.startswith("PROBE: ")), None)
-    assert line, run.log
-    return {"report": json.loads(line[len("PROBE: "):]), "run": run}
+    return run_probe(official_task, PROBE, tmp_path_factory, timeout_s=180)
 
 
 def test_no_credential_enters_either_container(probe):
