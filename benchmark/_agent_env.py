@@ -255,6 +255,9 @@ class DockerEnvironment:
             # the relay is closed: nothing of the agent's runs in the task container any more
             task_box.kill_user(SANDBOX_USER)
             collected = task_box.capture(["bash", "-c", collect_script(repo, state)])
+        if relay.infra_error:
+            raise InfraError(f"the exec relay could not run the agent's command in {image}: "
+                             f"{relay.infra_error}")
         run = _agent_run(task, started, exit_code, timed_out, finished, collected)
         run.relayed_commands = relay.commands
         return run

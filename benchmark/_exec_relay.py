@@ -125,6 +125,8 @@ class ExecRelay:
         self._server: socketserver.UnixStreamServer | None = None
         self._dir: Path | None = None
         self.commands = 0
+        self.infra_error: str | None = None
+        """Docker failed running a command: the run is the harness's failure, not the agent's."""
 
     @property
     def socket_path(self) -> Path:
@@ -212,6 +214,7 @@ class ExecRelay:
         try:
             return 200, self.run(command, cwd=cwd, timeout_s=timeout_s, env=env).to_json()
         except InfraError as exc:
+            self.infra_error = str(exc)
             return 502, {"error": f"the harness could not run the command: {exc}"}
         finally:
             self._busy.release()

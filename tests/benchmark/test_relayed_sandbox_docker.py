@@ -144,3 +144,34 @@ def test_bench_run_resolves_an_official_row_with_the_agent_in_its_own_container(
     assert "src/isodate/duration.py" in prediction["model_patch"]
     outcome = summary["per_task"][row["instance_id"]]
     assert outcome["submitted"] and not outcome["tampered"]
+
+
+def test_ratchet_run_evolves_the_agent_on_an_official_row(official_task, tmp_path):
+    """`ratchet run` on the official-format row (scripted demo models): generation 0 is
+    evaluated through the relay and resolves; the candidate passes the harness's checks
+    (the smoke test runs relayed, the agent's self-check in ratchet's agent image) and is
+    evaluated too, with no infrastructure error anywhere."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from harness.loop.journal import Journal, replay
+    from tests.harness.conftest import new_workspace
+
+    workspace = new_workspace(tmp_path / "ws")
+    suite = tmp_path / "official.jsonl"
+    suite.write_text(json.dumps({**official_rows()[0], "image": official_task.image}) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    out = subprocess.run([str(Path(sys.executable).with_name("ratchet")), "run", "--suite",
+                          str(suite), "--generations", "1", "--scripted", "demo", "--run-id", "off"],
+                         capture_output=True, text=True, cwd=workspace, timeout=1800,
+                         env={**env, "COLUMNS": "200"})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    events = Journal.read(workspace / "runs" / "off" / "journal.jsonl")
+    evaluated = [e for e in events if e["event"] == "task_evaluated"]
+    # an infrastructure error is never journaled as an evaluation: both generations have one
+    assert {e["generation"] for e in evaluated} == {0, 1}, out.stdout[-3000:]
+    assert all(not e["result"]["error"] for e in evaluated)
+    state = replay(events)
+    assert state.generations[0].score["resolved"] == 1
+    assert state.generations[1].verdict in ("accepted", "rejected"), state.generations[1]
