@@ -16,7 +16,7 @@ import time
 import pytest
 
 from agent_seed.agent import relay_command
-from benchmark import _docker
+from benchmark import _docker, _exec_relay
 from benchmark._exec_relay import ExecRelay
 from benchmark._images import SANDBOX_USER
 from tests.benchmark.swebench_layout import build_layout_image
@@ -79,7 +79,8 @@ def test_a_command_past_its_timeout_is_killed_with_its_process_group(task_box):
         task_box.kill_user(SANDBOX_USER)
 
 
-def test_a_process_that_leaves_the_group_cannot_hold_the_relay_past_the_timeout(task_box):
+def test_a_process_that_leaves_the_group_cannot_hold_the_relay_past_the_timeout(task_box,
+                                                                                 monkeypatch):
     """A child in a session of its own keeps the output open after the group is killed:
     every process of the user started since the command goes; one an earlier command left
     running (a server) stays."""
@@ -94,6 +95,15 @@ def test_a_process_that_leaves_the_group_cannot_hold_the_relay_past_the_timeout(
     left = _sandbox_processes(task_box)
     assert "sleep 86402" not in left and "sleep 86403" not in left
     assert "sleep 86404" in left
+
+    # the defence off (the process group alone is killed): the escaped process lives on
+    monkeypatch.setattr(_exec_relay, "_KILL", 'kill -9 -- "-$1"')
+    with _relay(task_box, max_timeout_s=2) as relay:
+        code, _ = relay_command(str(relay.socket_path), "setsid sleep 86402 & sleep 86403",
+                                "/testbed", 60)
+    assert code is None
+    left = _sandbox_processes(task_box)
+    assert "sleep 86402" in left and "sleep 86403" not in left
 
 
 def test_huge_output_is_capped(task_box):
