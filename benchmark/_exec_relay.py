@@ -125,6 +125,7 @@ class ExecRelay:
         self._server: socketserver.UnixStreamServer | None = None
         self._dir: Path | None = None
         self.commands = 0
+        self._closing = False
         self.infra_error: str | None = None
         """Docker failed running a command: the run is the harness's failure, not the agent's."""
 
@@ -149,6 +150,7 @@ class ExecRelay:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closing = True
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -214,7 +216,8 @@ class ExecRelay:
         try:
             return 200, self.run(command, cwd=cwd, timeout_s=timeout_s, env=env).to_json()
         except InfraError as exc:
-            self.infra_error = str(exc)
+            if not self._closing:  # else: the run ended under it (its time limit), not Docker
+                self.infra_error = str(exc)
             return 502, {"error": f"the harness could not run the command: {exc}"}
         finally:
             self._busy.release()

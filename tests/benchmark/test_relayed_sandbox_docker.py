@@ -21,7 +21,7 @@ from tests.benchmark.test_sandbox_docker import FIND_SECRET, SECRET, run_probe
 
 pytestmark = pytest.mark.docker
 
-PROBE = FIND_SECRET + textwrap.dedent('''\
+RELAY_CLIENT = textwrap.dedent('''\
     import http.client, json, os, socket
 
     class Unix(http.client.HTTPConnection):
@@ -29,12 +29,15 @@ PROBE = FIND_SECRET + textwrap.dedent('''\
             self.sock = socket.socket(socket.AF_UNIX)
             self.sock.connect(os.environ["RATCHET_EXEC_SOCKET"])
 
-    def relayed(command):
-        c = Unix("relay", timeout=120)
+    def relayed(command, timeout_s=60):
+        c = Unix("relay", timeout=timeout_s + 60)
         c.request("POST", "/exec", json.dumps({"command": command, "cwd": "/testbed",
-                                               "timeout_s": 60}))
+                                               "timeout_s": timeout_s}))
         return json.loads(c.getresponse().read())
+    ''')
+"""Probe code: `relayed(command)`, a command sent to the exec relay, its reply."""
 
+PROBE = FIND_SECRET + RELAY_CLIENT + textwrap.dedent('''\
     report = {"agent": {"uid": os.getuid(), "files_with_secret": hits,
                         "env_has_secret": any(SECRET in v for v in os.environ.values()),
                         "testbed": os.path.exists("/testbed"),
@@ -116,6 +119,23 @@ def test_the_patch_is_collected_from_the_task_container(probe):
     assert run.exit_code == 0 and run.relayed_commands == 8
     assert probe["report"]["task"]["write"]["output"].strip() == "?? probe-was-here.txt"
     assert "+++ b/probe-was-here.txt" in run.patch and "+hello" in run.patch
+
+
+def test_the_run_time_limit_holds_while_a_relayed_command_runs(official_task, tmp_path_factory):
+    """An agent whose command would run for an hour: the run ends at its limit (the relay's
+    ceiling is the run's), as the agent's failure, not an infrastructure error, and nothing
+    of the command is left behind to touch the patch."""
+    import time
+
+    source = RELAY_CLIENT + textwrap.dedent('''\
+        print("PROBE: {}", flush=True)
+        relayed("echo started > started.txt; sleep 3600; echo late > late.txt", timeout_s=3600)
+        ''')
+    started = time.monotonic()
+    run = run_probe(official_task, source, tmp_path_factory, timeout_s=40)["run"]
+    assert time.monotonic() - started < 120
+    assert run.timed_out and run.relayed_commands == 1
+    assert "+++ b/started.txt" in run.patch and "late.txt" not in run.patch
 
 
 def test_bench_run_resolves_an_official_row_with_the_agent_in_its_own_container(
