@@ -195,3 +195,23 @@ def test_ratchet_run_evolves_the_agent_on_an_official_row(official_task, tmp_pat
     state = replay(events)
     assert state.generations[0].score["resolved"] == 1
     assert state.generations[1].verdict in ("accepted", "rejected"), state.generations[1]
+
+
+def test_bench_run_says_once_when_the_agent_image_cannot_be_made(official_task, tmp_path):
+    """No agent image (here: RATCHET_BASE_IMAGE names an image that is not there): one clear
+    error before any task runs, not one infrastructure error per task."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    suite = tmp_path / "official.jsonl"
+    suite.write_text(json.dumps({**official_rows()[0], "image": official_task.image}) + "\n")
+    out = subprocess.run([str(Path(sys.executable).with_name("ratchet")), "bench", "run",
+                          "--suite", str(suite), "--scripted", "oracle", "--run-id", "noimage",
+                          "--agent", str(Path(__file__).resolve().parents[2])],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                         env={**os.environ, "COLUMNS": "240", "RATCHET_RUNS": str(tmp_path / "runs"),
+                              "RATCHET_BASE_IMAGE": "ratchet-test/no-such-base:missing"})
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "the agent's own image" in out.stderr and "RATCHET_BASE_IMAGE" in out.stderr
+    assert not list((tmp_path / "runs" / "bench" / "noimage").rglob("results/*.json"))
