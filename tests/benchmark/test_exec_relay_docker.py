@@ -138,6 +138,11 @@ def test_bad_requests_and_a_second_command_at_once_are_refused(task_box):
         status, body = _post(relay.socket_path, json.dumps(
             {"command": "true", "env": {"BAD NAME": "x"}}).encode())
         assert status == 400
+        # a NUL byte is not a Docker failure (which would make the run unscored) but the
+        # command's own: the runtime's refusal comes back as its output
+        code, output = relay_command(str(relay.socket_path), "echo \0", "/testbed", 10,
+                                     {"X": "\0"})
+        assert code not in (0, None) and relay.infra_error is None
         slow = threading.Thread(target=relay_command, args=(str(relay.socket_path), "sleep 3",
                                                             "/testbed", 10), daemon=True)
         slow.start()
