@@ -7,10 +7,12 @@ after every step. The patch is not the agent's business: the harness takes ``git
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import traceback
@@ -28,7 +30,7 @@ from .errors import (
 )
 from .model import ModelClient
 
-__all__ = ["TRAJECTORY_FILE", "Agent", "run_command", "truncate"]
+__all__ = ["EXEC_SOCKET_ENV", "TRAJECTORY_FILE", "Agent", "relay_command", "run_command", "truncate"]
 
 TRAJECTORY_FILE = "trajectory.json"
 BASH_BLOCK = re.compile(r"```bash[ \t]*\n(.*?)\n?```", re.DOTALL)
@@ -43,10 +45,47 @@ def truncate(text: str, max_chars: int) -> tuple[str, int]:
     return f"{text[:head]}\n\n... [{elided} characters elided] ...\n\n{text[-(max_chars - head):]}", elided
 
 
+EXEC_SOCKET_ENV = "RATCHET_EXEC_SOCKET"
+"""Set when the repo is in another container: commands go to the harness's exec relay."""
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("relay", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def relay_command(socket_path: str, command: str, cwd: str | Path, timeout_s: float,
+                  env: dict[str, str] | None = None) -> tuple[int | None, str]:
+    """``run_command`` through the exec relay: ``POST /exec`` on its unix socket; the harness
+    runs the command in the task container and enforces the timeout and an output cap."""
+    body = json.dumps({"command": command, "cwd": str(cwd), "timeout_s": timeout_s,
+                       "env": env or {}})
+    connection = _UnixHTTPConnection(socket_path, timeout=timeout_s + 60)
+    try:
+        connection.request("POST", "/exec", body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        reply = json.loads(response.read() or b"{}")
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise RuntimeError(f"exec relay: HTTP {response.status}: {reply.get('error', reply)}")
+    return reply["returncode"], reply["output"]
+
+
 def run_command(command: str, cwd: str | Path, timeout_s: float,
                 env: dict[str, str] | None = None) -> tuple[int | None, str]:
     """Run ``bash -c command``; return (exit code, combined stdout/stderr). On timeout the
-    whole process group is killed and the exit code is None."""
+    whole process group is killed and the exit code is None. With ``RATCHET_EXEC_SOCKET``
+    set, the harness's exec relay runs it (`relay_command`)."""
+    relay = os.environ.get(EXEC_SOCKET_ENV)
+    if relay:
+        return relay_command(relay, command, cwd, timeout_s, env)
     proc = subprocess.Popen(["bash", "-c", command], cwd=cwd, env={**os.environ, **(env or {})},
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)

@@ -28,6 +28,7 @@ import io
 import json
 import secrets
 import tarfile
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -35,12 +36,16 @@ from typing import Any, Protocol
 
 from benchmark import _docker
 from benchmark._errors import InfraError
+from benchmark._exec_relay import EXEC_SOCKET_ENV, ExecRelay
 from benchmark._images import AGENT_VENV, SANDBOX_UID, SANDBOX_USER, ImageBuilder
+from benchmark._official import official_spec
 from benchmark._task import TaskSpec
 
 __all__ = ["REPO_IN_SANDBOX", "SOCKET_IN_SANDBOX", "AgentRun", "DockerEnvironment", "Environment"]
 
 SOCKET_IN_SANDBOX = "/run/ratchet/llm.sock"
+EXEC_SOCKET_IN_SANDBOX = "/run/ratchet/exec.sock"
+"""The exec relay's socket in the agent's container, when the task image is not ratchet's."""
 REPO_IN_SANDBOX = "/work/agent-repo"
 """Where a ``repo_archive`` given to :meth:`DockerEnvironment.run_agent` is unpacked."""
 _PROBLEM = "/run/ratchet/task/problem.md"
@@ -141,6 +146,8 @@ class AgentRun:
     error: str | None = None
     problems: list[str] = field(default_factory=list)
     """Why the patch could not be taken (the agent's failure: it is graded as no change)."""
+    relayed_commands: int | None = None
+    """Commands run through the exec relay (None: the agent ran in the task's container)."""
 
     @property
     def steps(self) -> int:
@@ -174,18 +181,16 @@ class DockerEnvironment:
         user, and the patch is the ``git diff`` there (the self proposer's "improve this
         agent" run). None (the default) is the task repo at /testbed.
         """
+        if task.is_official and repo_archive is None:  # the task image is not ratchet's
+            return self._run_relayed(task, agent_dir, socket_path=socket_path, model=model)
         started = time.monotonic()
-        image = self.builder.ensure_task(task)
+        # an archive's repo needs no task image: an official one lacks the agent's runtime
+        image = (self.builder.ensure_agent() if task.is_official
+                 else self.builder.ensure_task(task))
         repo = "/testbed" if repo_archive is None else REPO_IN_SANDBOX
         state = f"/run/ratchet-harness-{secrets.token_hex(8)}"
         inner = max(10, int(self.timeout_s) - 30)  # leave time to collect the patch
-        script = f"""set -u
-mkdir -p {_AGENT_OUT}
-exec > {_AGENT_LOG} 2>&1
-cd /agent
-exec timeout -k 5 {inner} {AGENT_VENV}/bin/python -m agent_seed run --problem {_PROBLEM} \
-    --repo {repo} --out {_AGENT_OUT}
-"""
+        script = _agent_script(inner, repo)
         archives = [("/", _docker.make_tar({_PROBLEM: task.problem_statement,
                                             _SCRIPT: script}))]
         if repo_archive is not None:
@@ -206,19 +211,86 @@ exec timeout -k 5 {inner} {AGENT_VENV}/bin/python -m agent_seed run --problem {_
             # nothing of the agent's runs any more while its patch is taken
             finished = box.capture(finish_command(), user=SANDBOX_USER)
             collected = box.capture(["bash", "-c", collect_script(repo, state)])
-        raw, log = finished.stdout, finished.stderr.decode("utf-8", "replace")
-        patch, problems = _patch_of(collected)
-        for problem in problems:
-            log += f"\n[ratchet] {problem}\n"
-        trajectory = None
-        if raw:
-            try:
-                trajectory = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                trajectory = None
-        return AgentRun(task.instance_id, patch, exit_code, timed_out or exit_code == 124,
-                        time.monotonic() - started, log, trajectory
-                        if isinstance(trajectory, dict) else None, problems=problems)
+        return _agent_run(task, started, exit_code, timed_out, finished, collected)
+
+    def _run_relayed(self, task: TaskSpec, agent_dir: Path, *, socket_path: Path,
+                     model: str) -> AgentRun:
+        """Two containers, both locked: the task's own image (network none, every capability
+        dropped but root's CHOWN to give /testbed to the sandbox user, nothing of the agent
+        in it) and ratchet's agent image (also a read-only root, ``/agent`` read-only, the
+        gateway socket and the exec relay's), whose commands the relay runs in the first."""
+        started = time.monotonic()
+        image, agent_image = self.builder.ensure_task(task), self.builder.ensure_agent()
+        repo, state = "/testbed", f"/run/ratchet-harness-{secrets.token_hex(8)}"
+        inner = max(10, int(self.timeout_s) - 30)
+        script = _agent_script(inner, repo)
+        give = (f"chown -R {SANDBOX_USER} {repo} && mkdir -p /home/sandbox && "
+                f"chown {SANDBOX_USER} /home/sandbox\n")
+        with tempfile.TemporaryDirectory(prefix="ratchet-task-") as shared, \
+                _docker.sandbox(image, limits=self.limits, cap_add=["CHOWN"]) as task_box:
+            Path(shared).chmod(0o755)
+            problem = Path(shared, "problem.md")
+            problem.write_text(task.problem_statement, encoding="utf-8")
+            problem.chmod(0o644)
+            prepared = task_box.capture(["bash", "-c", give + prepare_script(repo, state)])
+            if prepared.exit_code != 0:
+                raise InfraError(f"could not prepare the repository {repo} in {image}: "
+                                 f"{prepared.stderr.decode(errors='replace')[-500:]}")
+            relay = ExecRelay(task_box, user=SANDBOX_USER, environment={"HOME": "/home/sandbox"},
+                              setup="\n".join(official_spec(task).setup), max_timeout_s=inner)
+            with relay, _docker.sandbox(
+                agent_image, limits=self.limits, read_only=True,
+                tmpfs={"/tmp": "rw,nosuid,nodev,size=512m"},
+                volumes={str(agent_dir.resolve()): {"bind": "/agent", "mode": "ro"},
+                         str(socket_path): {"bind": SOCKET_IN_SANDBOX, "mode": "rw"},
+                         str(relay.socket_path): {"bind": EXEC_SOCKET_IN_SANDBOX, "mode": "rw"},
+                         shared: {"bind": str(PurePosixPath(_PROBLEM).parent), "mode": "ro"}},
+                environment={"RATCHET_LLM_SOCKET": SOCKET_IN_SANDBOX, "RATCHET_MODEL": model,
+                             EXEC_SOCKET_ENV: EXEC_SOCKET_IN_SANDBOX, "HOME": "/tmp",
+                             "PYTHONDONTWRITEBYTECODE": "1"},
+            ) as agent_box:
+                exit_code, timed_out = agent_box.run(["bash", "-c", script], user=SANDBOX_USER,
+                                                     timeout_s=inner + 15)
+                finished = agent_box.capture(finish_command(), user=SANDBOX_USER)
+            # the relay is closed: nothing of the agent's runs in the task container any more
+            task_box.kill_user(SANDBOX_USER)
+            collected = task_box.capture(["bash", "-c", collect_script(repo, state)])
+        if relay.infra_error:
+            raise InfraError(f"the exec relay could not run the agent's command in {image}: "
+                             f"{relay.infra_error}")
+        run = _agent_run(task, started, exit_code, timed_out, finished, collected)
+        run.relayed_commands = relay.commands
+        return run
+
+
+def _agent_script(inner: int, repo: str) -> str:
+    """The agent's command line, its output in its log, under the run's time limit."""
+    return f"""set -u
+mkdir -p {_AGENT_OUT}
+exec > {_AGENT_LOG} 2>&1
+cd /agent
+exec timeout -k 5 {inner} {AGENT_VENV}/bin/python -m agent_seed run --problem {_PROBLEM} \
+    --repo {repo} --out {_AGENT_OUT}
+"""
+
+
+def _agent_run(task: TaskSpec, started: float, exit_code: int, timed_out: bool,
+               finished: "_docker.ExecResult", collected: "_docker.ExecResult") -> AgentRun:
+    """The run's record: the agent's log and trajectory (`finish_command`'s output) and the
+    patch the harness collected."""
+    raw, log = finished.stdout, finished.stderr.decode("utf-8", "replace")
+    patch, problems = _patch_of(collected)
+    for problem in problems:
+        log += f"\n[ratchet] {problem}\n"
+    trajectory = None
+    if raw:
+        try:
+            trajectory = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            trajectory = None
+    return AgentRun(task.instance_id, patch, exit_code, timed_out or exit_code == 124,
+                    time.monotonic() - started, log, trajectory
+                    if isinstance(trajectory, dict) else None, problems=problems)
 
 
 def _patch_of(collected: "_docker.ExecResult") -> tuple[str, list[str]]:

@@ -372,6 +372,40 @@ class Sandbox:
         return ExecResult(int(result.exit_code if result.exit_code is not None else -1),
                           out or b"", err or b"")
 
+    def exec_stream(self, command: list[str], *, user: str,
+                    environment: dict | None = None) -> tuple[str, Iterator[bytes]]:
+        """Start `command` as `user`; (exec id, its stdout and stderr as they come, merged).
+        The caller bounds what it keeps and how long it reads (`benchmark._exec_relay`)."""
+        api = self.container.client.api
+        with _translated("starting a command in a sandbox"):
+            exec_id = api.exec_create(self.container.id, command, user=user,
+                                      environment=environment or {})["Id"]
+            stream = api.exec_start(exec_id, stream=True)
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from stream
+            except (docker.errors.DockerException, requests.exceptions.RequestException):
+                return  # the container went away: the output ends here
+        return exec_id, chunks()
+
+    def exec_exit_code(self, exec_id: str) -> int:
+        """The exit code of a finished exec (-1 when Docker has none)."""
+        with _translated("reading a command's exit code in a sandbox"):
+            code = self.container.client.api.exec_inspect(exec_id).get("ExitCode")
+        return -1 if code is None else int(code)
+
+    def on_own_client(self) -> "Sandbox":
+        """The same container through a Docker client of its own, for another thread (the
+        SDK's session is not shared across threads)."""
+        with _translated("connecting to Docker"):
+            client = docker.from_env(timeout=120)
+            return Sandbox(client.containers.get(self.container.id))
+
+    def close_client(self) -> None:
+        """Close the client of a Sandbox made by `on_own_client` (never the thread's own)."""
+        self.container.client.close()
+
     def kill_user(self, user: str) -> None:
         """SIGKILL every process of `user` (``kill -1`` as that user spares PID 1 and the
         root keeper); twice, for what was forking meanwhile."""
@@ -383,14 +417,18 @@ class Sandbox:
 @contextmanager
 def sandbox(image: str, *, archives: Iterable[tuple[str, bytes]] = (),
             limits: SandboxLimits = SandboxLimits(), volumes: dict | None = None,
-            environment: dict | None = None) -> Iterator[Sandbox]:
+            environment: dict | None = None, cap_add: list[str] | None = None,
+            read_only: bool = False, tmpfs: dict | None = None) -> Iterator[Sandbox]:
     """A fresh hardened container of `image`, started, its `archives` copied in; removed
     afterwards whatever happened. Its keeper process runs as root (with every capability
-    dropped), so no process of the sandbox user can stop it or write to its output."""
+    dropped but `cap_add`: root's, never the sandbox user's), so no process of the sandbox
+    user can stop it or write to its output. `read_only`: the root file system too (then
+    `archives` cannot be copied in; bind-mount them), with `tmpfs` mounts to write in."""
     try:
         container = connect().containers.create(
             image, ["sleep", "infinity"], detach=True, user="root", volumes=volumes or {},
-            environment=environment or {}, labels=_labels(), **_hardened(limits))
+            environment=environment or {}, labels=_labels(), cap_add=cap_add or None,
+            read_only=read_only, tmpfs=tmpfs or None, **_hardened(limits))
     except docker.errors.ImageNotFound as exc:
         raise InfraError(f"image {image!r} is missing: {exc.explanation}") from exc
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:

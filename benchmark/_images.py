@@ -296,6 +296,12 @@ git config --system --add safe.directory '*'
 
         return self._ensure(tag, build)
 
+    def ensure_agent(self) -> str:
+        """ratchet's own agent image (the environment layer with no task dependencies: the
+        agent runtime and the sandbox user), where the agent runs when the task image is
+        not ratchet's (`benchmark._agent_env`, the exec relay)."""
+        return self.ensure_env(TaskEnvironment())
+
     # task -------------------------------------------------------------------------------
 
     def ensure_task(self, task: TaskSpec) -> str:

@@ -10,10 +10,16 @@ Measured with the Docker SDK, the way the harness would do it:
                (network none, uid 65534, all capabilities dropped, read-only root, docker's init)
   exec       - one command through ``docker exec`` in a running container (as the sandbox uid),
                output read back: the round trip a relayed command costs
+  relay      - the same command through the built relay (`benchmark._exec_relay`), sent by the
+               seed agent's own client (``agent_seed.agent.relay_command``: HTTP over the unix
+               socket, then ``docker exec`` of a ``setsid`` session with the output capped)
   local      - the same command run by ``subprocess`` inside the container (today's path: the
                agent runs its commands itself), timed in the container
 
-Added per task = container + commands x (exec - local). Medians over ``--repeat``.
+Added per task = container + commands x (relay - local). Medians over ``--repeat``. The whole
+path (two containers, the seed agent, the oracle model, grading) is measured by
+``perf/agent_overhead.py --suite FILE`` on a file holding a ratchet task and the same task as
+an official row (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from _common import LoadSampler  # noqa: E402  (perf/ is sys.path[0])
+from agent_seed.agent import relay_command  # noqa: E402
 from benchmark import _docker  # noqa: E402
-from benchmark._images import ImageBuilder  # noqa: E402
+from benchmark._exec_relay import ExecRelay  # noqa: E402
+from benchmark._images import SANDBOX_USER, ImageBuilder  # noqa: E402
 
 COMMAND = "cd /testbed 2>/dev/null || cd /; ls >/dev/null; git status --short >/dev/null 2>&1; echo ok"
 _LOCAL = f"""
@@ -78,14 +86,26 @@ def main() -> int:
             execs.append(statistics.median(rounds))
             out = task.exec_run(["python3", "-c", _LOCAL.format(n=args.commands)], user="1000:1000")
             locals_.append(float(out.output.decode().strip().splitlines()[-1]))
+        relays = []
+        with ExecRelay(_docker.Sandbox(task), user=SANDBOX_USER, environment={"HOME": "/tmp"}) as relay:
+            for _ in range(args.repeat):
+                rounds = []
+                for _ in range(args.commands):
+                    started = time.perf_counter()
+                    code, output = relay_command(str(relay.socket_path), COMMAND, "/", 60)
+                    rounds.append(time.perf_counter() - started)
+                    assert code == 0 and output.strip().endswith("ok"), (code, output)
+                relays.append(statistics.median(rounds))
     finally:
         task.remove(force=True, v=True)
     container_s = statistics.median(lifecycle)
     exec_s, local_s = statistics.median(execs), statistics.median(locals_)
-    added = container_s + args.commands * (exec_s - local_s)
+    relay_s = statistics.median(relays)
+    added = container_s + args.commands * (relay_s - local_s)
     print(f"image {image}")
     print(f"container (create+start+remove): {container_s:.3f}s")
-    print(f"exec round trip: {exec_s * 1000:.1f} ms; in-container subprocess: {local_s * 1000:.1f} ms")
+    print(f"exec round trip: {exec_s * 1000:.1f} ms; through the relay: {relay_s * 1000:.1f} ms; "
+          f"in-container subprocess: {local_s * 1000:.1f} ms")
     print(f"added per task with {args.commands} commands: {added:.2f}s")
     print(sampler.report())
     return 0

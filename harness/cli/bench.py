@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from harness.cli.common import (
     _builder, _executor, _fail, _filter_option, _grader, _ids_option, _load, _prepare_images,
-    _priced, _progress, _run_dir, _selection, _slice_option, _split_option, agent_runnable,
+    _priced, _progress, _run_dir, _selection, _slice_option, _split_option,
     ALLOW_UNPRICED_HELP, app, bench, check_model_endpoint, checked_run_id, console, err,
     EXECUTOR_HELP, SUITE_HELP,
 )
@@ -270,6 +271,18 @@ def _upstream(model: Optional[str], scripted: Optional[str], tasks):
     return upstream, model, model, None
 
 
+def _agent_image(builder) -> None:
+    """ratchet's agent image, built before the first task run where some task's image is not
+    ratchet's (the agent runs beside it: `benchmark._exec_relay`); one clear error if not."""
+    from benchmark import InfraError
+
+    try:
+        builder.ensure_agent()
+    except InfraError as exc:
+        raise _fail(escape(f"the agent's own image (it runs beside an official task image) "
+                           f"could not be made: {exc}"))
+
+
 @bench.command("run")
 def run_agent(
     suite: str = typer.Option(..., "--suite", "-s", help=SUITE_HELP),
@@ -301,7 +314,6 @@ def run_agent(
     from harness.models.ledger import Ledger
 
     loaded = _load(suite, _selection(split, slice_, filter_, instance_ids))
-    agent_runnable(loaded.tasks)
     try:
         source = resolve_agent(agent)
     except AgentSourceError as exc:
@@ -317,6 +329,8 @@ def run_agent(
         with _progress() as progress:
             grader = _grader(out / "grades", progress, executor)
             _prepare_images(grader, loaded.tasks, progress, executor)
+            if executor == "local" and any(task.is_official for task in loaded.tasks):
+                _agent_image(grader.builder)
             pool = _executor(executor, workers, progress)
             gateway = Gateway(upstream, model=model_name, log_dir=out / "trajectories",
                               budget=Budget(per_task=task_budget_usd, per_run=budget_usd),

@@ -97,19 +97,6 @@ def _load(suite: str, selection=None):
     return loaded
 
 
-def agent_runnable(tasks) -> None:
-    """Refuse, before anything runs or is written, tasks the agent cannot run in: official
-    SWE-bench rows use the official images, which lack the agent's runtime (issue 18 item 4;
-    the design is in docs/architecture.md). Counting them as agent failures would be wrong."""
-    official = [task.instance_id for task in tasks if task.is_official]
-    if official:
-        raise _fail(escape(
-            f"{len(official)} task(s) are official SWE-bench rows (first: {official[0]}): the agent "
-            "cannot run in the official images yet (they lack its runtime). Grade predictions "
-            "made by another agent with `ratchet bench grade --suite ... --predictions FILE`, "
-            "or pick ratchet-format tasks (e.g. --suite quickstart)"))
-
-
 def _run_dir(kind: str, run_id: Optional[str]) -> Path:
     from benchmark import runs_dir
 

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from harness.cli.common import (ALLOW_UNPRICED_HELP, EXECUTOR_HELP, SELECT, _fail, _ids_option,
-                                _load, agent_runnable, _priced, _split_option, app,
+                                _load, _priced, _split_option, app,
                                 check_model_endpoint, checked_run_id, console, err)
 
 
@@ -347,7 +347,6 @@ def start_run(root: Path, settings, commit_agent: bool = False) -> None:
         raise _fail(f"run {settings.run} exists; continue it with `ratchet resume {settings.run}`")
     _check_settings(settings)
     tasks = _load(settings.suite, run_selection(settings)).tasks
-    agent_runnable(tasks)
     _check_splits(settings, tasks)
     before_start = None
     if settings.base == "HEAD" and commit_agent:

@@ -104,9 +104,10 @@ def smoke_test(agent_dir: Path, task: TaskSpec, builder: ImageBuilder, *,
 
 def agent_selfcheck(agent_dir: Path, task: TaskSpec, builder: ImageBuilder) -> list[str]:
     """The agent's own checks (``python -m agent_seed selfcheck``), in a sandbox of
-    ``task``'s image (it is model-written code)."""
+    ``task``'s image, or ratchet's agent image where the task's is not ratchet's (it is
+    model-written code)."""
     run = _docker.run_script(
-        builder.ensure_task(task), f"cd /agent && {AGENT_VENV}/bin/python -m agent_seed selfcheck",
+        builder.ensure_agent() if task.is_official else builder.ensure_task(task), f"cd /agent && {AGENT_VENV}/bin/python -m agent_seed selfcheck",
         timeout_s=300, user=SANDBOX_USER,
         volumes={str(agent_dir): {"bind": "/agent", "mode": "ro"}},
         environment={"HOME": "/home/sandbox"})

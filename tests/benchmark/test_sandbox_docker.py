@@ -23,11 +23,10 @@ pytestmark = pytest.mark.docker
 
 SECRET = "fake-upstream-credential-5b1f0c9e"
 
-PROBE = textwrap.dedent('''\
-    import json, os, socket, subprocess
+FIND_SECRET = textwrap.dedent('''\
+    import os
 
     SECRET = %r[::-1]  # stored reversed, so this file does not itself hold it
-    report = {"uid": os.getuid(), "env_has_secret": any(SECRET in v for v in os.environ.values())}
     hits = []
     for root in ("/etc", "/home", "/tmp", "/run", "/agent", "/testbed", "/opt", "/root", "/var"):
         for dirpath, dirnames, filenames in os.walk(root):
@@ -38,6 +37,13 @@ PROBE = textwrap.dedent('''\
                         hits.append(path)
                 except OSError:
                     pass
+    ''') % SECRET[::-1]
+"""Probe code: `SECRET`, and in `hits` every readable file under the usual roots that holds it."""
+
+PROBE = FIND_SECRET + textwrap.dedent('''\
+    import json, os, socket, subprocess
+
+    report = {"uid": os.getuid(), "env_has_secret": any(SECRET in v for v in os.environ.values())}
     report["files_with_secret"] = hits
     try:
         socket.create_connection(("1.1.1.1", 53), timeout=3)
@@ -68,7 +74,7 @@ PROBE = textwrap.dedent('''\
     report["gateway_status"] = reply.split(b"\\r\\n", 1)[0].decode()
     open("/testbed/probe-was-here.txt", "w").write("hello\\n")
     print("PROBE: " + json.dumps(report), flush=True)
-    ''') % SECRET[::-1]
+    ''')
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +82,15 @@ def task():
     return load_tasks(DATA / "handwritten.jsonl").tasks[0]
 
 
-@pytest.fixture(scope="module")
-def probe(task, tmp_path_factory):
-    """Run the probe once; every test reads its report."""
+def run_probe(task, source: str, tmp_path_factory, timeout_s: float = 120) -> dict:
+    """Run `source` as the agent's ``__main__`` on `task` through `DockerEnvironment`, with a
+    gateway channel bound in and a fake credential in the host's environment; its report
+    (the line ``PROBE: {json}`` of its log), the run, the channel and what reached upstream."""
     agent_dir = tmp_path_factory.mktemp("probe-agent")
     package = agent_dir / "agent_seed"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "__main__.py").write_text(PROBE)
+    (package / "__main__.py").write_text(source)
     for item in (agent_dir, package, *package.iterdir()):
         item.chmod(0o755 if item.is_dir() else 0o644)
     logs = tmp_path_factory.mktemp("trajectories")
@@ -94,16 +101,23 @@ def probe(task, tmp_path_factory):
                               log_dir=logs)
             channel = gateway.open_channel(task.instance_id)
             try:
-                run = DockerEnvironment(ImageBuilder(), timeout_s=120).run_agent(
+                run = DockerEnvironment(ImageBuilder(), timeout_s=timeout_s).run_agent(
                     task, agent_dir, socket_path=channel.socket_path, model="scripted")
             finally:
                 gateway.close_channel(channel)
             upstream_requests = list(upstream.requests)
     finally:
         os.environ.pop("OPENAI_API_KEY", None)
-    line = next(l for l in run.log.splitlines() if l.startswith("PROBE: "))
+    line = next((l for l in run.log.splitlines() if l.startswith("PROBE: ")), None)
+    assert line, run.log
     return {"report": json.loads(line[len("PROBE: "):]), "run": run, "channel": channel,
             "upstream_requests": upstream_requests, "gateway": gateway}
+
+
+@pytest.fixture(scope="module")
+def probe(task, tmp_path_factory):
+    """Run the probe once; every test reads its report."""
+    return run_probe(task, PROBE, tmp_path_factory)
 
 
 def test_no_credential_enters_the_sandbox(probe):
