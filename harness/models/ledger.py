@@ -42,6 +42,10 @@ DEFAULT_MAX_OUTPUT_TOKENS = 8192
 
 @dataclass
 class Usage:
+    """What model calls used and cost: the host side's one usage type (the ledger's totals,
+    a proposal's and each attempt's). The scripted server's `harness.models.scripted_model.Usage`
+    is wire format (the ``usage`` object a reply reports), read into this one by the gateway."""
+
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -50,6 +54,16 @@ class Usage:
     unpriced_calls: int = 0
     """Calls of a model with no known price (``--allow-unpriced``): their cost is unknown,
     not $0, and ``cost_usd`` holds only the priced calls' part."""
+
+    @classmethod
+    def of_reply(cls, response: dict[str, Any]) -> "Usage":
+        """One call's token counts from a chat.completion body's ``usage`` object (the wire's)."""
+        usage = response.get("usage") or {}
+        return cls(1, int(usage.get("prompt_tokens", 0) or 0), int(usage.get("completion_tokens", 0) or 0))
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
     def add(self, other: "Usage") -> None:
         self.unpriced_calls += other.unpriced_calls
