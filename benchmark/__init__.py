@@ -47,7 +47,9 @@ from benchmark._grader import (
     run_jobs,
     run_report,
 )
+from benchmark._grading import swebench_instance
 from benchmark._scan import scan_patch
+from benchmark._tripwire import plant as plant_tripwires
 from benchmark._settings import cache_dir, runs_dir
 from benchmark._suites import known_suites, load_suite, suite_path
 from benchmark._task import (
@@ -74,4 +76,8 @@ __all__ = [
     "IMAGE_RECIPES", "RECIPE_LABEL", "SANDBOX_USER", "SandboxLimits", "audit", "cache_dir", "connect",
     "docker_host", "image_namespace", "map_unordered", "pack_directory", "parse_ids", "processes",
     "read_utf8", "runs_dir", "scan_patch", "start_ticks", "wheel_key",
+    # for measurements (perf/): the official harness's instance of a task
+    "swebench_instance",
+    # the trip-wire tests the grader plants (the evidence hides them from the proposer)
+    "plant_tripwires",
 ]
