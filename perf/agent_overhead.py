@@ -56,7 +56,15 @@ import docker.models.containers as _containers  # noqa: E402
 import docker.models.images as _images  # noqa: E402
 
 from _common import LoadSampler, time_calls  # noqa: E402  (perf/ is sys.path[0])
-from benchmark import AgentRun, DockerEnvironment, Grader, ImageBuilder, TaskSpec, load_suite, suite_path  # noqa: E402
+from benchmark import (  # noqa: E402
+    AgentRun,
+    DockerEnvironment,
+    Grader,
+    ImageBuilder,
+    TaskSpec,
+    load_suite,
+    suite_path,
+)
 from benchmark import docker_host as _docker  # noqa: E402
 from harness.run.agent_source import AgentSource, resolve_agent  # noqa: E402
 from harness.run.bench_run import BenchRun, TaskOutcome  # noqa: E402

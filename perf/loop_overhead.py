@@ -10,7 +10,7 @@ the real gateways), exactly as ``ratchet run --scripted demo`` drives it. Missin
 built first (not timed).
 
 Nothing in the loop is changed: timing wrappers are set on the controller's own instances
-(``_seed``, ``_generation``, ``_propose``, ``_evidence``, and its collaborators' ``evaluate``,
+(``_seed``, ``_generation``, and its collaborators' ``propose``, ``evidence``, ``evaluate``,
 ``selfcheck``, ``record``, the lineage, the journal, ``runner.run_task``,
 ``builder.ensure_task``) and on a few module functions the loop calls (``Journal.read``,
 ``resolve_agent``, ``check_worktree``, ``MetaProposer._ask``, ``docker_host.run_script``...);
@@ -191,10 +191,7 @@ def _minus(intervals, union) -> list[tuple[float, float]]:
 
 # --- the run ------------------------------------------------------------------------------
 
-WRAPPED_CONTROLLER = [
-    ("_seed", "generation (own code)"), ("_generation", "generation (own code)"),
-    ("_propose", "propose: client, channel, proposal.json"), ("_evidence", "evidence building"),
-]
+WRAPPED_CONTROLLER = [("_seed", "generation (own code)"), ("_generation", "generation (own code)")]
 WRAPPED_LINEAGE = [
     ("start", "git: start"), ("worktree", "git: worktree"), ("reset", "git: reset"),
     ("commit", "git: commit"), ("set_note", "git: note"), ("move_best", "git: move best"),
@@ -207,10 +204,12 @@ def instrument(controller: Controller, profile: MainThreadProfile) -> None:
         profile.wrap(controller, name, label)
     for name, label in WRAPPED_LINEAGE:
         profile.wrap(controller.lineage, name, label)
-    runner, meta_gateway = controller.evaluation.runner, controller.proposals.meta_gateway
+    runner, meta_gateway = controller.evaluation.runner, controller.propose.proposals.meta_gateway
+    profile.wrap(controller.propose, "propose", "propose: client, channel, proposal.json")
+    profile.wrap(controller.propose, "evidence", "evidence building")
     profile.wrap(controller.evaluation, "evaluate", "evaluate: pool start/drain, scheduling")
     profile.wrap(controller.workload, "agent", "resolve_agent (copy)")
-    profile.wrap(controller.proposals, "selfcheck", "selfcheck: agent copy")
+    profile.wrap(controller.propose.proposals, "selfcheck", "selfcheck: agent copy")
     profile.wrap(controller.recorder, "record", "record: note, metrics.json")
     profile.wrap(controller.spend, "check_stop", "generation (own code)")
     profile.wrap(controller.log.journal, "append", "journal: append (fsync)")

@@ -18,6 +18,7 @@ from harness.loop.acceptance import parse_rule
 from harness.loop.controller import Controller
 from harness.loop.evaluation import Evaluation
 from harness.loop.lineage import Lineage
+from harness.loop.propose_step import ProposeStep
 from harness.loop.proposals import Proposals
 from harness.loop.records import Recorder
 from harness.loop.runlog import RunLog
@@ -83,9 +84,10 @@ def build_controller(workspace: Path, settings: LoopSettings, tasks: list[TaskSp
                 if prices.free(model) and s.scripted is None]
         return free + [f"tasks: {splits.how}", start_of_run_power(s, len(splits.decide))]
 
-    return Controller(
-        settings=s, workspace=workspace, log=log, lineage=lineage, splits=splits, rule=rule,
-        selector=selector, spend=spend, evaluation=evaluation, proposals=proposals,
-        recorder=Recorder(s.run, run_dir, lineage, log),
-        workload=Workload(evaluation, splits, lineage, workspace, s.attempts, s.report_split),
-        say=on_event, intro=intro)
+    workload = Workload(evaluation, splits, lineage, workspace, s.attempts, s.report_split)
+    propose = ProposeStep(proposals, lineage, log, spend, workload, splits, count=s.proposals,
+                          evidence_tokens=s.evidence_tokens, say=on_event)
+    return Controller(settings=s, log=log, lineage=lineage, splits=splits, rule=rule,
+                      selector=selector, spend=spend, evaluation=evaluation, propose=propose,
+                      recorder=Recorder(s.run, run_dir, lineage, log), workload=workload,
+                      say=on_event, intro=intro)

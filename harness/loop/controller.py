@@ -22,25 +22,23 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from benchmark import TaskSpec
 from harness.errors import StopRequested
 from harness.loop.acceptance import AcceptanceRule, Decision, decide_in_looks, look_order
-from harness.loop.attempts import pairs, score
+from harness.loop.attempts import score
 from harness.loop.evaluation import Evaluation, Results
 from harness.loop.journal import RunState
 from harness.loop.lineage import Lineage
-from harness.loop.proposals import Proposals
+from harness.loop.propose_step import ProposeStep
 from harness.loop.records import Recorder, archive, candidates_note
 from harness.loop.runlog import RunLog
 from harness.loop.selection import ParentSelector
 from harness.loop.settings import LoopSettings
 from harness.loop.spend import RunSpend
-from harness.loop.workload import Workload
 from harness.loop.splits import SplitPlan
-from harness.loop.tamper import gate, proposal_flags
-from harness.propose.evidence import collect_evidence
+from harness.loop.tamper import gate
+from harness.loop.workload import Workload
 from harness.run.agent_source import AgentSource, resolve_agent
 
 __all__ = ["Controller", "LoopSettings", "StopRequested"]
@@ -49,7 +47,6 @@ __all__ = ["Controller", "LoopSettings", "StopRequested"]
 @dataclass
 class Controller:
     settings: LoopSettings
-    workspace: Path
     log: RunLog
     lineage: Lineage
     splits: SplitPlan
@@ -57,7 +54,7 @@ class Controller:
     selector: ParentSelector
     spend: RunSpend
     evaluation: Evaluation
-    proposals: Proposals
+    propose: ProposeStep
     recorder: Recorder
     workload: Workload
     say: Callable[[str], None] = lambda message: None
@@ -116,10 +113,7 @@ class Controller:
         parent = self._select(gen)
         worktree = self.lineage.worktree(gen, self.lineage.branch(parent))
         if self.state.generations[gen].proposal_valid is None:  # not journaled: the worktree is torn
-            if self.settings.proposals > 1:
-                self._propose_several(gen, parent, worktree)
-            else:
-                self._propose_one(gen, parent, worktree)
+            self.propose.run(gen, parent, worktree)
         state = self.state.generations[gen]
         if not state.proposal_valid:
             reason = f"invalid proposal: {state.proposal_reason}"
@@ -160,60 +154,6 @@ class Controller:
                         selection_seed=selection_seed)
         return parent
 
-    # -- propose -------------------------------------------------------------------------
-
-    def _propose(self, gen: int, parent: int, worktree: Path, tag: str = ""):
-        """One proposal from the parent's evidence; the result and its spend's journal fields."""
-        result, key = self.proposals.propose(gen, worktree, self._evidence(parent), tag)
-        return result, self.spend.claim(key)
-
-    def _propose_one(self, gen: int, parent: int, worktree: Path) -> None:
-        self.lineage.reset(gen)
-        self.say(f"gen {gen}: proposing a change of generation {parent}")
-        result, spend = self._propose(gen, parent, worktree)
-        # journaled before any stop: a proposal that was paid for is used on resume
-        self.log.append("proposal", generation=gen, valid=result.valid,
-                        reason=result.proposal.headline if result.valid else result.error,
-                        diagnosis=result.proposal.diagnosis if result.valid else None,
-                        flags=proposal_flags(worktree) if result.valid else [], **spend)
-        self.spend.check_stop()
-
-    def _propose_several(self, gen: int, parent: int, worktree: Path) -> None:
-        """``--proposals P``: P candidates from the parent, each on a branch of its own
-        (`Lineage.candidate_branch`); each valid one is screened on one run per deciding task
-        and the most resolved (the first on a tie) goes into the generation's worktree. Only
-        it is then tested, on fresh runs: the screening draw never enters the test."""
-        count = self.settings.proposals
-        for index in range(1, count + 1):
-            if index in self.state.generations[gen].candidates:
-                continue
-            self.lineage.reset(gen)
-            self.say(f"gen {gen}: proposal {index}/{count}: a change of generation {parent}")
-            result, spend = self._propose(gen, parent, worktree, tag=f".p{index}")
-            headline = result.proposal.headline if result.valid else ""
-            diagnosis = result.proposal.diagnosis if result.valid else None
-            sha = (self.lineage.save_candidate(gen, index, (diagnosis or headline).strip() or headline)
-                   if result.valid else None)
-            self.log.append("candidate", generation=gen, index=index, valid=result.valid,
-                            reason=headline if result.valid else result.error, sha=sha,
-                            diagnosis=diagnosis, **spend)
-            self.spend.check_stop()  # after the journal: a paid candidate is kept
-        candidates = self.state.generations[gen].candidates
-        valid = [c for _, c in sorted(candidates.items()) if c["valid"]]
-        if not valid:
-            why = "; ".join(f"{i}: {c['reason']}" for i, c in sorted(candidates.items()))
-            self.log.append("proposal", generation=gen, valid=False,
-                            reason=f"none of the {count} proposals was valid ({why})")
-            return
-        screened = self.workload.screen(gen, valid, count)
-        chosen = max(valid, key=lambda c: (screened[c["index"]], -c["index"]))
-        self.say(f"gen {gen}: screening resolved {screened}; testing proposal {chosen['index']} "
-                 "on fresh runs")
-        self.lineage.restore_candidate(gen, chosen["sha"])
-        self.log.append("proposal", generation=gen, valid=True, reason=chosen["reason"],
-                        diagnosis=chosen["diagnosis"], chosen=chosen["index"],
-                        flags=proposal_flags(worktree), screened={str(k): v for k, v in screened.items()})
-
     # -- evaluate and decide -------------------------------------------------------------
 
     def _decide(self, gen: int, candidate: AgentSource) -> tuple[Decision, Results, dict, dict]:
@@ -223,19 +163,11 @@ class Controller:
         the deciding runs (the selection draw)."""
         best_gen, best = self.workload.best_baseline(self.state)
         ids, slots = self.workload.accept_ids, self.workload.slots(gen, "decide")
-        by_id = {t.instance_id: t for t in self.accept_on}
         self.evaluation.versus = f"{sum(best.values())}/{len(best)} (gen {best_gen}, fresh runs)"
 
-        def run(keys):
-            wanted = set(keys)
-            for j in sorted({j for _, j in keys}):
-                self.evaluation.stage = f"attempt {j + 1}/{len(slots)}"
-                self.evaluation.evaluate(gen, candidate, [by_id[t] for t, k in keys if k == j], [slots[j]])
-            made = pairs(self.evaluation.results(candidate.tree_hash, self.accept_on, slots), ids, slots)
-            return {key: value for key, value in made.items() if key in wanted}
-
         decision = decide_in_looks(self.rule, look_order(ids, len(slots), f"{self.settings.seed}:{gen}"),
-                                   run, best, generation=gen, generations=self.horizon or None)
+                                   lambda keys: self.workload.run_pairs(gen, candidate, keys), best,
+                                   generation=gen, generations=self.horizon or None)
         results = self.evaluation.results(candidate.tree_hash, self.accept_on, slots)
         decision = gate(decision, results)  # a tampering agent is never accepted
         selection = score(results, ids, slots)
@@ -255,12 +187,6 @@ class Controller:
         return decision, fresh | study, shown, selection
 
     # -- what the steps read -------------------------------------------------------------
-
-    def _evidence(self, parent: int):
-        """The parent's evidence: study tasks only; no grader log where they also decide."""
-        return collect_evidence(self.workload.studied_runs(parent), self.study,
-                                grader_log=not self.splits.studies_deciding,
-                                max_tokens=self.settings.evidence_tokens)
 
     @property
     def state(self) -> RunState:

@@ -8,6 +8,7 @@ each step needs by role, and reads them back from the journal (through `Evaluati
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,19 @@ class Workload:
         self.evaluation.stage = f"fresh baseline of gen {best_gen}"
         runs = self.evaluation.evaluate(best_gen, self.agent(best_gen), self.splits.decide, slots)
         return best_gen, pairs(runs, self.accept_ids, slots)
+
+    def run_pairs(self, gen: int, agent: AgentSource,
+                  keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], bool]:
+        """Run the candidate's deciding pairs ``keys`` (task id, slot) that have not run; the
+        outcomes of those pairs (what `acceptance.decide_in_looks` asks for at each look)."""
+        slots, wanted = self.slots(gen, "decide"), set(keys)
+        by_id = {t.instance_id: t for t in self.splits.decide}
+        for j in sorted({j for _, j in keys}):
+            self.evaluation.stage = f"attempt {j + 1}/{len(slots)}"
+            self.evaluation.evaluate(gen, agent, [by_id[t] for t, k in keys if k == j], [slots[j]])
+        made = pairs(self.evaluation.results(agent.tree_hash, self.splits.decide, slots),
+                     self.accept_ids, slots)
+        return {key: value for key, value in made.items() if key in wanted}
 
     def fresh_baseline(self, gen: int, agent: AgentSource) -> tuple[Results, dict[str, Any]]:
         """K more runs of an accepted candidate: its baseline from now on, and its score."""

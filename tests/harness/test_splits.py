@@ -224,8 +224,8 @@ def _proposer_prompts(tmp: Path, tasks, **split_options) -> tuple[list[str], Con
                 controller.state.evaluations[(tree, task.instance_id, 0)] = _task_files(
                     tmp, task, resolved=False)
             worktree = controller.lineage.worktree(1, controller.lineage.branch(0))
-            result, _ = controller._propose(1, 0, worktree)
-            evidence = controller._evidence(0)
+            result, _ = controller.propose.propose(1, 0, worktree)
+            evidence = controller.propose.evidence(0)
         finally:
             controller.close()
         sent = [m["content"] for request in meta.requests for m in request["messages"]]
