@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -61,17 +63,9 @@ class Proposals:
                 tag: str = "") -> tuple[ProposalResult, str]:
         """One proposal in `worktree`; the result and the ledger key of what it spent."""
         key = f"gen-{gen:04d}.{self.proposer}{tag}"
-        if self.proposer == "self":
-            result = self._guarded(self._self_proposer(gen, key), worktree, evidence)
-        else:
-            channel = self.meta_gateway.open_channel(key, f"gen-{gen:04d}", tcp=True)
-            try:
-                client = OpenAIUpstream(channel.base_url, "ratchet", retry_seconds=0)
-                proposer = MetaProposer(client, self.meta_model, max_attempts=self.max_attempts,
-                                        extra_check=self.selfcheck)
-                result = self._guarded(proposer, worktree, evidence)
-            finally:
-                self.meta_gateway.close_channel(channel)
+        made = {"meta": self._meta_proposer, "self": self._self_proposer}[self.proposer]
+        with made(gen, key) as proposer:
+            result = self._guarded(proposer, worktree, evidence)
         out = self.out_dir / f"{gen:04d}"
         out.mkdir(parents=True, exist_ok=True)
         (out / f"proposal{tag.replace('.', '-')}.json").write_text(json.dumps(
@@ -80,10 +74,23 @@ class Proposals:
             indent=2, default=str))
         return result, key
 
-    def _self_proposer(self, gen: int, key: str) -> SelfProposer:
-        return SelfProposer(DockerEnvironment(self.builder, timeout_s=self.agent_timeout_s),
-                            self.agent_gateway, self.image_task, max_attempts=self.max_attempts,
-                            extra_check=self.selfcheck, channel_key=key, generation=f"gen-{gen:04d}")
+    @contextmanager
+    def _meta_proposer(self, gen: int, key: str) -> Iterator[Proposer]:
+        """The meta model through a gateway channel of its own, open for this proposal."""
+        channel = self.meta_gateway.open_channel(key, f"gen-{gen:04d}", tcp=True)
+        try:
+            client = OpenAIUpstream(channel.base_url, "ratchet", retry_seconds=0)
+            yield MetaProposer(client, self.meta_model, max_attempts=self.max_attempts,
+                               extra_check=self.selfcheck)
+        finally:
+            self.meta_gateway.close_channel(channel)
+
+    @contextmanager
+    def _self_proposer(self, gen: int, key: str) -> Iterator[Proposer]:
+        """The parent agent in a sandbox, its calls through the agent's gateway."""
+        yield SelfProposer(DockerEnvironment(self.builder, timeout_s=self.agent_timeout_s),
+                           self.agent_gateway, self.image_task, max_attempts=self.max_attempts,
+                           extra_check=self.selfcheck, channel_key=key, generation=f"gen-{gen:04d}")
 
     def _guarded(self, proposer: Proposer, worktree: Path, evidence: Evidence) -> ProposalResult:
         try:
