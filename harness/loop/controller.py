@@ -164,7 +164,6 @@ class Controller:
         best_gen, best = self.workload.best_baseline(self.state)
         ids, slots = self.workload.accept_ids, self.workload.slots(gen, "decide")
         self.evaluation.versus = f"{sum(best.values())}/{len(best)} (gen {best_gen}, fresh runs)"
-
         decision = decide_in_looks(self.rule, look_order(ids, len(slots), f"{self.settings.seed}:{gen}"),
                                    lambda keys: self.workload.run_pairs(gen, candidate, keys), best,
                                    generation=gen, generations=self.horizon or None)
