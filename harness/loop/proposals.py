@@ -68,10 +68,10 @@ class Proposals:
             result = self._guarded(proposer, worktree, evidence)
         out = self.out_dir / f"{gen:04d}"
         out.mkdir(parents=True, exist_ok=True)
+        attempts = [{**asdict(a), "usage": a.usage.counts()} for a in result.attempts]
         (out / f"proposal{tag.replace('.', '-')}.json").write_text(json.dumps(
             {"proposer": self.proposer, "valid": result.valid, "error": result.error,
-             "messages": result.messages, "attempts": [asdict(a) for a in result.attempts]},
-            indent=2, default=str))
+             "messages": result.messages, "attempts": attempts}, indent=2, default=str))
         return result, key
 
     @contextmanager

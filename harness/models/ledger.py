@@ -61,6 +61,12 @@ class Usage:
         usage = response.get("usage") or {}
         return cls(1, int(usage.get("prompt_tokens", 0) or 0), int(usage.get("completion_tokens", 0) or 0))
 
+    def counts(self) -> dict[str, int]:
+        """Calls and tokens only: what a reply reports, for a record where the cost is not
+        known (a proposal's attempts; the ledger holds what they cost)."""
+        return {"calls": self.calls, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens}
+
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
