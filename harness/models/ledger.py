@@ -25,7 +25,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -196,8 +196,10 @@ class Ledger:
         return ledger
 
     def task(self, key: str) -> Usage:
+        """A copy of what channel `key` used so far: the live totals move on with each call,
+        so a caller can take one before a run and one after and subtract."""
         with self._lock:
-            return self.tasks.get(key, Usage())
+            return replace(self.tasks.get(key, Usage()))
 
     def was_refused(self, key: str) -> bool:
         with self._lock:
