@@ -14,6 +14,7 @@ from benchmark._agent_env import REPO_IN_SANDBOX, AgentRun, DockerEnvironment, E
 from benchmark._audit import AuditResumeError, audit
 from benchmark._datasets import Selection, parse_ids
 from benchmark._docker import SandboxLimits, connect
+from benchmark._exec_relay import ExecRelay
 from benchmark._errors import (
     BenchmarkError,
     DockerUnavailable,
@@ -47,7 +48,9 @@ from benchmark._grader import (
     run_jobs,
     run_report,
 )
+from benchmark._grading import swebench_instance
 from benchmark._scan import scan_patch
+from benchmark._tripwire import plant as plant_tripwires
 from benchmark._settings import cache_dir, runs_dir
 from benchmark._suites import known_suites, load_suite, suite_path
 from benchmark._task import (
@@ -71,7 +74,11 @@ __all__ = [
     "TaskSpec", "load_tasks", "Validity", "validate_tasks",
     # for the harness: sandboxes, images, settings, scans
     "AgentRun", "DockerEnvironment", "Environment", "REPO_IN_SANDBOX", "AGENT_RUNTIME", "AGENT_VENV",
-    "AuditResumeError", "IMAGE_RECIPES", "RECIPE_LABEL", "SANDBOX_USER", "SandboxLimits", "audit", "cache_dir", "connect",
+    "AuditResumeError", "ExecRelay", "IMAGE_RECIPES", "RECIPE_LABEL", "SANDBOX_USER", "SandboxLimits", "audit", "cache_dir", "connect",
     "docker_host", "image_namespace", "map_unordered", "pack_directory", "parse_ids", "processes",
     "read_utf8", "runs_dir", "scan_patch", "start_ticks", "wheel_key",
+    # for measurements (perf/): the official harness's instance of a task
+    "swebench_instance",
+    # the trip-wire tests the grader plants (the evidence hides them from the proposer)
+    "plant_tripwires",
 ]

@@ -218,6 +218,12 @@ def _hardened(limits: SandboxLimits) -> dict:
     )
 
 
+def hardened_options(limits: SandboxLimits) -> dict:
+    """The docker SDK options every sandbox container is started with (no network, docker's
+    init, no capabilities, the limits): for a measurement that starts a container of its own."""
+    return _hardened(limits)
+
+
 def _wait(container, timeout_s: float) -> tuple[int, bool]:
     """(exit code, timed out). Past the limit the container is killed."""
     started = time.monotonic()

@@ -56,11 +56,16 @@ import docker.models.containers as _containers  # noqa: E402
 import docker.models.images as _images  # noqa: E402
 
 from _common import LoadSampler, time_calls  # noqa: E402  (perf/ is sys.path[0])
-from benchmark import Grader, _docker  # noqa: E402
-from benchmark._agent_env import AgentRun, DockerEnvironment  # noqa: E402
-from benchmark._images import ImageBuilder  # noqa: E402
-from benchmark._suites import load_suite, suite_path  # noqa: E402
-from benchmark._task import TaskSpec  # noqa: E402
+from benchmark import (  # noqa: E402
+    AgentRun,
+    DockerEnvironment,
+    Grader,
+    ImageBuilder,
+    TaskSpec,
+    load_suite,
+    suite_path,
+)
+from benchmark import docker_host as _docker  # noqa: E402
 from harness.run.agent_source import AgentSource, resolve_agent  # noqa: E402
 from harness.run.bench_run import BenchRun, TaskOutcome  # noqa: E402
 from harness.models.gateway import Gateway, OpenAIUpstream, PriceTable  # noqa: E402

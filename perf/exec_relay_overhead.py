@@ -35,9 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from _common import LoadSampler  # noqa: E402  (perf/ is sys.path[0])
 from agent_seed.agent import relay_command  # noqa: E402
-from benchmark import _docker  # noqa: E402
-from benchmark._exec_relay import ExecRelay  # noqa: E402
-from benchmark._images import SANDBOX_USER, ImageBuilder  # noqa: E402
+from benchmark import SANDBOX_USER, ExecRelay, ImageBuilder  # noqa: E402
+from benchmark import docker_host as _docker  # noqa: E402
 
 COMMAND = "cd /testbed 2>/dev/null || cd /; ls >/dev/null; git status --short >/dev/null 2>&1; echo ok"
 _LOCAL = f"""

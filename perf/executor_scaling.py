@@ -82,17 +82,17 @@ from _common import LoadSampler  # noqa: E402  (perf/ is sys.path[0])
 from _gateway_load import REQUEST_BYTES, model_process, relay_throughput  # noqa: E402
 
 import harness.run.bench_run as bench_run_mod  # noqa: E402
-from benchmark import Grader  # noqa: E402
-from benchmark._agent_env import DockerEnvironment  # noqa: E402
-from benchmark._images import (  # noqa: E402
+from benchmark import (  # noqa: E402
     AGENT_RUNTIME,
+    DockerEnvironment,
+    Grader,
     ImageBuilder,
     env_image_tag,
+    load_suite,
     pack_directory,
     task_image_tag,
     wheel_key,
 )
-from benchmark._suites import load_suite  # noqa: E402
 from harness.run.agent_source import pack_agent, resolve_agent  # noqa: E402
 from harness.run.bench_run import BenchRun  # noqa: E402
 from harness.run.evaluate import TaskRunner  # noqa: E402

@@ -53,12 +53,19 @@ import docker.models.containers as _containers  # noqa: E402
 import docker.models.images as _images  # noqa: E402
 
 from _common import LoadSampler, time_calls  # noqa: E402  (perf/ is sys.path[0])
-from benchmark import _docker  # noqa: E402
-from benchmark._grading import swebench_instance  # noqa: E402
-from benchmark._images import SANDBOX_USER, ImageBuilder  # noqa: E402
-from benchmark._grader import Grader, Job, run_jobs  # noqa: E402
-from benchmark._suites import load_suite, suite_path  # noqa: E402
-from benchmark._task import TaskSpec, load_tasks  # noqa: E402
+from benchmark import (  # noqa: E402
+    SANDBOX_USER,
+    Grader,
+    ImageBuilder,
+    Job,
+    TaskSpec,
+    load_suite,
+    load_tasks,
+    run_jobs,
+    suite_path,
+    swebench_instance,
+)
+from benchmark import docker_host as _docker  # noqa: E402
 
 HANDWRITTEN = ROOT / "tests" / "benchmark" / "data" / "handwritten.jsonl"
 
@@ -125,7 +132,7 @@ class BareContainer:
         client = _docker.connect()
         self.container = client.containers.run(
             image, ["sleep", "infinity"], detach=True, user=_grading_user(task),
-            **_docker._hardened(limits))
+            **_docker.hardened_options(limits))
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as archive:
             for name, text in (("gold.diff", task.patch), ("test.diff", task.test_patch)):

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import agent_seed  # noqa: E402
 from benchmark import Grader, ImageBuilder, load_suite  # noqa: E402
 from harness.models.gateway import OpenAIUpstream  # noqa: E402
-from harness.loop.controller import Controller  # noqa: E402
+from harness.loop.compose import build_controller  # noqa: E402
 from harness.loop.settings import LoopSettings  # noqa: E402
 from harness.loop.power import Population  # noqa: E402
 from harness.models.scripted_model import ScriptedModelServer  # noqa: E402
@@ -45,8 +45,8 @@ def one_seed(seed: int, args: argparse.Namespace, root: Path) -> tuple[str, str,
     grader = Grader(ImageBuilder(), root / f"grades-{seed}")
     script = stochastic_agent_script(tasks, rates, effect=args.effect, seed=seed)
     with ScriptedModelServer(script) as agent, ScriptedModelServer(stochastic_meta_script()) as meta:
-        state = Controller(ws, settings, tasks, grader, OpenAIUpstream(agent.base_url, "x"),
-                           OpenAIUpstream(meta.base_url, "x")).run()
+        state = build_controller(ws, settings, tasks, grader, OpenAIUpstream(agent.base_url, "x"),
+                                 OpenAIUpstream(meta.base_url, "x")).run()
     verdict = {n: g.verdict for n, g in state.generations.items()}
     return verdict.get(1, "?"), verdict.get(2, "?"), len(state.evaluations)
 

@@ -10,10 +10,10 @@ the real gateways), exactly as ``ratchet run --scripted demo`` drives it. Missin
 built first (not timed).
 
 Nothing in the loop is changed: timing wrappers are set on the controller's own instances
-(``_seed``, ``_generation``, ``evaluate``, ``_propose``, ``_evidence``, ``_selfcheck``,
-``_record``, the lineage, the journal, ``runner.run_task``, ``builder.ensure_task``) and on a
-few module functions the loop calls (``replay``, ``Journal.read``, ``resolve_agent``,
-``build_evidence``, ``check_worktree``, ``MetaProposer._ask``, ``_docker.run_script``...);
+(``_seed``, ``_generation``, and its collaborators' ``propose``, ``evidence``, ``evaluate``,
+``selfcheck``, ``record``, the lineage, the journal, ``runner.run_task``,
+``builder.ensure_task``) and on a few module functions the loop calls (``Journal.read``,
+``resolve_agent``, ``check_worktree``, ``MetaProposer._ask``, ``docker_host.run_script``...);
 each wrapper calls the original. Per generation (gen 0 = the seed's evaluation):
 
   wall         - the main thread's time in ``_generation`` (``_seed`` for gen 0)
@@ -22,7 +22,7 @@ each wrapper calls the original. Per generation (gen 0 = the seed's evaluation):
                  in the pool threads. With 2 workers they overlap, so the union, not the sum,
                  is what the generation waits for
   selfcheck    - the proposer's sandboxed ``python -m agent_seed selfcheck``: the
-                 ``_docker.run_script`` call inside ``_selfcheck`` (the agent copy and the
+                 ``docker_host.run_script`` call inside ``selfcheck`` (the agent copy and the
                  image lookup before it count as harness)
   meta model   - the gateway ledger's ``model_seconds`` for ``gen-NNNN.meta``
   harness      - wall - |busy span U selfcheck| - meta model: the wall time in which no
@@ -68,13 +68,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import agent_seed
-import benchmark._docker as _docker_mod
-import harness.loop.controller as loop_mod
+from benchmark import docker_host as _docker_mod
+import harness.loop.controller as controller_mod
+import harness.loop.proposals as proposals_mod
 import harness.propose.meta as proposer_mod
 from benchmark import Grader, ImageBuilder, load_suite
 from harness.cli.demo import demo_agent_script, demo_meta_script
 from harness.models.gateway import OpenAIUpstream
 from harness.loop.journal import Journal
+from harness.loop.compose import build_controller
 from harness.loop.controller import Controller
 from harness.loop.settings import LoopSettings
 from harness.models.scripted_model import ScriptedModelServer
@@ -189,13 +191,7 @@ def _minus(intervals, union) -> list[tuple[float, float]]:
 
 # --- the run ------------------------------------------------------------------------------
 
-WRAPPED_CONTROLLER = [
-    ("_seed", "generation (own code)"), ("_generation", "generation (own code)"),
-    ("evaluate", "evaluate: pool start/drain, scheduling"),
-    ("_propose", "propose: client, channel, proposal.json"), ("_evidence", "evidence building"),
-    ("_parent_agent", "resolve_agent (copy)"), ("_selfcheck", "selfcheck: agent copy"),
-    ("_record", "record: note, metrics.json"), ("_check_stop", "generation (own code)"),
-]
+WRAPPED_CONTROLLER = [("_seed", "generation (own code)"), ("_generation", "generation (own code)")]
 WRAPPED_LINEAGE = [
     ("start", "git: start"), ("worktree", "git: worktree"), ("reset", "git: reset"),
     ("commit", "git: commit"), ("set_note", "git: note"), ("move_best", "git: move best"),
@@ -208,19 +204,24 @@ def instrument(controller: Controller, profile: MainThreadProfile) -> None:
         profile.wrap(controller, name, label)
     for name, label in WRAPPED_LINEAGE:
         profile.wrap(controller.lineage, name, label)
-    profile.wrap(controller.journal, "append", "journal: append (fsync)")
-    profile.wrap(controller.grader.builder, "ensure_task", "image lookup")
-    profile.wrap(controller.meta_gateway, "open_channel", "gateway: open/close channel")
-    profile.wrap(controller.meta_gateway, "close_channel", "gateway: open/close channel")
-    profile.wrap_interval(controller.runner, "run_task", "task run")
-    profile.wrap_interval(controller.runner.environment, "run_agent", "agent sandbox")
-    profile.wrap_interval(controller.grader, "grade", "grading")
-    profile.wrap(loop_mod, "replay", "journal: read + replay")
+    runner, meta_gateway = controller.evaluation.runner, controller.propose.proposals.meta_gateway
+    profile.wrap(controller.propose, "propose", "propose: client, channel, proposal.json")
+    profile.wrap(controller.propose, "evidence", "evidence building")
+    profile.wrap(controller.evaluation, "evaluate", "evaluate: pool start/drain, scheduling")
+    profile.wrap(controller.workload, "agent", "resolve_agent (copy)")
+    profile.wrap(controller.propose.proposals, "selfcheck", "selfcheck: agent copy")
+    profile.wrap(controller.recorder, "record", "record: note, metrics.json")
+    profile.wrap(controller.spend, "check_stop", "generation (own code)")
+    profile.wrap(controller.log.journal, "append", "journal: append (fsync)")
+    profile.wrap(runner.grader.builder, "ensure_task", "image lookup")
+    profile.wrap(meta_gateway, "open_channel", "gateway: open/close channel")
+    profile.wrap(meta_gateway, "close_channel", "gateway: open/close channel")
+    profile.wrap_interval(runner, "run_task", "task run")
+    profile.wrap_interval(runner.environment, "run_agent", "agent sandbox")
+    profile.wrap_interval(runner.grader, "grade", "grading")
     profile.wrap(Journal, "read", "journal: read + replay", static=True)
-    profile.wrap(loop_mod, "resolve_agent", "resolve_agent (copy)")
-    profile.wrap(loop_mod, "build_evidence", "evidence building")
-    profile.wrap(loop_mod, "load_gateway_trajectory", "evidence building")
-    profile.wrap(loop_mod, "read_agent_files", "propose: read agent files")
+    profile.wrap(controller_mod, "resolve_agent", "resolve_agent (copy)")
+    profile.wrap(proposals_mod, "read_agent_files", "propose: read agent files")
     profile.wrap(proposer_mod, "parse_answer", "propose: parse/apply/check edit")
     profile.wrap(proposer_mod, "apply_edits", "propose: parse/apply/check edit")
     profile.wrap(proposer_mod, "check_worktree", "propose: parse/apply/check edit")
@@ -250,7 +251,7 @@ def analyse(profile: MainThreadProfile, controller: Controller,
         # run_task's own bookkeeping (gateway channel open/close, agent log) when no sandbox,
         # grading or selfcheck of any task is running at the same time
         bookkeeping = _minus(runs, blocked)
-        meta_model = controller.ledger.task(f"gen-{gen:04d}.meta").model_seconds if gen else 0.0
+        meta_model = controller.spend.ledger.task(f"gen-{gen:04d}.meta").model_seconds if gen else 0.0
         outside: dict[str, float] = defaultdict(float)
         hidden: dict[str, float] = defaultdict(float)
         for label, a, b in profile.segments:
@@ -313,10 +314,10 @@ def main() -> int:
         settings = LoopSettings(run="bench", suite=args.suite, generations=args.generations,
                                 agent_model="scripted", meta_model="scripted", scripted="demo",
                                 workers=args.workers)
-        controller = Controller(workspace, settings, tasks, grader,
-                                OpenAIUpstream(agent_model.base_url, "scripted"),
-                                OpenAIUpstream(meta_model.base_url, "scripted"),
-                                on_event=lambda m: print(f"  {time.perf_counter() - started:7.1f}s {m}",
+        controller = build_controller(workspace, settings, tasks, grader,
+                                      OpenAIUpstream(agent_model.base_url, "scripted"),
+                                      OpenAIUpstream(meta_model.base_url, "scripted"),
+                                      on_event=lambda m: print(f"  {time.perf_counter() - started:7.1f}s {m}",
                                                          flush=True))
         instrument(controller, profile)
         # generation windows: the outermost calls of _seed and _generation
@@ -335,7 +336,7 @@ def main() -> int:
             state = controller.run()
         finally:
             profile.restore()
-    journal = Journal.read(controller.journal_path)
+    journal = Journal.read(controller.log.path)
     rows = analyse(profile, controller, journal)
     verdicts = {n: g.verdict for n, g in sorted(state.generations.items())}
 

@@ -38,21 +38,21 @@ def pytest_configure(config):
     """One owner label for every container this session makes (subprocesses and Ray nodes
     started by tests inherit it), so the suite finds its own containers, and only them, on a
     daemon shared with a user's run or another suite."""
-    from benchmark._docker import OWNER_ENV
+    from benchmark import docker_host
 
-    os.environ.setdefault(OWNER_ENV, f"pytest-{uuid.uuid4().hex[:12]}")
+    os.environ.setdefault(docker_host.OWNER_ENV, f"pytest-{uuid.uuid4().hex[:12]}")
 
 
 def leftover_containers(owner: str) -> list[str]:
     """Remove this owner's containers still on the daemon; their names."""
     import docker
 
-    from benchmark._docker import CONTAINER_LABEL
+    from benchmark import docker_host
 
     client = docker.from_env(timeout=30)
     names = []
     for container in client.containers.list(all=True, ignore_removed=True,
-                                            filters={"label": f"{CONTAINER_LABEL}={owner}"}):
+                                            filters={"label": f"{docker_host.CONTAINER_LABEL}={owner}"}):
         names.append(container.name)
         try:
             container.remove(force=True, v=True)
@@ -67,9 +67,9 @@ def _no_container_outlives_its_test(request):
     yield
     if "docker" not in request.keywords or _daemon_problem() is not None:
         return
-    from benchmark._docker import OWNER_ENV
+    from benchmark import docker_host
 
-    left = leftover_containers(os.environ[OWNER_ENV])
+    left = leftover_containers(os.environ[docker_host.OWNER_ENV])
     if left:
         warnings.warn(f"{request.node.nodeid} left {len(left)} container(s) running, removed: "
                       f"{', '.join(sorted(left))}")

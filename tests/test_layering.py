@@ -7,6 +7,11 @@ in an import cycle. Every import counts, also one inside a function (a lazy impo
 a dependency); only ``if TYPE_CHECKING:`` blocks are left out, as they never run.
 `agent_seed`'s inner layout is the evolving agent's own (its ``__main__`` and ``selfcheck``
 call each other on purpose), so only its boundary is held here.
+
+The measurements (`perf/`) and the harness's and agent's tests (`tests/harness`,
+`tests/agent_seed`) are benchmark's clients too and use its public face alike. Only
+`tests/benchmark` may import `benchmark._x`: unit tests of benchmark's own internals, as
+httpx's tests import `httpx._models`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("harness", "benchmark", "agent_seed")
 ACYCLIC = ("harness", "benchmark")
+CLIENTS = ("perf", "tests/harness", "tests/agent_seed")
+"""Code outside the packages held to benchmark's public face; `tests/benchmark` is not."""
 HARNESS_LAYERS = ("cli", "read", "loop", "propose", "run", "models", "")
 """harness's subpackages, top down: a module imports only from its own layer or below.
 "" is the package's own modules (`errors`, `protocols`), the floor every layer may use."""
@@ -69,7 +76,7 @@ def _is_private(dotted: str) -> bool:
 def layering_problems(root: Path) -> list[str]:
     """One line per import that crosses a layer the wrong way."""
     problems = []
-    for name, path in modules(root).items():
+    for name, path in modules(root, PACKAGES + CLIENTS).items():
         top = name.split(".")[0]
         for imported in imported_names(name, path):
             target = imported.split(".")[0]
@@ -123,8 +130,8 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_imports_point_one_way_through_public_faces():
-    """harness and agent_seed never reach into benchmark's private modules; benchmark never
-    imports harness or agent_seed; agent_seed imports neither."""
+    """harness, agent_seed, perf/ and tests/harness never reach into benchmark's private
+    modules; benchmark never imports harness or agent_seed; agent_seed imports neither."""
     assert layering_problems(ROOT) == []
 
 
@@ -160,9 +167,10 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
 
 
 def test_the_layering_check_catches_each_wrong_way_import(tmp_path):
-    """The check can fail: a private reach (also a lazy one, also ``from benchmark import _x``),
-    benchmark importing harness and the agent importing benchmark are each reported; an
-    import under TYPE_CHECKING and a public one are not."""
+    """The check can fail: a private reach (also a lazy one, also ``from benchmark import _x``,
+    also from perf/ or tests/harness), benchmark importing harness and the agent importing
+    benchmark are each reported; an import under TYPE_CHECKING, a public one and
+    tests/benchmark's unit tests of benchmark's internals are not."""
     root = _tree(tmp_path, {
         "harness/__init__.py": "",
         "harness/a.py": "from benchmark._docker import connect\n",
@@ -172,6 +180,9 @@ def test_the_layering_check_catches_each_wrong_way_import(tmp_path):
         "benchmark/__init__.py": "from benchmark._docker import connect\n",
         "benchmark/_docker.py": "from harness.a import x\n",
         "agent_seed/agent.py": "import benchmark\n",
+        "perf/overhead.py": "import benchmark._docker as d\nfrom benchmark import docker_host\n",
+        "tests/harness/test_x.py": "from benchmark._agent_env import AgentRun\n",
+        "tests/benchmark/test_docker.py": "from benchmark import _docker\n",
     })
     problems = layering_problems(root)
     assert [p.split(":")[0] for p in problems] == [
@@ -179,6 +190,8 @@ def test_the_layering_check_catches_each_wrong_way_import(tmp_path):
         "harness/b.py imports benchmark._process",
         "benchmark/_docker.py imports harness.a.x",
         "agent_seed/agent.py imports benchmark",
+        "perf/overhead.py imports benchmark._docker",
+        "tests/harness/test_x.py imports benchmark._agent_env.AgentRun",
     ]
 
 

@@ -100,7 +100,7 @@ def _drive(workspace: Path, settings, before_start=None) -> None:
     (``--commit-agent``: nothing is committed for a run refused by a check)."""
     from harness.cli.common import _executor, _grader, _prepare_images, _progress
     from harness.run.executors import ExecutorError
-    from harness.loop.controller import Controller
+    from harness.loop.compose import build_controller
 
     loaded = _load(settings.suite, run_selection(settings))
     _check_splits(settings, loaded.tasks, workspace / "runs" / settings.run / "splits.json")
@@ -144,12 +144,12 @@ def _drive(workspace: Path, settings, before_start=None) -> None:
             pool = _executor(settings.executor, settings.workers, progress)
 
             def event(message: str) -> None:
-                spent = controller.ledger.run.cost_usd if controller else 0.0
+                spent = controller.spend.ledger.run.cost_usd if controller else 0.0
                 progress.console.print(f"[dim]{datetime.now():%H:%M:%S}[/] {message} "
                                        f"[dim](${spent:.4f})[/]")
 
-            controller = Controller(workspace, settings, loaded.tasks, grader, agent_up, meta_up,
-                                    on_event=event, executor=pool)
+            controller = build_controller(workspace, settings, loaded.tasks, grader, agent_up,
+                                          meta_up, on_event=event, executor=pool)
             try:
                 state = controller.run()
             finally:

@@ -28,6 +28,7 @@ decision step the loop takes, futility looks included; `harness.loop.power` and
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
@@ -47,6 +48,7 @@ __all__ = [
     "decide_in_looks",
     "futility",
     "level",
+    "look_order",
     "look_points",
     "one_sided_sign_p_value",
     "parse_rule",
@@ -382,6 +384,14 @@ LOOKS = (1 / 3, 2 / 3)
 def look_points(pairs: int) -> list[int]:
     """How many pairs are run before each look, ending with all of them: e.g. 9 -> [3, 6, 9]."""
     return sorted({math.ceil(pairs * f) for f in LOOKS} - {0, pairs}) + [pairs]
+
+
+def look_order(task_ids: Sequence[str], attempts: int, seed: str) -> list[tuple[str, int]]:
+    """The order the deciding pairs (task id, slot) are run in: the tasks in a seeded shuffle,
+    so each look sees a random sample of them, not the suite's first package; the same
+    order again on resume (same ``seed``). All tasks at slot 0 first, then slot 1, ..."""
+    shuffled = random.Random(seed).sample(list(task_ids), len(task_ids))
+    return [(task_id, j) for j in range(attempts) for task_id in shuffled]
 
 
 def futility(spec: str, candidate: Mapping[Hashable, bool], best: Mapping[Hashable, bool],

@@ -48,7 +48,7 @@ from typing import Any, Self
 
 from harness.errors import JournalError
 
-__all__ = ["EVENTS", "GenerationState", "Journal", "JournalError", "RunState", "replay"]
+__all__ = ["EVENTS", "GenerationState", "Journal", "JournalError", "RunState", "fold", "replay"]
 
 EVENTS = frozenset({
     "run_started", "generation_started", "candidate", "proposal", "task_evaluated", "decided",
@@ -183,6 +183,8 @@ class GenerationState:
     """Commit, note and ``best`` written: nothing of this generation is left to redo."""
     candidates: dict[int, dict[str, Any]] = field(default_factory=dict)
     """With ``--proposals P``: the journaled candidates by index (their ``candidate`` records)."""
+    proposal: dict[str, Any] = field(default_factory=dict)
+    """The last ``proposal`` record, whole (its diagnosis, flags, chosen, screened)."""
 
 
 @dataclass
@@ -215,51 +217,59 @@ class RunState:
 def replay(events: Iterable[dict[str, Any]]) -> RunState:
     """Fold journal records, in order, into the state of the run."""
     state = RunState()
+    for record in events:
+        fold(state, record)
+    return state
+
+
+def fold(state: RunState, record: dict[str, Any]) -> RunState:
+    """Fold one journal record into ``state`` (in place, and returned): `replay` of a whole
+    journal, or the loop keeping its state as it appends (`harness.loop.runlog`)."""
 
     def generation(record: dict[str, Any]) -> GenerationState:
         number = int(record["generation"])
         return state.generations.setdefault(number, GenerationState(number))
 
-    for record in events:
-        event = record.get("event")
-        try:
-            cost = record.get("cost_usd")
-            if cost is not None:
-                state.spent_usd += float(cost)
-            state.unpriced_calls += int(record.get("unpriced_calls") or 0)
-            if event == "run_started":
-                state.run = record.get("run", state.run)
-                state.ended, state.end_reason = False, None
-                if state.best is None:
-                    state.best = 0
-            elif event == "generation_started":
-                gen = generation(record)
-                gen.parent = record.get("parent")
-            elif event == "candidate":
-                gen = generation(record)
-                gen.candidates[int(record["index"])] = {
-                    k: record.get(k) for k in ("index", "valid", "reason", "sha", "diagnosis")}
-            elif event == "proposal":
-                gen = generation(record)
-                gen.proposal_valid, gen.proposal_reason = bool(record["valid"]), record.get("reason")
-            elif event == "task_evaluated":
-                key = (str(record["tree_hash"]), str(record["task_id"]), int(record["attempt"]))
-                state.evaluations[key] = dict(record["result"])
-            elif event == "decided":
-                gen = generation(record)
-                if record["verdict"] not in ("accepted", "rejected"):
-                    raise ValueError(f"verdict {record['verdict']!r}")
-                gen.verdict, gen.reason, gen.score = record["verdict"], record.get("reason"), record.get("score")
-                if gen.verdict == "accepted":
-                    state.best = gen.number
-            elif event == "generation_recorded":
-                gen = generation(record)
-                gen.sha, gen.recorded = record.get("sha"), True
-            elif event in _ENDINGS:
-                reason = record.get("reason")
-                state.ended, state.end_reason = True, f"{event}: {reason}" if reason else str(event)
-            else:
-                raise ValueError(f"unknown event {event!r}")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise JournalError(f"journal record seq={record.get('seq')} ({event}): {exc!r}") from exc
+    event = record.get("event")
+    try:
+        cost = record.get("cost_usd")
+        if cost is not None:
+            state.spent_usd += float(cost)
+        state.unpriced_calls += int(record.get("unpriced_calls") or 0)
+        if event == "run_started":
+            state.run = record.get("run", state.run)
+            state.ended, state.end_reason = False, None
+            if state.best is None:
+                state.best = 0
+        elif event == "generation_started":
+            gen = generation(record)
+            gen.parent = record.get("parent")
+        elif event == "candidate":
+            gen = generation(record)
+            gen.candidates[int(record["index"])] = {
+                k: record.get(k) for k in ("index", "valid", "reason", "sha", "diagnosis")}
+        elif event == "proposal":
+            gen = generation(record)
+            gen.proposal_valid, gen.proposal_reason = bool(record["valid"]), record.get("reason")
+            gen.proposal = dict(record)
+        elif event == "task_evaluated":
+            key = (str(record["tree_hash"]), str(record["task_id"]), int(record["attempt"]))
+            state.evaluations[key] = dict(record["result"])
+        elif event == "decided":
+            gen = generation(record)
+            if record["verdict"] not in ("accepted", "rejected"):
+                raise ValueError(f"verdict {record['verdict']!r}")
+            gen.verdict, gen.reason, gen.score = record["verdict"], record.get("reason"), record.get("score")
+            if gen.verdict == "accepted":
+                state.best = gen.number
+        elif event == "generation_recorded":
+            gen = generation(record)
+            gen.sha, gen.recorded = record.get("sha"), True
+        elif event in _ENDINGS:
+            reason = record.get("reason")
+            state.ended, state.end_reason = True, f"{event}: {reason}" if reason else str(event)
+        else:
+            raise ValueError(f"unknown event {event!r}")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise JournalError(f"journal record seq={record.get('seq')} ({event}): {exc!r}") from exc
     return state

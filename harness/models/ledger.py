@@ -25,7 +25,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,10 @@ DEFAULT_MAX_OUTPUT_TOKENS = 8192
 
 @dataclass
 class Usage:
+    """What model calls used and cost: the host side's one usage type (the ledger's totals,
+    a proposal's and each attempt's). The scripted server's `harness.models.scripted_model.Usage`
+    is wire format (the ``usage`` object a reply reports), read into this one by the gateway."""
+
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -50,6 +54,22 @@ class Usage:
     unpriced_calls: int = 0
     """Calls of a model with no known price (``--allow-unpriced``): their cost is unknown,
     not $0, and ``cost_usd`` holds only the priced calls' part."""
+
+    @classmethod
+    def of_reply(cls, response: dict[str, Any]) -> "Usage":
+        """One call's token counts from a chat.completion body's ``usage`` object (the wire's)."""
+        usage = response.get("usage") or {}
+        return cls(1, int(usage.get("prompt_tokens", 0) or 0), int(usage.get("completion_tokens", 0) or 0))
+
+    def counts(self) -> dict[str, int]:
+        """Calls and tokens only: what a reply reports, for a record where the cost is not
+        known (a proposal's attempts; the ledger holds what they cost)."""
+        return {"calls": self.calls, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens}
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
     def add(self, other: "Usage") -> None:
         self.unpriced_calls += other.unpriced_calls
@@ -176,8 +196,10 @@ class Ledger:
         return ledger
 
     def task(self, key: str) -> Usage:
+        """A copy of what channel `key` used so far: the live totals move on with each call,
+        so a caller can take one before a run and one after and subtract."""
         with self._lock:
-            return self.tasks.get(key, Usage())
+            return replace(self.tasks.get(key, Usage()))
 
     def was_refused(self, key: str) -> bool:
         with self._lock:

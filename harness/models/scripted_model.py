@@ -52,7 +52,9 @@ def shifted(rates: list[float], effect: float, mean: float) -> list[float]:
 
 
 class Usage(BaseModel):
-    """Token counts to report for a reply instead of the estimate."""
+    """Token counts to report for a reply instead of the estimate: a wire schema (part of a
+    script, and the ``usage`` object of the reply, built in ``_completion``), not the
+    host's `harness.models.ledger.Usage`, which the gateway reads from that reply."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     prompt_tokens: int

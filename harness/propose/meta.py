@@ -31,9 +31,10 @@ from harness.propose.edits import (
     Proposal,
     Snapshot,
     apply_edits,
-    check_worktree,
     parse_answer,
 )
+from harness.models.ledger import Usage
+from harness.propose.checks import ProposerLimits
 from harness.propose.evidence import Evidence
 from harness.errors import AttemptFailed, ModelCallFailed, ProposerError
 from harness.protocols import ModelClient
@@ -44,7 +45,6 @@ __all__ = [
     "ModelCallFailed",
     "ProposalResult",
     "ProposerError",
-    "TokenUsage",
     "read_agent_files",
     "render_prompt",
 ]
@@ -54,22 +54,6 @@ MAX_FILE_CHARS = 40_000
 """A source file longer than this is not shown to the meta model (only named)."""
 MAX_TOTAL_CHARS = 160_000
 """All source files shown together stay under this; files past it are only named."""
-
-
-@dataclass
-class TokenUsage:
-    calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def add(self, other: TokenUsage) -> None:
-        self.calls += other.calls
-        self.prompt_tokens += other.prompt_tokens
-        self.completion_tokens += other.completion_tokens
 
 
 @dataclass(frozen=True)
@@ -84,7 +68,7 @@ class AttemptRecord:
     """Where it failed: ``parse``, ``apply``, ``check`` or ``extra_check``."""
     changed: tuple[str, ...]
     """Paths the edits changed (then put back, if the attempt failed)."""
-    usage: TokenUsage
+    usage: Usage
 
 
 @dataclass
@@ -94,7 +78,7 @@ class ProposalResult:
     attempts: list[AttemptRecord]
     error: str | None
     """Why the last attempt failed, when ``valid`` is False."""
-    usage: TokenUsage
+    usage: Usage
     changed: list[str] = field(default_factory=list)
     """Paths changed in the worktree by the valid proposal."""
     messages: list[dict[str, str]] = field(default_factory=list)
@@ -139,12 +123,6 @@ def render_prompt(name: str, **variables: Any) -> str:
     return _environment().get_template(name).render(**variables)
 
 
-def _usage_of(response: dict[str, Any]) -> TokenUsage:
-    usage = response.get("usage") or {}
-    return TokenUsage(1, int(usage.get("prompt_tokens", 0) or 0),
-                      int(usage.get("completion_tokens", 0) or 0))
-
-
 class MetaProposer:
     """Proposes one change of the agent with a meta model through a model client
     (`harness.protocols.ModelClient`: on a run, the gateway's channel)."""
@@ -155,32 +133,27 @@ class MetaProposer:
                  completion_kwargs: Mapping[str, Any] | None = None,
                  max_file_chars: int = MAX_FILE_CHARS,
                  max_total_chars: int = MAX_TOTAL_CHARS) -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        self.client, self.model, self.max_attempts = client, model, max_attempts
-        self.allowed_dir = allowed_dir
-        self.extra_check = extra_check
-        """Run after the host checks pass (the controller's sandboxed selfcheck); returns
-        problems, ``[]`` when the edited agent is fine."""
+        self.limits = ProposerLimits(max_attempts, allowed_dir, extra_check)
+        self.client, self.model = client, model
         self.completion_kwargs = dict(completion_kwargs or {})
         self.max_file_chars, self.max_total_chars = max_file_chars, max_total_chars
 
     def first_prompt(self, evidence: Evidence, agent_files: Mapping[str, str]) -> str:
         return render_prompt(
-            "propose.md.j2", agent_dir=self.allowed_dir, evidence=evidence,
+            "propose.md.j2", agent_dir=self.limits.allowed_dir, evidence=evidence,
             files=_files_for_prompt(agent_files, self.max_file_chars, self.max_total_chars))
 
     def propose(self, worktree: Path, evidence: Evidence,
                 agent_files: Mapping[str, str]) -> ProposalResult:
         """Ask, apply and check, retrying with the error; the worktree's agent dir holds the
         valid proposal's edits afterwards, or is exactly as before."""
-        snapshot = Snapshot.take(worktree / self.allowed_dir)
+        snapshot = Snapshot.take(worktree / self.limits.allowed_dir)
         messages = [{"role": "user", "content": self.first_prompt(evidence, agent_files)}]
         attempts: list[AttemptRecord] = []
-        usage = TokenUsage()
+        usage = Usage()
         succeeded = False
         try:
-            for number in range(1, self.max_attempts + 1):
+            for number in range(1, self.limits.max_attempts + 1):
                 answer, call_usage = self._ask(messages)
                 usage.add(call_usage)
                 messages.append({"role": "assistant", "content": answer})
@@ -190,11 +163,11 @@ class MetaProposer:
                     snapshot.restore()
                     attempts.append(AttemptRecord(number, answer, str(failed), failed.stage,
                                                   failed.changed, call_usage))
-                    if number < self.max_attempts:
+                    if number < self.limits.max_attempts:
                         messages.append({"role": "user", "content": render_prompt(
                             "retry.md.j2", stage=failed.stage, error=str(failed),
-                            attempt=number, max_attempts=self.max_attempts,
-                            agent_dir=self.allowed_dir, format_help=FORMAT_HELP)})
+                            attempt=number, max_attempts=self.limits.max_attempts,
+                            agent_dir=self.limits.allowed_dir, format_help=FORMAT_HELP)})
                     continue
                 attempts.append(AttemptRecord(number, answer, None, None, tuple(changed),
                                               call_usage))
@@ -208,7 +181,7 @@ class MetaProposer:
                               f"no valid edit in {len(attempts)} attempts; last ({last.stage}): "
                               f"{last.error}", usage, [], messages)
 
-    def _ask(self, messages: list[dict[str, str]]) -> tuple[str, TokenUsage]:
+    def _ask(self, messages: list[dict[str, str]]) -> tuple[str, Usage]:
         try:
             response = self.client.complete(
                 {"model": self.model, "messages": list(messages), **self.completion_kwargs})
@@ -217,7 +190,7 @@ class MetaProposer:
                                   f"{type(exc).__name__}: {exc}") from exc
         choices = response.get("choices") or []
         message = (choices[0] or {}).get("message") if choices else None
-        return ((message or {}).get("content") or ""), _usage_of(response)
+        return ((message or {}).get("content") or ""), Usage.of_reply(response)
 
     def _attempt(self, worktree: Path, answer: str) -> tuple[Proposal, list[str]]:
         try:
@@ -225,16 +198,11 @@ class MetaProposer:
         except EditError as exc:
             raise AttemptFailed("parse", str(exc)) from exc
         try:
-            changed = apply_edits(worktree, proposal.edits, self.allowed_dir)
+            changed = apply_edits(worktree, proposal.edits, self.limits.allowed_dir)
         except EditError as exc:
             raise AttemptFailed("apply", str(exc)) from exc
         if not changed:
             raise AttemptFailed("apply", "the edits change nothing: every file already has "
                                           "the content they give")
-        problems = check_worktree(worktree, self.allowed_dir)
-        if problems:
-            raise AttemptFailed("check", "\n".join(problems), tuple(changed))
-        problems = self.extra_check(worktree) if self.extra_check else []
-        if problems:
-            raise AttemptFailed("extra_check", "\n".join(problems), tuple(changed))
+        self.limits.check_edited(worktree, changed)
         return proposal, changed

@@ -38,10 +38,12 @@ from typing import Any
 
 from benchmark import AGENT_VENV, REPO_IN_SANDBOX, AgentRun, DockerEnvironment, TaskSpec
 from harness.run.agent_source import resolve_agent
-from harness.propose.edits import Proposal, Snapshot, WholeFile, check_worktree
+from harness.propose.checks import ProposerLimits
+from harness.propose.edits import Proposal, Snapshot, WholeFile
 from harness.propose.evidence import Evidence, load_gateway_trajectory, message_text
 from harness.models.gateway import Gateway
-from harness.propose.meta import AttemptRecord, ModelCallFailed, ProposalResult, TokenUsage
+from harness.models.ledger import Usage
+from harness.propose.meta import AttemptRecord, ModelCallFailed, ProposalResult
 from harness.errors import AttemptFailed
 
 __all__ = ["DEFAULT_DIAGNOSIS", "SelfProposer", "diagnosis_of", "render_evidence", "task_text"]
@@ -147,15 +149,9 @@ class SelfProposer:
                  allowed_dir: str = "agent_seed",
                  channel_key: str = "self-propose",
                  generation: str = "self") -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
+        self.limits = ProposerLimits(max_attempts, allowed_dir, extra_check)
         self.environment, self.gateway, self.image_task = environment, gateway, image_task
         """The agent runs in a container of ``image_task``'s image (its repo is not used)."""
-        self.max_attempts = max_attempts
-        self.extra_check = extra_check
-        """Run after the host checks pass (the controller's sandboxed selfcheck); returns
-        problems, ``[]`` when the edited agent is fine."""
-        self.allowed_dir = allowed_dir
         self.channel_key, self.generation = channel_key, generation
         """The gateway channel of the agent's runs: its ledger key and generation (the loop
         would pass e.g. ``gen-0007.self`` and ``gen-0007``)."""
@@ -165,15 +161,15 @@ class SelfProposer:
     def build_repo(self, worktree: Path, evidence: Evidence, into: Path) -> Path:
         """A fresh one-commit git repo at ``into``: the worktree's agent dir, the evidence and
         the task."""
-        source = worktree / self.allowed_dir
+        source = worktree / self.limits.allowed_dir
         if not source.is_dir():
-            raise ValueError(f"{worktree} has no {self.allowed_dir}/ directory")
+            raise ValueError(f"{worktree} has no {self.limits.allowed_dir}/ directory")
         into.mkdir(parents=True)
-        shutil.copytree(source, into / self.allowed_dir, symlinks=True,
+        shutil.copytree(source, into / self.limits.allowed_dir, symlinks=True,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
         (into / ".ratchet").mkdir()
         (into / EVIDENCE_FILE).write_text(render_evidence(evidence), encoding="utf-8")
-        (into / TASK_FILE).write_text(task_text(self.allowed_dir), encoding="utf-8")
+        (into / TASK_FILE).write_text(task_text(self.limits.allowed_dir), encoding="utf-8")
         _git(into, "init", "-q")
         with (into / ".git" / "info" / "exclude").open("a", encoding="utf-8") as exclude:
             exclude.write("__pycache__/\n*.py[cod]\n")
@@ -197,18 +193,18 @@ class SelfProposer:
         worktree's agent dir holds the valid proposal's changes afterwards, or is exactly
         as before. ``agent_files`` is unused: the agent reads its own source in the repo."""
         del agent_files
-        snapshot = Snapshot.take(worktree / self.allowed_dir)
+        snapshot = Snapshot.take(worktree / self.limits.allowed_dir)
         scratch = Path(tempfile.mkdtemp(prefix="ratchet-self-"))
         parent = resolve_agent(str(worktree))  # the parent as it is now: a private copy
         attempts: list[AttemptRecord] = []
         messages: list[dict[str, str]] = []
-        usage = TokenUsage()
+        usage = Usage()
         succeeded = False
         try:
             repo = self.build_repo(worktree, evidence, scratch / "repo")
             archive = self.archive(repo)
             rejected: str | None = None
-            for number in range(1, self.max_attempts + 1):
+            for number in range(1, self.limits.max_attempts + 1):
                 run, conversation, call_usage = self._run(parent.directory, archive, rejected)
                 usage.add(call_usage)
                 messages += [{"role": "ratchet", "content": f"attempt {number}"}, *conversation]
@@ -242,7 +238,7 @@ class SelfProposer:
                               f"{last.error}", usage, [], messages)
 
     def _run(self, agent_dir: Path, archive: bytes,
-             rejected: str | None) -> tuple[AgentRun, list[dict[str, str]], TokenUsage]:
+             rejected: str | None) -> tuple[AgentRun, list[dict[str, str]], Usage]:
         """One sandboxed run of the agent on the task; its run, its conversation (from the
         gateway's log) and the tokens it used."""
         key = self.channel_key
@@ -252,14 +248,14 @@ class SelfProposer:
         offset = channel.trajectory.stat().st_size if channel.trajectory.is_file() else 0
         try:
             task = self.image_task.model_copy(update={"problem_statement": task_text(
-                self.allowed_dir, REPO_IN_SANDBOX, rejected)})
+                self.limits.allowed_dir, REPO_IN_SANDBOX, rejected)})
             run = self.environment.run_agent(task, agent_dir, socket_path=channel.socket_path,
                                              model=self.gateway.model, repo_archive=archive)
         finally:
             self.gateway.close_channel(channel)
         after = self.gateway.ledger.task(key)
-        call_usage = TokenUsage(after.calls - before.calls, after.prompt_tokens - before.prompt_tokens,
-                                after.completion_tokens - before.completion_tokens)
+        call_usage = Usage(after.calls - before.calls, after.prompt_tokens - before.prompt_tokens,
+                           after.completion_tokens - before.completion_tokens)
         conversation = _conversation(channel.trajectory, offset)
         if self.gateway.ledger.was_refused(key):
             raise ModelCallFailed(f"the gateway refused a model call of the self proposer "
@@ -294,18 +290,18 @@ class SelfProposer:
             parts = PurePosixPath(path).parts
             if parts[0] == ".ratchet" or "__pycache__" in parts or path.endswith((".pyc", ".pyo")):
                 dropped.append(path)
-            elif parts[0] != self.allowed_dir or len(parts) < 2:
+            elif parts[0] != self.limits.allowed_dir or len(parts) < 2:
                 outside.append(path)
             elif status != "D" and new_mode not in ("100644", "100755"):
                 outside.append(f"{path} (mode {new_mode}: only regular files are allowed)")
             else:
                 kept.append((status, new_mode, path))
         if outside:
-            raise AttemptFailed("apply", f"the patch changes files outside {self.allowed_dir}/ "
+            raise AttemptFailed("apply", f"the patch changes files outside {self.limits.allowed_dir}/ "
                                  f"(only files under it may change): {', '.join(outside)}")
         if not kept:
             raise AttemptFailed("apply", f"no change: the patch changes nothing under "
-                                 f"{self.allowed_dir}/" + (f" (only {', '.join(dropped)}, which "
+                                 f"{self.limits.allowed_dir}/" + (f" (only {', '.join(dropped)}, which "
                                                            "are discarded)" if dropped else ""))
         changed = [path for _, _, path in kept]
         self._copy_into(worktree, repo, kept)
@@ -316,21 +312,16 @@ class SelfProposer:
                     edits.append(WholeFile(path, (repo / path).read_text(encoding="utf-8")))
                 except UnicodeDecodeError:
                     pass
-        problems = check_worktree(worktree, self.allowed_dir)
-        if problems:
-            raise AttemptFailed("check", "\n".join(problems), tuple(changed))
-        problems = self.extra_check(worktree) if self.extra_check else []
-        if problems:
-            raise AttemptFailed("extra_check", "\n".join(problems), tuple(changed))
+        self.limits.check_edited(worktree, changed)
         return changed, tuple(edits)
 
     def _copy_into(self, worktree: Path, repo: Path, kept: list[tuple[str, str, str]]) -> None:
         """Make the worktree's agent dir hold the kept changes of the scratch repo."""
-        base = (worktree / self.allowed_dir).resolve()
+        base = (worktree / self.limits.allowed_dir).resolve()
         for status, mode, path in kept:
             target = worktree / path
             if not target.parent.resolve().is_relative_to(base):
-                raise AttemptFailed("apply", f"{path}: resolves outside {self.allowed_dir}/ in "
+                raise AttemptFailed("apply", f"{path}: resolves outside {self.limits.allowed_dir}/ in "
                                      "the worktree (through a symlink)")
             if target.is_symlink():
                 target.unlink()

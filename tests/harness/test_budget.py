@@ -13,7 +13,7 @@ import httpx2
 import pytest
 
 from harness.models.gateway import Budget, Gateway, OpenAIUpstream
-from harness.models.ledger import Ledger, cap_output, output_field, worst_case_input_tokens
+from harness.models.ledger import Ledger, Usage, cap_output, output_field, worst_case_input_tokens
 from harness.models.prices import PriceTable
 from harness.models.scripted_model import ScriptedModelServer
 
@@ -121,3 +121,15 @@ def test_the_request_upstream_gets_carries_the_ceiling(tmp_path):
         finally:
             gateway.close_channel(channel)
     assert [r["max_tokens"] for r in upstream.requests] == [321, 321, 7]
+
+
+def test_a_channels_usage_is_a_snapshot_so_a_second_run_on_the_same_key_is_counted():
+    """The self proposer subtracts a channel's usage before a sandboxed run from the usage
+    after it. With the ledger's live totals handed out, "before" moved with the calls and a
+    second attempt on the same key counted 0 calls ("the agent got no answer")."""
+    ledger = Ledger()
+    ledger.settle(None, "gen-0001.self", "gen-0001", Usage(1, 10, 5))
+    before = ledger.task("gen-0001.self")
+    ledger.settle(None, "gen-0001.self", "gen-0001", Usage(1, 20, 7))
+    after = ledger.task("gen-0001.self")
+    assert (after.calls - before.calls, after.prompt_tokens - before.prompt_tokens) == (1, 20)

@@ -1,7 +1,7 @@
 """Trip-wires never reach the proposer: a grading log shown as evidence has no trace of them.
 
 The logs here are real pytest runs (a small test file, with and without trip-wires planted by
-the grader's own `_tripwire.plant`), so the redaction is checked against pytest's real layout.
+the grader's own `benchmark.plant_tripwires`), so the redaction is checked against pytest's real layout.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import _tripwire
+from benchmark import plant_tripwires
 from harness.propose.evidence import collect_evidence, redact_tripwires
 
 TESTS = '''\
@@ -58,7 +58,7 @@ def _summary(log: str) -> str:
 
 @pytest.fixture
 def logs(tmp_path):
-    planted_source, planted = _tripwire.plant("test_pairs.py", TESTS, WANTED,
+    planted_source, planted = plant_tripwires("test_pairs.py", TESTS, WANTED,
                                               random.Random(7), count=2)
     assert len(planted) == 2
     clean_dir, wired_dir = tmp_path / "clean", tmp_path / "wired"

@@ -36,7 +36,7 @@ from harness.read.export import (
 from harness.models.gateway import OpenAIUpstream
 from harness.loop.journal import Journal, replay
 from harness.loop.lineage import Lineage
-from harness.loop.controller import Controller
+from harness.loop.compose import build_controller
 from harness.loop.settings import LoopSettings
 from harness.models.scripted_model import ScriptedModelServer
 from harness.loop.workspace import init_workspace
@@ -268,8 +268,8 @@ def real_run(tmp_path_factory) -> Path:
     grader = Grader(ImageBuilder(), ws / "runs" / "r1" / "grades")  # where `ratchet run` grades
     with ScriptedModelServer(demo_agent_script(tasks)) as agent_model, \
             ScriptedModelServer(demo_meta_script()) as meta_model:
-        state = Controller(ws, settings, tasks, grader, OpenAIUpstream(agent_model.base_url, "x"),
-                           OpenAIUpstream(meta_model.base_url, "x")).run()
+        state = build_controller(ws, settings, tasks, grader, OpenAIUpstream(agent_model.base_url, "x"),
+                                 OpenAIUpstream(meta_model.base_url, "x")).run()
     assert {n: g.verdict for n, g in state.generations.items()} == {0: "accepted", 1: "accepted", 2: "rejected"}
     return ws
 

@@ -22,6 +22,7 @@ from harness.cli.demo import demo_agent_script
 from harness.models.gateway import OpenAIUpstream
 from harness.loop.journal import Journal, replay
 from harness.loop.lineage import Lineage
+from harness.loop.compose import build_controller
 from harness.loop.controller import Controller
 from harness.loop.settings import LoopSettings
 from harness.models.scripted_model import ScriptedModelServer
@@ -154,9 +155,9 @@ def test_invalid_proposal_and_spent_budget(workspace, suite, tmp_path, monkeypat
             settings = LoopSettings(run=run, suite=str(suite), generations=generations,
                                     agent_model="priced", meta_model="scripted", budget_usd=budget,
                                     workers=1, max_proposal_attempts=2)
-            return Controller(workspace, settings, tasks, grader,
-                              OpenAIUpstream(agent_model.base_url, "x"),
-                              OpenAIUpstream(meta_model.base_url, "x"))
+            return build_controller(workspace, settings, tasks, grader,
+                                    OpenAIUpstream(agent_model.base_url, "x"),
+                                    OpenAIUpstream(meta_model.base_url, "x"))
 
         state = controller("inv", None).run()
         assert state.generations[1].proposal_valid is False
@@ -215,7 +216,7 @@ def test_self_proposer_generation(workspace, suite, tmp_path):
         settings = LoopSettings(run="self1", suite=str(suite), generations=1, agent_model="scripted",
                                 meta_model="unused", proposer="self", workers=2)
         upstream = OpenAIUpstream(agent_model.base_url, "x")
-        state = Controller(workspace, settings, tasks, grader, upstream, upstream).run()
+        state = build_controller(workspace, settings, tasks, grader, upstream, upstream).run()
     assert state.generations[1].proposal_valid is True
     assert state.generations[1].verdict == "rejected"
     repo = git.Repo(workspace)
@@ -246,9 +247,9 @@ def test_infrastructure_errors_are_retried_and_never_decide_a_generation(workspa
         def controller(run: str, times: int) -> Controller:
             settings = LoopSettings(run=run, suite=str(suite), generations=0, agent_model="scripted",
                                     meta_model="scripted", workers=2)
-            made = Controller(workspace, settings, tasks, grader, OpenAIUpstream(model.base_url, "x"),
-                              OpenAIUpstream(model.base_url, "x"), on_event=said.append)
-            made.runner.environment = _FlakyDaemon(made.runner.environment, SLICE[1], times)
+            made = build_controller(workspace, settings, tasks, grader, OpenAIUpstream(model.base_url, "x"),
+                                    OpenAIUpstream(model.base_url, "x"), on_event=said.append)
+            made.evaluation.runner.environment = _FlakyDaemon(made.evaluation.runner.environment, SLICE[1], times)
             return made
 
         once = controller("once", 1).run()

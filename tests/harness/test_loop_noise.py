@@ -15,7 +15,7 @@ from harness.loop.attempts import attempt_index
 from harness.cli.demo import demo_agent_script, demo_meta_script
 from harness.models.gateway import OpenAIUpstream
 from harness.loop.journal import Journal
-from harness.loop.controller import Controller
+from harness.loop.compose import build_controller
 from harness.loop.settings import LoopSettings
 from harness.models.scripted_model import ScriptedModelServer
 from harness.models.stochastic_demo import stochastic_agent_script, stochastic_meta_script
@@ -52,8 +52,8 @@ def test_a_real_improvement_is_accepted_and_a_no_op_rejected_under_noise(tmp_pat
     grader = Grader(ImageBuilder(), tmp_path / "grades")
     agent_script = stochastic_agent_script(tasks, [0.15] * len(tasks), effect=0.5, seed=3)
     with ScriptedModelServer(agent_script) as agent, ScriptedModelServer(stochastic_meta_script()) as meta:
-        state = Controller(ws, settings, tasks, grader, OpenAIUpstream(agent.base_url, "x"),
-                           OpenAIUpstream(meta.base_url, "x")).run()
+        state = build_controller(ws, settings, tasks, grader, OpenAIUpstream(agent.base_url, "x"),
+                                 OpenAIUpstream(meta.base_url, "x")).run()
     assert {n: g.verdict for n, g in state.generations.items()} == {
         0: "accepted", 1: "accepted", 2: "rejected"}, {n: g.reason for n, g in state.generations.items()}
     assert state.best == 1
@@ -92,8 +92,8 @@ def test_several_proposals_are_recorded_screened_and_the_winner_tested_on_fresh_
     grader = Grader(ImageBuilder(), tmp_path / "grades")
     with ScriptedModelServer(demo_agent_script(tasks)) as agent, \
             ScriptedModelServer(demo_meta_script()) as meta:
-        state = Controller(ws, settings, tasks, grader, OpenAIUpstream(agent.base_url, "x"),
-                           OpenAIUpstream(meta.base_url, "x")).run()
+        state = build_controller(ws, settings, tasks, grader, OpenAIUpstream(agent.base_url, "x"),
+                                 OpenAIUpstream(meta.base_url, "x")).run()
     assert state.generations[1].verdict == "accepted"
     candidates = state.generations[1].candidates
     assert sorted(candidates) == [1, 2] and all(c["valid"] and c["sha"] for c in candidates.values())

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from benchmark import ImageBuilder, load_suite, task_image_tag
-from benchmark._images import base_image_tag
+from benchmark import base_image_tag
 from harness.loop.journal import Journal
 from harness.models.oracle import ORACLE_USAGE
 from tests.conftest import ROOT

@@ -290,7 +290,7 @@ def real_run(tmp_path_factory, docker_daemon) -> tuple[Path, str]:
     from benchmark import Grader, ImageBuilder, load_suite
     from harness.cli.demo import demo_agent_script, demo_meta_script
     from harness.models.gateway import OpenAIUpstream
-    from harness.loop.controller import Controller
+    from harness.loop.compose import build_controller
     from harness.loop.settings import LoopSettings
     from harness.models.scripted_model import ScriptedModelServer
 
@@ -308,8 +308,8 @@ def real_run(tmp_path_factory, docker_daemon) -> tuple[Path, str]:
     settings.save(tmp / "ws" / "runs" / "rep" / "settings.json")  # as `ratchet run` does
     with ScriptedModelServer(demo_agent_script(tasks)) as agent, \
             ScriptedModelServer(demo_meta_script()) as meta:
-        state = Controller(tmp / "ws", settings, tasks, Grader(ImageBuilder(), tmp / "grades"),
-                           OpenAIUpstream(agent.base_url, "x"), OpenAIUpstream(meta.base_url, "x")).run()
+        state = build_controller(tmp / "ws", settings, tasks, Grader(ImageBuilder(), tmp / "grades"),
+                                 OpenAIUpstream(agent.base_url, "x"), OpenAIUpstream(meta.base_url, "x")).run()
     assert {n: g.verdict for n, g in state.generations.items()} == {0: "accepted", 1: "accepted",
                                                                     2: "rejected"}
     return tmp / "ws", "rep"

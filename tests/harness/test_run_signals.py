@@ -18,10 +18,11 @@ import docker
 import git
 import pytest
 
-from benchmark import _docker
+from benchmark import docker_host as _docker
 from benchmark import ImageBuilder
-from benchmark._images import RECIPE_LABEL, RECIPES
-from benchmark._process import start_ticks
+from benchmark import IMAGE_RECIPES as RECIPES
+from benchmark import RECIPE_LABEL
+from benchmark import processes, start_ticks
 from harness.cli.demo import demo_agent_script
 from harness.loop.journal import Journal, replay
 from harness.loop.lineage import Lineage
@@ -219,7 +220,7 @@ def test_gc_reports_then_removes_what_dead_processes_left(workspace, short_tmp, 
     orphan.start()
     orphan_volumes = [m["Name"] for m in client.api.inspect_container(orphan.id)["Mounts"]]
     live = client.containers.create(base, ["sleep", "infinity"], labels={
-        **labels, _docker.PROCESS_LABEL: _docker._process.identity()})
+        **labels, _docker.PROCESS_LABEL: processes.identity()})
     dangling = client.volumes.create()  # anonymous-looking (a 64-hex name), empty
     named = client.volumes.create(name=f"gc-keep-{os.getpid()}")
     lineage = Lineage(workspace, "old")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from benchmark import ImageBuilder, load_suite
-from benchmark._agent_env import DockerEnvironment
+from benchmark import DockerEnvironment
 from harness.propose.edits import Snapshot
 from harness.propose.evidence import Evidence, TaskEvidence, build_evidence
 from harness.models.gateway import Gateway, OpenAIUpstream

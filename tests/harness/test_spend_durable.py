@@ -230,7 +230,7 @@ def test_a_stop_in_the_middle_of_a_generation_counts_spend_once(tmp_path):
     generation's task records yet, counting their spend twice."""
     from benchmark import Grader, ImageBuilder, InfraError
     from harness.models.gateway import OpenAIUpstream
-    from harness.loop.controller import Controller
+    from harness.loop.compose import build_controller
     from harness.loop.settings import LoopSettings
 
     class _Broken:
@@ -252,9 +252,9 @@ def test_a_stop_in_the_middle_of_a_generation_counts_spend_once(tmp_path):
         settings = LoopSettings(run="s1", suite="slice", generations=0, agent_model="priced",
                                 meta_model="priced", workers=2, prices={"priced": PRICE},
                                 max_output_tokens=500)
-        controller = Controller(workspace, settings, slice_, Grader(ImageBuilder(), tmp_path / "g"),
-                                OpenAIUpstream(model.base_url, "x"), OpenAIUpstream(model.base_url, "x"))
-        controller.runner.environment = _Broken(controller.runner.environment)
+        controller = build_controller(workspace, settings, slice_, Grader(ImageBuilder(), tmp_path / "g"),
+                                      OpenAIUpstream(model.base_url, "x"), OpenAIUpstream(model.base_url, "x"))
+        controller.evaluation.runner.environment = _Broken(controller.evaluation.runner.environment)
         state = controller.run()
     assert state.ended and "infrastructure errors" in state.end_reason
     assert len(state.evaluations) == 2

@@ -20,6 +20,7 @@ import agent_seed
 from benchmark import Grader, ImageBuilder, load_suite
 from harness.propose.evidence import collect_evidence
 from harness.models.gateway import OpenAIUpstream
+from harness.loop.compose import build_controller
 from harness.loop.controller import Controller
 from harness.loop.settings import LoopSettings
 from harness.models.scripted_model import Script, ScriptedModelServer
@@ -214,17 +215,17 @@ def _proposer_prompts(tmp: Path, tasks, **split_options) -> tuple[list[str], Con
                             meta_model="scripted", scripted="demo", max_proposal_attempts=1,
                             **split_options)
     with ScriptedModelServer(Script(default="no edit here")) as meta:
-        controller = Controller(workspace, settings, tasks, Grader(ImageBuilder(), tmp / "grades"),
-                                OpenAIUpstream(meta.base_url, "x"), OpenAIUpstream(meta.base_url, "x"))
+        controller = build_controller(workspace, settings, tasks, Grader(ImageBuilder(), tmp / "grades"),
+                                      OpenAIUpstream(meta.base_url, "x"), OpenAIUpstream(meta.base_url, "x"))
         try:
             controller.lineage.start("HEAD")
-            tree = controller._parent_agent(0).tree_hash
+            tree = controller.workload.agent(0).tree_hash
             for task in tasks:
                 controller.state.evaluations[(tree, task.instance_id, 0)] = _task_files(
                     tmp, task, resolved=False)
             worktree = controller.lineage.worktree(1, controller.lineage.branch(0))
-            result, _ = controller._propose(1, 0, worktree)
-            evidence = controller._evidence(0)
+            result, _ = controller.propose.propose(1, 0, worktree)
+            evidence = controller.propose.evidence(0)
         finally:
             controller.close()
         sent = [m["content"] for request in meta.requests for m in request["messages"]]

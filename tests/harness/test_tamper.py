@@ -14,7 +14,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from benchmark import GradeResult, Grader, ImageBuilder, load_suite
-from benchmark._agent_env import AgentRun
+from benchmark import AgentRun
 from harness.loop.acceptance import parse_rule
 from harness.run.agent_source import resolve_agent
 from harness.run.evaluate import SandboxResult, TaskRunner

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from benchmark import ImageBuilder, load_suite
-from benchmark import _docker
+from benchmark import docker_host as _docker
 from harness.cli.demo import demo_agent_script, demo_meta_script
 from harness.loop.journal import Journal, replay
 from harness.models.scripted_model import Rule, Script, ScriptedModelServer
