@@ -71,11 +71,12 @@ def test_the_command_writes_the_suite_and_refuses_a_missing_input(tmp_path):
 def test_the_shipped_suite_is_split_by_the_documented_rule_with_enough_held_out():
     """The `forged` suite (docs/forge.md): no package over ~a quarter of it, every split
     assigned by `stratified_splits` (half held out, rounded up). Issue 19 asks for at least
-    200 tasks from 12 packages with 100 held out; the floor here is what the suite holds now
-    (184 tasks, 12 packages, 92 held out): raise it as tasks are added."""
+    200 tasks from 12 packages with 100 held out; the suite holds 208 tasks from 15 packages,
+    104 held out."""
     rows = _shipped()
     packages = Counter(r["repo"] for r in rows)
-    assert len(rows) >= 184 and len(packages) >= 12, packages
+    assert len(rows) >= 208 and len(packages) >= 15, packages
+    assert Counter(r["split"] for r in rows)["heldout"] >= 100
     assert max(packages.values()) <= 0.26 * len(rows), packages
     assert {r["instance_id"]: r["split"] for r in rows} == stratified_splits(rows)
     assert Counter(r["split"] for r in rows)["heldout"] == (len(rows) + 1) // 2
