@@ -814,7 +814,9 @@ def _borrowed_leaf(tree: ast.Module, lines: list[str], leaf: ast.expr,
             if type(other) is type(value) and other != value and not isinstance(other, bool) \
                     and (not isinstance(other, str) or "\n" not in other):
                 text = _segment(lines, node)
-                if text and "\n" not in text:
+                # the text must read back as exactly this literal: a part of an f-string
+                # is a constant whose source position is the whole f-string's
+                if text and "\n" not in text and _reads_as(text, other):
                     counts.setdefault(other, []).append(text)
     if not counts:
         return None
@@ -823,6 +825,15 @@ def _borrowed_leaf(tree: ast.Module, lines: list[str], leaf: ast.expr,
     best = min(abs(len(texts) + 1 - mine) for texts in counts.values())
     choices = [texts for texts in counts.values() if abs(len(texts) + 1 - mine) == best]
     return rng.choice(rng.choice(choices))
+
+
+def _reads_as(text: str, value: object) -> bool:
+    """Whether the source `text` is a literal of exactly `value` (and its type)."""
+    try:
+        read = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+    return type(read) is type(value) and read == value
 
 
 def _changed_leaf(text: str, node: ast.expr, rng: random.Random, *,

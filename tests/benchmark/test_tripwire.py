@@ -1080,3 +1080,23 @@ def test_where_an_inherited_tests_mixin_is_looked_for():
         ("TestBase::test_base_case", "TestThing::test_base_case")]
     assert list(found).index("tests/test_pkg/test_base.py") < list(found).index("test_pkg/test_base.py")
     assert all(pair[1] != "TestThing::test_own" for pairs in found.values() for pair in pairs)
+
+
+
+def test_a_twin_borrows_only_whole_literals_never_a_part_of_an_fstring():
+    """A twin's changed value may be another literal of the file, copied as written there.
+    The parts of an f-string are constants too, but their source position is the whole
+    f-string's: borrowing one copied ``f"{self.year}/{self.month}"`` into module-level
+    parameters, where ``self`` does not exist, and the gold patch failed at collection (two
+    humanize tasks). A borrowed text must read back as the literal it stands for."""
+    import ast
+
+    from benchmark._tripwire import _borrowed_leaf
+
+    source = ('class FakeDate:\n    def __str__(self):\n        return f"{self.year}/{self.month}"\n'
+              'CASES = [(1, "a moment"), (2, "/"), (3, -4), (4, 5)]\n')
+    tree, lines = ast.parse(source), source.splitlines(keepends=True)
+    leaf = {n.value: n for n in ast.walk(tree) if isinstance(n, ast.Constant)}
+    borrowed = {_borrowed_leaf(tree, lines, leaf["a moment"], random.Random(s)) for s in range(30)}
+    assert borrowed == {'"/"'}  # the f-string's "/" part is not offered; the literal "/" is
+    assert {_borrowed_leaf(tree, lines, leaf[5], random.Random(s)) for s in range(30)} <= {"1", "2", "3", "-4"}
