@@ -71,17 +71,21 @@ class Controller:
                         settings=asdict(s), **self.spend.unjournaled(self.state))
         for note in self.intro():
             self.say(note)
+        told = False  # whether the forecast was said since the last spend
         try:
             if 0 not in self.state.generations or not self.state.generations[0].recorded:
                 self._seed()
                 self.say(self.spend.forecast(self.state, s.generations))
+                told = True
             for gen in range(1, s.generations + 1):
                 existing = self.state.generations.get(gen)
                 if existing is not None and existing.recorded:
                     continue
                 self.spend.check_stop()
+                told = False
                 self._generation(gen)
                 self.say(self.spend.forecast(self.state, s.generations))
+                told = True
         except StopRequested as stop:
             reason = str(stop)
             # money spent on work that was discarded (a run cut off by the budget, a task with
@@ -89,6 +93,8 @@ class Controller:
             self.log.append("budget_exhausted" if "budget" in reason else "run_stopped",
                             reason=reason, **self.spend.unjournaled(self.state))
             self.say(f"stopped: {reason}")
+            if not told:  # a stop mid-generation (even the seed's): what was spent, what is left
+                self.say(self.spend.forecast(self.state, s.generations))
             return self.state
         self.log.append("run_finished", reason=f"{s.generations} generations",
                         **self.spend.unjournaled(self.state))

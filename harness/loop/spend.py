@@ -73,7 +73,10 @@ class RunSpend:
         if spent.unpriced_calls:
             return (f"forecast: spend per generation unknown ({spent.unpriced_calls} call(s) of an "
                     f"unpriced model; ${spent.cost_usd:.4f} priced over {done} generation(s))")
-        each = spent.cost_usd / max(done, 1)
+        if not done:
+            return (f"forecast: ${spent.cost_usd:.4f} spent and no generation finished yet; "
+                    "one generation (the seed's evaluation) costs at least that")
+        each = spent.cost_usd / done
         line = f"forecast: ${each:.4f} per generation so far (${spent.cost_usd:.4f} over {done})"
         left = generations + 1 - done
         if self.budget_usd is None:

@@ -133,3 +133,23 @@ def test_a_channels_usage_is_a_snapshot_so_a_second_run_on_the_same_key_is_count
     ledger.settle(None, "gen-0001.self", "gen-0001", Usage(1, 20, 7))
     after = ledger.task("gen-0001.self")
     assert (after.calls - before.calls, after.prompt_tokens - before.prompt_tokens) == (1, 20)
+
+
+def test_the_forecast_says_the_spend_before_and_after_a_generation_is_recorded():
+    """A budget can stop a run inside the seed's evaluation: the forecast then says what was
+    spent and that no generation finished, instead of dividing by a generation that never was."""
+    from harness.loop.journal import GenerationState, RunState
+    from harness.loop.spend import RunSpend
+    from harness.models.ledger import Ledger, Usage
+
+    ledger = Ledger()
+    ledger.carry(Usage(cost_usd=0.06), "spent on the seed's evaluation")
+    spend = RunSpend(ledger, budget_usd=0.10)
+    state = RunState(generations={0: GenerationState(number=0)})
+    assert spend.forecast(state, 2) == ("forecast: $0.0600 spent and no generation finished "
+                                        "yet; one generation (the seed's evaluation) costs at "
+                                        "least that")
+    state.generations[0].recorded = True
+    assert spend.forecast(state, 2) == (
+        "forecast: $0.0600 per generation so far ($0.0600 over 1); the $0.10 budget ($0.0400 "
+        "left) covers about 0 more; 2 more planned")

@@ -113,7 +113,8 @@ def test_kill_then_resume_keeps_spend_true_and_the_budget(tmp_path):
         assert f"spent ${logged:.4f}" in status.stdout, status.stdout
         # the resumed run used its budget instead of stopping early on a double count
         assert logged >= BUDGET - 0.1
-        assert "forecast: $" in resumed.stdout and "per generation so far" in resumed.stdout
+        # a budget stop says what was spent, whether or not the seed was recorded before it
+        assert "forecast: $" in resumed.stdout, resumed.stdout
 
         finished = ratchet("resume", "m1", budget=1.0)
         assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
