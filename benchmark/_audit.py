@@ -184,19 +184,24 @@ if "_pytest" in _sys.modules:
     import _pytest.reports as _reports, ast as _ast, inspect as _inspect, textwrap as _tw
     _made = _reports.TestReport.from_item_and_call.__func__
 
-    def _shape(function):
-        try:
-            tree = _ast.parse(_tw.dedent(_inspect.getsource(function)))
-        except Exception:
-            return None
-        for node in _ast.walk(tree):
-            if isinstance(node, _ast.FunctionDef):
-                node.name = "_"
-            if isinstance(node, _ast.Constant):
-                node.value = 0
-        return _ast.dump(tree)
+    _shapes, _twins = {}, {}  # each function parsed once, each test judged once
 
-    def _has_twin(item):
+    def _shape(function):
+        key = getattr(function, "__code__", function)
+        if key not in _shapes:
+            try:
+                tree = _ast.parse(_tw.dedent(_inspect.getsource(function)))
+                for node in _ast.walk(tree):
+                    if isinstance(node, _ast.FunctionDef):
+                        node.name = "_"
+                    if isinstance(node, _ast.Constant):
+                        node.value = 0
+                _shapes[key] = _ast.dump(tree)
+            except Exception:
+                _shapes[key] = None
+        return _shapes[key]
+
+    def _judge(item):
         function = getattr(item, "function", None)
         mine = _shape(function)
         module = _sys.modules.get(getattr(function, "__module__", ""), None)
@@ -206,6 +211,11 @@ if "_pytest" in _sys.modules:
             others += [getattr(owner, n) for n in dir(owner) if n.startswith("test")]
         return mine is not None and any(o is not function and _shape(o) == mine
                                         for o in others if callable(o))
+
+    def _has_twin(item):
+        if item.nodeid not in _twins:
+            _twins[item.nodeid] = _judge(item)
+        return _twins[item.nodeid]
 
     def _passed(cls, item, call):
         report = _made(cls, item, call)

@@ -7,9 +7,11 @@ Everything else hands it data (an image, a script, files to copy in) and gets da
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
-import shutil
+import queue
+import socket
 import tarfile
 import threading
 import time
@@ -52,10 +54,12 @@ __all__ = [
     "import_rootfs",
     "make_tar",
     "remove_quietly",
+    "finish_removals",
     "run_grading",
     "run_script",
     "sandbox",
     "start_grading_container",
+    "WaitingGrading",
 ]
 
 LOG_CONFIG = docker.types.LogConfig(type="json-file", config={"max-size": "8m", "max-file": "2"})
@@ -464,8 +468,9 @@ KILL_GRACE_S = 5.0
 
 @dataclass
 class GradingRun:
-    """A finished grading container: what its wrapper left in its output directory (copied
-    to the host), the host's own view of the end, and the container's last log lines."""
+    """A finished grading: what its wrapper sent back (``result.json``, ``tests.log``,
+    written on the host), the host's own view of the end (killed at its deadline, out of
+    memory), and the wrapper's last output before its result, for error messages."""
 
     files: dict[str, Path]
     killed: bool
@@ -492,63 +497,177 @@ def tree_tar(entries: Iterable[tuple[str, bytes | str | None, int]]) -> bytes:
     return buffer.getvalue()
 
 
-def _fetch_dir(container: Any, path: str, target: Path, cap: int) -> dict[str, Path]:
-    """Copy the files of `path` out of a (stopped) container into `target`, streaming: at
-    most `cap` bytes of tar reach the disk, and none are held in memory beyond a chunk."""
-    target.mkdir(parents=True, exist_ok=True)
-    raw = target / ".out.tar"
-    try:
-        stream, _ = container.get_archive(path)
-    except docker.errors.NotFound:
-        return {}
-    written = 0
-    with raw.open("wb") as handle:
-        for chunk in stream:
-            if written + len(chunk) > cap:
-                raise InfraError(f"the grading output of {container.short_id} passed {cap} bytes")
-            handle.write(chunk)
-            written += len(chunk)
-    files = {}
-    with tarfile.open(raw) as archive:
-        for member in archive:
-            if not member.isfile():
-                continue
-            name = Path(member.name).name
-            source = archive.extractfile(member)
-            if source is None:
-                continue
-            with (target / name).open("wb") as out:
-                shutil.copyfileobj(source, out, 1 << 20)
-            files[name] = target / name
-    raw.unlink()
-    return files
+RESULT_MAGIC = b"\n\0RATCHET-GRADING-RESULT\0"
+"""Starts the wrapper's result on its stdout: then the result's JSON and the tests' output,
+each after its 8-byte length. Only root processes hold that stdout (the sandbox user's
+children get pipes of the wrapper's, and cannot open another uid's ``/proc/N/fd``)."""
+_TAIL_BYTES = 64 << 10
 
 
-def start_grading_container(image: str, limits: SandboxLimits, code: bytes, *,
-                            ready: bytes | None = None) -> Any:
-    """Create and start a grading container with the wrapper's code (`code`, a tar) in it.
-    Without `ready` (the job's files, ending with the go file) the wrapper waits for them:
-    a container started ahead of its patch, so a grading does not wait for a start."""
+@dataclass
+class WaitingGrading:
+    """A started grading container whose wrapper waits for its job on stdin, with the
+    host's end of its stdin and stdout (one Docker attach, opened before the start)."""
+
+    container: Any
+    stream: Any
+    image: str
+
+    @property
+    def _socket(self) -> socket.socket:
+        return getattr(self.stream, "_sock", self.stream)
+
+    def send(self, job: bytes) -> None:
+        """The job, length-prefixed, then end of input: one write on a socket that is
+        already open (a copy-in through the Docker API costs ~50 ms; this, ~3 ms)."""
+        self._socket.sendall(len(job).to_bytes(8, "big") + job)
+        self._socket.shutdown(socket.SHUT_WR)
+
+    def collect(self, out_dir: Path, deadline: float, cap: int) -> tuple[dict[str, Path], str, bool]:
+        """What the wrapper sends back on stdout, read as it streams: (files written to
+        `out_dir`: ``result.json`` and ``tests.log``; the last output before the result
+        for error messages; whether `deadline` passed first). No files when the stream
+        ends before a whole result (the wrapper crashed or was killed)."""
+        frames = _Frames(self._socket, deadline)
+        before = bytearray()  # the wrapper's own output before its result (stderr too)
+        out = bytearray()  # its stdout, where the result starts
+        try:
+            while RESULT_MAGIC not in out:
+                kind, data = frames.next()
+                if kind is None:
+                    return {}, _tail(before), False
+                before += data
+                if kind == 1:
+                    out += data
+                for buffer in (before, out):
+                    if len(buffer) > 2 * _TAIL_BYTES:
+                        del buffer[:-_TAIL_BYTES]
+            at = out.index(RESULT_MAGIC)
+            if before.endswith(out[at:]):
+                del before[len(before) - len(out) + at:]
+            payload = _Payload(frames, out[at + len(RESULT_MAGIC):], cap)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            files = {}
+            for name in ("result.json", "tests.log"):
+                path = out_dir / name
+                if not payload.copy_sized(path):
+                    return {}, _tail(before), False
+                files[name] = path
+            return files, _tail(before), False
+        except TimeoutError:
+            return {}, _tail(before), True
+
+    def close(self) -> None:
+        try:
+            self.stream.close()
+        except OSError:
+            pass
+
+    def remove(self) -> None:
+        self.close()
+        remove_quietly(self.container)
+
+
+def _tail(data: bytes | bytearray) -> str:
+    return bytes(data[-_TAIL_BYTES:]).decode("utf-8", "replace")
+
+
+class _Frames:
+    """Docker's multiplexed attach stream (no TTY): an 8-byte header (stream, 0, 0, 0,
+    size) then the data; stdout and stderr both, in order."""
+
+    def __init__(self, sock: socket.socket, deadline: float):
+        self.sock, self.deadline = sock, deadline
+
+    def _exactly(self, n: int) -> bytes | None:
+        data = bytearray()
+        while len(data) < n:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(min(n - len(data), 1 << 16))
+            except socket.timeout:
+                raise TimeoutError from None
+            if not chunk:
+                return None
+            data += chunk
+        return bytes(data)
+
+    def next(self) -> tuple[int | None, bytes]:
+        header = self._exactly(8)
+        if header is None:
+            return None, b""
+        size = int.from_bytes(header[4:], "big")
+        data = self._exactly(size) if size else b""
+        return (None, b"") if data is None else (header[0], data)
+
+
+class _Payload:
+    """The wrapper's result after its start: length-prefixed parts, copied to files as
+    they stream, at most `cap` bytes in all (more is the infrastructure's error)."""
+
+    def __init__(self, frames: _Frames, pending: bytes | bytearray, cap: int):
+        self.frames, self.pending, self.cap, self.seen = frames, bytearray(pending), cap, 0
+
+    def _more(self) -> bool:
+        kind, data = self.frames.next()
+        if kind is None:
+            return False
+        if kind == 1:  # stdout; what reaches stderr now is not the result's
+            self.pending += data
+        return True
+
+    def copy_sized(self, path: Path) -> bool:
+        while len(self.pending) < 8:
+            if not self._more():
+                return False
+        size = int.from_bytes(self.pending[:8], "big")
+        del self.pending[:8]
+        self.seen += size
+        if self.seen > self.cap:
+            raise InfraError(f"the grading output passed {self.cap} bytes")
+        with path.open("wb") as out:
+            while size:
+                if not self.pending and not self._more():
+                    return False
+                piece = self.pending[:size]
+                out.write(piece)
+                del self.pending[:len(piece)]
+                size -= len(piece)
+        return True
+
+
+def start_grading_container(image: str, limits: SandboxLimits, code: bytes) -> WaitingGrading:
+    """Create and start a grading container with the wrapper's code (`code`, a tar) in it;
+    its wrapper waits for the job on stdin (`WaitingGrading.send`) and sends its result
+    back on stdout. Started ahead of its patch, so a grading does not wait for a start;
+    it grades once."""
     create = dict(_hardened(limits), cap_add=_WRAPPER_CAPS, user="root", working_dir="/",
                   labels={"ratchet.grading": "1", **_labels()},
-                  log_config=docker.types.LogConfig(
-                      type="json-file", config={"max-size": "1m", "max-file": "1"}))
+                  # stdin open, closed by Docker when the host's one attach ends
+                  stdin_open=True, detach=False,
+                  # the host reads everything the wrapper prints through its attach
+                  log_config=docker.types.LogConfig(type="none"))
     try:
-        container = connect().containers.create(image, ["bash", "-c", _WRAPPER_LAUNCH],
-                                                detach=True, **create)
+        container = connect().containers.create(image, ["bash", "-c", _WRAPPER_LAUNCH], **create)
     except docker.errors.ImageNotFound as exc:
         raise InfraError(f"image {image!r} is missing: {exc.explanation}") from exc
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise InfraError(f"Docker failed to create a grading container of {image!r}: {exc}") from exc
+    stream = None
     try:
         container.put_archive("/", code)
-        if ready is not None:
-            container.put_archive("/", ready)
+        stream = container.attach_socket(
+            params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
         container.start()
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+        if stream is not None:
+            stream.close()
         remove_quietly(container)
         raise InfraError(f"Docker failed to start a grading container of {image!r}: {exc}") from exc
-    return container
+    return WaitingGrading(container, stream, image)
 
 
 def remove_quietly(container: Any) -> None:
@@ -560,31 +679,92 @@ def remove_quietly(container: Any) -> None:
 
 def run_grading(image: str, code: bytes, job: bytes, *, timeout_s: float,
                 limits: SandboxLimits, out_dir: Path, fetch_cap: int | None = None,
-                started: Any = None) -> GradingRun:
+                started: WaitingGrading | None = None) -> GradingRun:
     """One grading: the root wrapper (`_wrapper`) runs with only the powers it needs,
     everything else as the sandbox user. `started` is a container `start_grading_container`
-    started ahead (never one that graded before); else one is made here. The host waits
-    `timeout_s` plus a grace, then kills the whole container (a fork bomb cannot keep it
-    alive), copies the wrapper's output directory to `out_dir` and removes the container."""
+    started ahead (never one that graded before); else one is started here. The job goes
+    in on the wrapper's stdin and its result comes back on its stdout, so the host never
+    waits for the container to stop nor copies files out of it. Past `timeout_s` plus a
+    grace the host kills the whole container (a fork bomb cannot keep it alive). The
+    container is removed in the background once its result is in."""
     began = time.monotonic()
-    if started is None:
-        container = start_grading_container(image, limits, code, ready=job)
-    else:
-        container = started
+    waiting = started if started is not None else start_grading_container(image, limits, code)
+    container = waiting.container
+    cap = fetch_cap if fetch_cap is not None else 3 * limits.output_bytes + (16 << 20)
+    done = False
     try:
-        if started is not None:
-            container.put_archive("/", job)
-        _, killed = _wait(container, timeout_s + KILL_GRACE_S)
-        container.reload()
-        oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
-        tail = container.logs(stdout=True, stderr=True, tail=50).decode("utf-8", "replace")
-        cap = fetch_cap if fetch_cap is not None else 3 * limits.output_bytes + (16 << 20)
-        files = _fetch_dir(container, "/ratchet/out", out_dir, cap)
+        try:
+            waiting.send(job)
+            files, tail, killed = waiting.collect(out_dir, began + timeout_s + KILL_GRACE_S, cap)
+        except OSError as exc:
+            raise InfraError(f"Docker failed to pass a job to or read a result from the "
+                             f"grading container of {image!r}: {exc}") from exc
+        oom = False
+        if killed:
+            container.kill()
+        if "result.json" not in files:  # the host's own view of why: killed, out of memory
+            _wait(container, 30)
+            container.reload()
+            oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+        done = True
         return GradingRun(files, killed, oom, time.monotonic() - began, tail)
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise InfraError(f"Docker failed while grading in a container of {image!r}: {exc}") from exc
     finally:
-        remove_quietly(container)
+        waiting.close()
+        if done:
+            _remover.submit(container)
+        else:
+            remove_quietly(container)
+
+
+class _Remover:
+    """Removes finished grading containers off the grading's critical path, on one
+    background thread. `finish_removals` waits for it; at exit, what is still queued is
+    removed before the process ends."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        atexit.register(self.drain)
+
+    def submit(self, container: Any) -> None:
+        self._queue.put(container)
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="ratchet-remover",
+                                                daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            container = self._queue.get()
+            try:
+                remove_quietly(container)
+            finally:
+                self._queue.task_done()
+
+    def drain(self) -> None:
+        """Return once every container submitted so far is removed."""
+        while True:  # what the thread has not taken yet, here (it may be gone at exit)
+            try:
+                container = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                remove_quietly(container)
+            finally:
+                self._queue.task_done()
+        self._queue.join()
+
+
+_remover = _Remover()
+
+
+def finish_removals() -> None:
+    """Wait until every grading container this process finished with is removed."""
+    _remover.drain()
 
 
 def commit_script(

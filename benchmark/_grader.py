@@ -59,7 +59,6 @@ _CODE_TAR = _docker.tree_tar([
     ("ratchet/plugins", None, 0o755),
     (f"ratchet/plugins/{_wrapper.ENV_PLUGIN}.py", _ENV_PLUGIN_SOURCE, 0o644),
     ("ratchet/in", None, 0o755),
-    ("ratchet/secret", None, 0o700),
     ("ratchet/out", None, 0o700),
 ])
 _APPLY_CMDS = (  # the official harness's chain (swebench.harness.run_evaluation.GIT_APPLY_CMDS)
@@ -207,8 +206,10 @@ class Grader:
             return waiting.pop(0) if waiting else None
 
     def close(self) -> None:
-        """Remove the containers started ahead that no grading took."""
+        """Remove the containers started ahead that no grading took, and wait until the
+        finished ones are removed."""
         _remove_all(self._ready, self._ready_lock)
+        _docker.finish_removals()
 
     def grade(self, task: TaskSpec, patch: str | None, *, label: str = "model") -> GradeResult:
         started = time.monotonic()
@@ -259,7 +260,7 @@ class Grader:
         timeout = task.environment.timeout_s if task.environment else 900
         if not self.defences.wall_clock_kill:
             timeout = _NO_LIMIT_S
-        job = self._archive(task, patch, timeout)
+        job = self._job(task, patch, timeout)
         run = None
         for attempt in range(2):  # one retry: a transient daemon hiccup is not a verdict
             try:
@@ -275,9 +276,10 @@ class Grader:
         assert run is not None
         self._read(task, run, result, log_path, timeout)
 
-    def _archive(self, task: TaskSpec, patch: str, timeout: float) -> bytes:
-        """The job of one grading: the guard's spec and the patch for the sandbox user; the
-        spec (hidden tests, test command) for root only."""
+    def _job(self, task: TaskSpec, patch: str, timeout: float) -> bytes:
+        """The job of one grading, for the wrapper's stdin: the guard's spec and the patch,
+        which the wrapper writes for the sandbox user; the spec (hidden tests, test
+        command), which it keeps in its own memory and never writes to a file."""
         d = self.defences
         steps = test_steps(task)
         pytest_log = parser_name(task) in _PYTEST_PARSERS
@@ -315,13 +317,10 @@ class Grader:
             "restore_env": d.restore_env,
             "defences": asdict(d),
         }
-        return _docker.tree_tar([  # into the directories of _CODE_TAR; the go file last
-            ("ratchet/bin/guard.json", json.dumps(guard_spec), 0o644),
-            ("ratchet/in/model.patch", patch if not patch or patch.endswith("\n") else patch + "\n",
-             0o644),
-            ("ratchet/secret/spec.json", json.dumps(spec), 0o600),
-            ("ratchet/secret/go", b"", 0o600),
-        ])
+        return json.dumps({
+            "guard": guard_spec, "spec": spec,
+            "patch": patch if not patch or patch.endswith("\n") else patch + "\n",
+        }).encode()
 
     def _read(self, task: TaskSpec, run: _docker.GradingRun, result: GradeResult,
               log_path: Path, timeout: float) -> None:
@@ -426,7 +425,7 @@ def _remove_all(ready: dict[str, list], lock: threading.Lock) -> None:
         containers = [c for waiting in ready.values() for c in waiting]
         ready.clear()
     for container in containers:
-        _docker.remove_quietly(container)
+        container.remove()
 
 
 def grade_locally(grader: Grader, jobs: Sequence[Job], *, workers: int = 2) -> Iterator[GradeResult]:

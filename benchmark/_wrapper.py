@@ -1,9 +1,10 @@
 """The grading wrapper: the root-owned process that runs one grading inside the task container.
 
 Nothing the tested code can touch decides anything. The wrapper runs as root and holds what
-matters: its spec (the hidden test patch, the test command), the output files and the exit
-code, all under root-only paths (``/ratchet/secret``, ``/ratchet/out``, mode 0700). Every
-step that reads the candidate's files runs as the unprivileged sandbox user in a child:
+matters: its spec (the hidden test patch, the test command), which comes on its stdin from
+the host and stays in its memory (never in a file), the output files and the exit code,
+under a root-only path (``/ratchet/out``, mode 0700). Every step that reads the
+candidate's files runs as the unprivileged sandbox user in a child:
 
 1. the guard (`_guard`) applies the patch and sets aside what it may not change;
 2. the hidden test files are restored and the test patch applied (git with hooks and
@@ -14,8 +15,9 @@ step that reads the candidate's files runs as the unprivileged sandbox user in a
    owns. It records the test command's exit status itself, caps the output while it
    streams (past the cap, the tests are stopped), and past the deadline kills every
    process but itself (``kill(-1)``, which a fork bomb cannot outrun);
-5. the test files are hashed again (a run that rewrote them is tampered with), and
-   ``result.json`` is written for the host, which reads it through the Docker API.
+5. the test files are hashed again (a run that rewrote them is tampered with), and the
+   result and the tests' output go to the host on the wrapper's stdout (`send_result`),
+   which no process of the sandbox user holds or can open.
 
 No marker the tests print is trusted: the host never parses the wrapper's framing out of
 text the tests wrote. Standard library only; ``python3 -I /ratchet/bin/wrapper.py``.
@@ -40,10 +42,8 @@ try:  # in the container the modules sit side by side; on the host they are a pa
 except ImportError:  # pragma: no cover - the container's layout
     import _tripwire  # type: ignore[no-redef]  # noqa: E402
 
-SPEC = "/ratchet/secret/spec.json"
-GO = "/ratchet/secret/go"
-"""Put last, after the spec: a container started ahead of its job waits for it."""
 IDLE_S = 3600
+"""How long a container started ahead of its job waits for it on stdin."""
 OUT = "/ratchet/out"
 BIN = "/ratchet/bin"
 PLUGINS = "/ratchet/plugins"
@@ -397,16 +397,44 @@ def _junit_cases(data: bytes) -> dict:
     return {"present": True, "valid": True, "cases": cases}
 
 
+def read_job(fd: int = 0, idle_s: float = IDLE_S) -> dict | None:
+    """The job on stdin: an 8-byte length, then that many bytes of JSON. None when the
+    input ends first (the host went away) or nothing comes for `idle_s`."""
+    data = bytearray()
+    want = 8
+    deadline = time.monotonic() + idle_s
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while len(data) < want:
+            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                return None
+            chunk = os.read(fd, max(_CHUNK, want - len(data)))
+            if not chunk:
+                return None
+            data += chunk
+            if want == 8 and len(data) >= 8:
+                want = 8 + int.from_bytes(data[:8], "big")
+    return json.loads(bytes(data[8:want]))
+
+
+def _write(path: str, text: str, mode: int) -> None:
+    """A file of the job, new, written as root (never through a link someone planted)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
 def main() -> int:
     os.umask(0o022)
-    idle_until = time.monotonic() + IDLE_S
-    while not os.path.exists(GO):  # started ahead of its job: wait for it
-        if time.monotonic() > idle_until:
-            return 0
-        time.sleep(0.005)
-    with open(SPEC, encoding="utf-8") as handle:
-        spec = json.load(handle)
-    wrapper = Wrapper(spec)
+    job = read_job()  # a container started ahead of its job waits here
+    if job is None:
+        return 0
+    null = os.open(os.devnull, os.O_RDONLY)  # stdin is read: nothing else comes that way
+    os.dup2(null, 0)
+    os.close(null)
+    _write(f"{BIN}/guard.json", json.dumps(job["guard"]), 0o644)
+    _write(job["guard"]["patch_file"], job["patch"], 0o644)
+    wrapper = Wrapper(job["spec"])
     try:
         result = wrapper.run()
     except _OutOfTime:
@@ -415,11 +443,38 @@ def main() -> int:
         import traceback
 
         result = dict(wrapper.result, crashed=f"{exc!r}\n{traceback.format_exc()[-4000:]}")
-    tmp = os.path.join(OUT, "result.json.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(result, handle)
-    os.replace(tmp, os.path.join(OUT, "result.json"))
+    send_result(result)
     return 0
+
+
+RESULT_MAGIC = b"\n\0RATCHET-GRADING-RESULT\0"
+"""`_docker.RESULT_MAGIC`: the host reads the result that follows it on stdout."""
+
+
+def send_result(result: dict, fd: int = 1) -> None:
+    """The result to the host on stdout, which only root's processes hold: the magic, then
+    the result's JSON and the tests' output, each after its 8-byte length."""
+    body = json.dumps(result).encode()
+    log = os.path.join(OUT, "tests.log")
+    try:
+        handle = open(log, "rb")
+    except FileNotFoundError:
+        handle = None
+    size = os.fstat(handle.fileno()).st_size if handle else 0
+    _write_all(fd, RESULT_MAGIC + len(body).to_bytes(8, "big") + body + size.to_bytes(8, "big"))
+    if handle:
+        with handle:
+            left = size
+            while left:
+                chunk = handle.read(min(left, _CHUNK)) or b"\0" * min(left, _CHUNK)
+                _write_all(fd, chunk)
+                left -= len(chunk)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 SWE-bench harness, measured in one run on the same images and gold patches.
 
     python perf/grading_overhead.py [--suite quickstart] [--repeat 3] [--json out.json]
+                                    [--grading-only]
 
 Per task, `--repeat` times, interleaved:
   (a) grade   - ``Grader.grade(task, task.patch)`` wall time (image already built): a fresh
@@ -14,7 +15,8 @@ Per task, `--repeat` times, interleaved:
                 applied beforehand (untimed).
   (c) parts   - the wrapper's own timing of its steps in each grading of (a) (the
                 ``ratchet steps:`` line of eval.log), plus the Docker API calls of (a) timed
-                (create, put_archive, start, wait, get_archive, logs, remove, image lookup).
+                (create, put_archive, the job to the wrapper's stdin, start, wait,
+                get_archive, logs, remove, image lookup).
 Per suite, `--repeat` times, alternating which goes first:
   (d) ratchet  - ``run_jobs`` over every gold prediction, 2 workers, in this process.
   (e) official - ``python -m swebench.harness.run_evaluation`` on a local dataset built by
@@ -90,6 +92,8 @@ for _cls, _name, _label in (
     (_images.ImageCollection, "get", "image lookup"),
 ):
     _timed(_cls, _name, _label)
+_timed(_docker.WaitingGrading, "send", "job to the wrapper's stdin")
+_timed(_docker.WaitingGrading, "collect", "wrapper's run + its result from its stdout")
 
 
 def _grade_timed(grader: Grader, task: TaskSpec, label: str):
@@ -240,6 +244,9 @@ def main() -> int:
                         help="suite name or task file (default: quickstart, else the handwritten file)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None, help="write the raw figures here")
+    parser.add_argument("--grading-only", action="store_true",
+                        help="per-task figures only: skip the suite runs against the official "
+                             "harness (about 5 of the 6 minutes)")
     args = parser.parse_args()
     # a kill runs the `finally` below, so no bare container is left running
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -299,7 +306,7 @@ def main() -> int:
                                          "model_patch": t.patch}) + "\n" for t in tasks))
     suite = defaultdict(list)
     verdict_sets = []
-    for n in range(args.repeat):
+    for n in range(0 if args.grading_only else args.repeat):
         order = ("ratchet", "official") if n % 2 == 0 else ("official", "ratchet")
         for which in order:
             if which == "ratchet":
@@ -312,11 +319,11 @@ def main() -> int:
                 suite["official docker stop per instance"].extend(stops)
                 verdict_sets.append(("official", verdicts))
             print(f"  suite run {n + 1}/{args.repeat}: {which} {seconds:.1f}s")
-    suite["startup official (python -m ... import)"] = [
-        _startup("import swebench.harness.run_evaluation") for _ in range(args.repeat)]
-    suite["startup ratchet (import runner + swebench grading)"] = [
-        _startup("import benchmark._grader, swebench.harness.grading, swebench.harness.log_parsers")
-        for _ in range(args.repeat)]
+    for _ in range(0 if args.grading_only else args.repeat):
+        suite["startup official (python -m ... import)"].append(
+            _startup("import swebench.harness.run_evaluation"))
+        suite["startup ratchet (import runner + swebench grading)"].append(_startup(
+            "import benchmark._grader, swebench.harness.grading, swebench.harness.log_parsers"))
 
     # --- report ---
     print()
@@ -335,6 +342,10 @@ def main() -> int:
         print(f"  {k:48} {med([m[k] for m in per_task.values()]):7.3f}")
     grade_ratio = med(ratios)
     print()
+    if args.grading_only:
+        print(f"grading / bare test run (median over tasks): {grade_ratio:.2f}x")
+        print(load.report())
+        return 0
     r, o = med(suite["ratchet"]), med(suite["official"])
     so = med(suite["startup official (python -m ... import)"])
     sr = med(suite["startup ratchet (import runner + swebench grading)"])

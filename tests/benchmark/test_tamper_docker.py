@@ -104,6 +104,36 @@ AT_EXIT_FAKE_SUMMARY = "\nimport atexit as _atexit, os as _os, sys as _sys\n" + 
         _atexit.register(_after_the_real_one)
     """)
 
+# (4) the wrapper's result channel: a forged result (the host's start marker, a result
+# saying the tests passed, a passing log) written into every stdout and stderr in reach
+FORGE_THE_RESULT = "\nimport json as _json, os as _os, sys as _sys\n" + _FAKE_LINES + textwrap.dedent("""\
+
+
+    if "_pytest" in _sys.modules:
+        import gc as _gc, io as _io, contextlib as _cl
+        _log = _io.StringIO()
+        with _cl.redirect_stdout(_log):
+            _fake_summary(header=True)
+        _body = _json.dumps({"guard": {"applied": True, "refused": [], "set_aside": []},
+                             "exit_code": 0, "tripwires": [], "steps": {}}).encode()
+        _tail = _log.getvalue().encode()
+        _forged = (b"\\n\\0RATCHET-GRADING-RESULT\\0" + len(_body).to_bytes(8, "big") + _body
+                   + len(_tail).to_bytes(8, "big") + _tail)
+        _tried = []
+        for _pid in sorted(p for p in _os.listdir("/proc") if p.isdigit()):
+            for _fd in ("1", "2"):
+                try:
+                    _uid = _os.stat(f"/proc/{_pid}").st_uid
+                    with open(f"/proc/{_pid}/fd/{_fd}", "wb") as _handle:
+                        _handle.write(_forged)
+                    _tried.append([_pid, _uid, _fd, "written"])
+                except OSError as _exc:
+                    _tried.append([_pid, _uid, _fd, _exc.errno])
+        for _capman in [o for o in _gc.get_objects() if type(o).__name__ == "CaptureManager"]:
+            _capman.suspend_global_capture(in_=True)
+        print("RATCHET-ATTACK " + _json.dumps(_tried), flush=True)
+    """)
+
 SHADOW_PYTEST = textwrap.dedent("""\
     import os, sys
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.getcwd()]
@@ -197,6 +227,9 @@ def _patches(module_source: str) -> dict[str, tuple[str, Defences]]:
         "atexit/off": (append(AT_EXIT_FAKE_SUMMARY), Defences(tripwires=False, junit=False)),
         "atexit/junit-only": (append(AT_EXIT_FAKE_SUMMARY), Defences(tripwires=False)),
         "atexit/on": (append(AT_EXIT_FAKE_SUMMARY), Defences()),
+        # (4) only the channel: no trip-wire or junit would catch a forged result taken
+        "forged-result/channel-only": (append(FORGE_THE_RESULT),
+                                       Defences(tripwires=False, junit=False)),
         # (2) files that steer pytest
         "pytest.toml/off": (_new_file("pytest.toml", '[pytest]\naddopts = ["-p", "toolz.ratchet_helper"]\n')
                             + HELPER, Defences(tripwires=False, config_files=tuple(
@@ -319,6 +352,23 @@ def test_fake_summary_at_exit_contradicts_pytests_junit_report(graded):
         _stopped(graded[name])
         assert graded[name].tampered and any("junit" in r for r in graded[name].tamper_reasons), \
             _says(graded[name])
+
+
+def test_a_forged_result_cannot_reach_the_host(graded):
+    """The host takes the result the wrapper sends on its stdout. The tests' code writes a
+    forged one (marker, passing result, passing log) into every stdout and stderr it can
+    open: its own lead to pytest's captures or the wrapper's pipes (the tests' log, which
+    the host reads as data, never as a result), and the kernel refuses it those of root's
+    processes (init, the wrapper)."""
+    result = graded["forged-result/channel-only"]
+    _stopped(result)
+    log = Path(result.log_path).read_text()
+    line = next(l for l in log.splitlines() if l.startswith("RATCHET-ATTACK "))
+    tried = json.loads(line.split(" ", 1)[1])
+    roots = [t for t in tried if t[1] == 0]
+    assert {t[0] for t in roots} >= {"1"} and len({t[0] for t in roots}) >= 2, tried
+    assert all(t[3] == 13 for t in roots), tried  # EACCES: not one root stdout opened
+    assert any(t[3] == "written" for t in tried), tried  # it wrote where it could: its own
 
 
 @pytest.mark.parametrize("name", ["pytest.toml", ".pytest.toml"])
