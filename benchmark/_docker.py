@@ -701,7 +701,11 @@ def run_grading(image: str, code: bytes, job: bytes, *, timeout_s: float,
                              f"grading container of {image!r}: {exc}") from exc
         oom = False
         if killed:
-            container.kill()
+            try:
+                container.kill()
+            except docker.errors.APIError as exc:  # it stopped on its own meanwhile
+                if exc.status_code != 409:
+                    raise
         if "result.json" not in files:  # the host's own view of why: killed, out of memory
             _wait(container, 30)
             container.reload()
