@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import inspect
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -435,6 +436,10 @@ def _row_of_report(report: dict, instance_id: str, attack: str, kind: str) -> Au
 GRADER_SOURCES = ("_env_plugin.py", "_grader.py", "_grading.py", "_guard.py", "_scan.py",
                   "_tripwire.py", "_wrapper.py")
 """The modules a verdict depends on (the attacks are compared patch by patch instead)."""
+GRADER_PARTS = ("RESULT_MAGIC", "KILL_GRACE_S", "WaitingGrading", "_Frames", "_Payload",
+                "start_grading_container", "run_grading")
+"""The parts of `_docker` (which also runs agents and builds images) a verdict depends on:
+the channel that carries the job in and the result out."""
 FINGERPRINT_FILE = "grader.sha256"
 
 
@@ -448,6 +453,10 @@ def grader_fingerprint() -> str:
     digest = hashlib.sha256()
     for name in GRADER_SOURCES:
         digest.update(name.encode() + b"\0" + (Path(__file__).parent / name).read_bytes() + b"\0")
+    for name in GRADER_PARTS:
+        part = getattr(_docker, name)
+        text = repr(part) if isinstance(part, (bytes, float, int)) else inspect.getsource(part)
+        digest.update(f"_docker.{name}".encode() + b"\0" + text.encode() + b"\0")
     return digest.hexdigest()
 
 

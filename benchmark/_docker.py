@@ -501,6 +501,8 @@ RESULT_MAGIC = b"\n\0RATCHET-GRADING-RESULT\0"
 """Starts the wrapper's result on its stdout: then the result's JSON and the tests' output,
 each after its 8-byte length. Only root processes hold that stdout (the sandbox user's
 children get pipes of the wrapper's, and cannot open another uid's ``/proc/N/fd``)."""
+NO_PART = (1 << 64) - 1
+"""The length the wrapper sends for a part it does not have (`_wrapper.NO_LOG`)."""
 _TAIL_BYTES = 64 << 10
 
 
@@ -550,9 +552,11 @@ class WaitingGrading:
             files = {}
             for name in ("result.json", "tests.log"):
                 path = out_dir / name
-                if not payload.copy_sized(path):
+                copied = payload.copy_sized(path)
+                if copied is None:  # torn: the wrapper died while sending
                     return {}, _tail(before), False
-                files[name] = path
+                if copied:
+                    files[name] = path
             return files, _tail(before), False
         except TimeoutError:
             return {}, _tail(before), True
@@ -619,19 +623,23 @@ class _Payload:
             self.pending += data
         return True
 
-    def copy_sized(self, path: Path) -> bool:
+    def copy_sized(self, path: Path) -> bool | None:
+        """The next part into `path`: True; False when the wrapper sent none (`NO_PART`);
+        None when the stream ended inside it."""
         while len(self.pending) < 8:
             if not self._more():
-                return False
+                return None
         size = int.from_bytes(self.pending[:8], "big")
         del self.pending[:8]
+        if size == NO_PART:
+            return False
         self.seen += size
         if self.seen > self.cap:
             raise InfraError(f"the grading output passed {self.cap} bytes")
         with path.open("wb") as out:
             while size:
                 if not self.pending and not self._more():
-                    return False
+                    return None
                 piece = self.pending[:size]
                 out.write(piece)
                 del self.pending[:len(piece)]

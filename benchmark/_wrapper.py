@@ -449,6 +449,8 @@ def main() -> int:
 
 RESULT_MAGIC = b"\n\0RATCHET-GRADING-RESULT\0"
 """`_docker.RESULT_MAGIC`: the host reads the result that follows it on stdout."""
+NO_LOG = (1 << 64) - 1
+"""The length sent for the tests' output when the tests never ran."""
 
 
 def send_result(result: dict, fd: int = 1) -> None:
@@ -461,7 +463,8 @@ def send_result(result: dict, fd: int = 1) -> None:
     except FileNotFoundError:
         handle = None
     size = os.fstat(handle.fileno()).st_size if handle else 0
-    _write_all(fd, RESULT_MAGIC + len(body).to_bytes(8, "big") + body + size.to_bytes(8, "big"))
+    _write_all(fd, RESULT_MAGIC + len(body).to_bytes(8, "big") + body
+               + (size if handle else NO_LOG).to_bytes(8, "big"))
     if handle:
         with handle:
             left = size
