@@ -24,6 +24,31 @@ app.add_typer(bench, name="bench")
 console = Console()
 err = Console(stderr=True)
 
+
+@app.callback()
+def _on_sigterm() -> None:
+    # SIGTERM ends any command as Ctrl-C does: its `finally` blocks and exit handlers run,
+    # so what it started (grading containers started ahead, finished ones waiting for their
+    # removal) goes with it. A second SIGTERM removes every container this process made and
+    # ends it at once. `ratchet run` and `resume` put their own handler over this one.
+    import os
+    import signal
+
+    def at_once(signum, frame):
+        from benchmark import docker_host
+
+        docker_host.remove_process_containers()
+        os._exit(143)
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, at_once)
+        err.print("[yellow]stopping (SIGTERM): the work in flight finishes and what it started "
+                  "is removed; SIGTERM again to stop at once[/]")
+        raise SystemExit(143)
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, stop)
+
 SUITE_HELP = ("A shipped suite name (e.g. quickstart), a task file (.json/.jsonl/.parquet, official "
               "SWE-bench rows as they are), a dataset directory, or a SWE-bench dataset name "
               "(e.g. SWE-bench/SWE-bench_Verified, or verified / lite).")
