@@ -188,26 +188,51 @@ class Grader:
         self.limits = limits
         self.defences = defences
         self._ready: dict[str, list] = {}
-        self._ready_lock = threading.Lock()
+        self._starting: dict[str, int] = {}
+        self._ready_lock = threading.Condition()
         weakref.finalize(self, _remove_all, self._ready, self._ready_lock)
 
     def prestart(self, task: TaskSpec) -> None:
         """Start a fresh grading container of `task`'s image now, ahead of its patch: the
-        next grading of that image takes it instead of waiting for a start. Each container
-        grades once; one never taken is removed by `close` (or when the grader goes)."""
+        next grading of that image takes it instead of waiting for a start (one that begins
+        while it is starting waits for it). Each container grades once; one never taken is
+        removed by `close` (or when the grader goes)."""
         image = self.builder.ensure_task(task)
-        container = _docker.start_grading_container(image, self.limits, _CODE_TAR)
         with self._ready_lock:
-            self._ready.setdefault(image, []).append(container)
+            self._starting[image] = self._starting.get(image, 0) + 1
+        container = None
+        try:
+            container = _docker.start_grading_container(image, self.limits, _CODE_TAR)
+        finally:
+            with self._ready_lock:
+                self._starting[image] -= 1
+                if container is not None:
+                    self._ready.setdefault(image, []).append(container)
+                self._ready_lock.notify_all()
+
+    def admits(self, patch: str | None) -> bool:
+        """Whether grading `patch` will use a container: a missing patch, or one refused by
+        its headers (`_guard.header_problems`), never reaches one, so none is started
+        ahead for it (it would wait unused until `close`)."""
+        d = self.defences
+        return patch is not None and not _guard.header_problems(
+            patch, git=d.refuse_git_paths, metadata=d.refuse_packaging_metadata,
+            unified=d.refuse_other_formats)
 
     def _take(self, image: str):
+        """A container started ahead for `image`: a ready one, else one still starting
+        (waited for: it is nearer than a new one, and would otherwise wait unused)."""
         with self._ready_lock:
+            self._ready_lock.wait_for(lambda: self._ready.get(image)
+                                      or not self._starting.get(image), timeout=120)
             waiting = self._ready.get(image)
             return waiting.pop(0) if waiting else None
 
     def close(self) -> None:
-        """Remove the containers started ahead that no grading took, and wait until the
-        finished ones are removed."""
+        """Remove the containers started ahead that no grading took (those still starting
+        too), and wait until the finished ones are removed."""
+        with self._ready_lock:
+            self._ready_lock.wait_for(lambda: not any(self._starting.values()), timeout=120)
         _remove_all(self._ready, self._ready_lock)
         _docker.finish_removals()
 
@@ -420,7 +445,7 @@ def map_unordered(fn: Callable[[T], R], items: Iterable[T], *, workers: int = 2)
                 future.cancel()
 
 
-def _remove_all(ready: dict[str, list], lock: threading.Lock) -> None:
+def _remove_all(ready: dict[str, list], lock: threading.Condition) -> None:
     with lock:
         containers = [c for waiting in ready.values() for c in waiting]
         ready.clear()
@@ -437,7 +462,7 @@ def grade_locally(grader: Grader, jobs: Sequence[Job], *, workers: int = 2) -> I
 
     def one(index: int) -> GradeResult:
         ahead = index + workers
-        if ahead < len(jobs) and jobs[ahead].patch is not None:
+        if ahead < len(jobs) and grader.admits(jobs[ahead].patch):
             try:
                 grader.prestart(jobs[ahead].task)
             except Exception:  # noqa: BLE001 - its own grading starts one, or reports why

@@ -178,3 +178,27 @@ def test_hidden_test_patch_larger_than_an_argument_still_grades(grader, task):
     assert len(big.test_patch) > 200_000
     gold = grader.grade(big, big.patch, label="gold-big")
     assert gold.error is None and gold.resolved, gold.problems
+
+
+def test_no_container_is_started_ahead_for_a_patch_refused_by_its_headers(grader, task):
+    """A pool starts the container of the job two places behind the one starting. A patch
+    refused by its headers (a path under .git, packaging metadata) never takes one, so
+    starting one for it would leave it waiting, running, until the pool closes: an audit
+    of 208 tasks had 518 of them running when this test was written."""
+    from benchmark import docker_host
+    from benchmark._grader import Job, grade_locally
+
+    refused = _new_file(".git/hooks/post-checkout", "#!/bin/sh\necho hi")
+    assert not grader.admits(refused) and not grader.admits(None)
+    assert grader.admits(task.patch)
+    jobs = [Job(task, refused, f"refused-{n}") for n in range(6)] + [Job(task, task.patch, "gold")]
+    waiting_at_the_end = None
+    results = []
+    for result in grade_locally(grader, jobs, workers=2):
+        results.append(result)
+        if len(results) == len(jobs):  # before the pool closes: what is still waiting
+            waiting_at_the_end = sum(len(v) for v in grader._ready.values())
+    assert waiting_at_the_end == 0
+    assert [r.resolved for r in results if r.label == "gold"] == [True]
+    assert all("refused" in " ".join(r.problems) for r in results if r.label != "gold")
+    docker_host.finish_removals()
