@@ -214,10 +214,14 @@ class Grader:
         """Whether grading `patch` will use a container: a missing patch, or one refused by
         its headers (`_guard.header_problems`), never reaches one, so none is started
         ahead for it (it would wait unused until `close`)."""
+        return patch is not None and not self._refusals(patch)
+
+    def _refusals(self, patch: str) -> list[str]:
+        """Why the patch's own headers refuse it, by this grader's defences ([] if not)."""
         d = self.defences
-        return patch is not None and not _guard.header_problems(
-            patch, git=d.refuse_git_paths, metadata=d.refuse_packaging_metadata,
-            unified=d.refuse_other_formats)
+        return _guard.header_problems(patch, git=d.refuse_git_paths,
+                                      metadata=d.refuse_packaging_metadata,
+                                      unified=d.refuse_other_formats)
 
     def _take(self, image: str):
         """A container started ahead for `image`: a ready one, else one still starting
@@ -272,10 +276,7 @@ class Grader:
         return result
 
     def _run(self, task: TaskSpec, patch: str, result: GradeResult, log_path: Path) -> None:
-        d = self.defences
-        refused = _guard.header_problems(patch, git=d.refuse_git_paths,
-                                         metadata=d.refuse_packaging_metadata,
-                                         unified=d.refuse_other_formats)
+        refused = self._refusals(patch)
         if refused:  # nothing of it reaches a container
             result.problems.append("the patch was refused: " + "; ".join(refused))
             log_path.write_text(f"{_guard.REFUSED_MARKER}\n" + "\n".join(refused) + "\n",

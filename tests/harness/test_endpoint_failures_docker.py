@@ -72,8 +72,10 @@ def _ratchet(*args: str, cwd: Path, url: str, retry_seconds: str | None = "0"
                           timeout=900)
 
 
-@pytest.mark.parametrize("retry_seconds, timeout_s", [("0", "240"), (None, "30")],
-                         ids=["no-retries", "task-ends-while-the-gateway-retries"])
+@pytest.mark.parametrize("retry_seconds, timeout_s", [
+    pytest.param("0", "240", id="failing-at-once"),
+    pytest.param(None, "30", id="cut-off-while-retrying"),
+])
 def test_bench_run_with_a_failing_endpoint_names_it_and_writes_no_empty_predictions(
         tmp_path, suite, failing_url, retry_seconds, timeout_s):
     """Either way the task has no verdict: the call failed, or the task's wall clock ran
