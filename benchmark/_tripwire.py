@@ -287,7 +287,8 @@ def plant(path: str, source: str, wanted: list[str], rng: random.Random,
     hidden test patch adds: code under test cannot know them from the repo), else copies of
     tests among `wanted`, picked at random. `negations` says which twins are tried, in
     order: ``False`` one with a value changed, ``True`` one with a check negated; no new name
-    is one of `reserved` (the tests of a class elsewhere that inherits one here). Returns the
+    is one of `reserved` (the tests the task names in this file, which a class may inherit
+    from another file; the tests of a class elsewhere that inherits one here). Returns the
     new source and what was planted (nothing when no test lends itself; a file that no
     longer compiles is left as it was)."""
     try:

@@ -314,6 +314,45 @@ def test_a_trip_wire_never_takes_the_name_of_a_test_the_class_inherits():
             assert p.test not in ids, (seed, p)
 
 
+def _inherits_wrapper(tmp_path, ids):
+    from benchmark._wrapper import Wrapper
+
+    (tmp_path / "test_x.py").write_text(INHERITS)
+    return Wrapper({"timeout_s": 60, "uid": 0, "gid": 0, "repo": str(tmp_path),
+                    "tripwire_count": 2, "tripwire_targets": {"test_x.py": ids},
+                    "tripwire_twins": {"test_x.py": ids[:1]}})
+
+
+def test_the_wrapper_reserves_every_test_the_task_names_in_the_file(tmp_path, monkeypatch):
+    """Found by the forged audit: a gold patch of cachetools read as unresolved, because the
+    twin of the FAIL_TO_PASS ``test_ttu`` was named ``test_copy``, a PASS_TO_PASS test that
+    ``TLRUCacheTest`` inherits from ``tests/__init__.py``; the twin overrode it and failed.
+    The wrapper plants twins with no `wanted` list, so it must reserve the task's test ids
+    of the file itself. Here every sibling name of the FAIL_TO_PASS test is an inherited
+    PASS_TO_PASS test: with the reservation, none is taken; without it, one is."""
+    from benchmark import _tripwire
+
+    ids = ["TestAdd::test_add_small_lists"]
+    ids += [f"TestAdd::test_{a}_{b}_{c}" for word in _tripwire._FALLBACK_WORDS
+            for a, b, c in ((word, "small", "lists"), ("add", word, "lists"),
+                            ("add", "small", word))]
+
+    def taken_names() -> set[str]:
+        wrapper = _inherits_wrapper(tmp_path, ids)
+        wrapper.tripwires()
+        found = wrapper.result["tripwires"]
+        assert found and found[0]["kind"] == "twin", found
+        return {t["test"] for t in found} & set(ids)
+
+    for _ in range(10):
+        assert taken_names() == set()
+
+    real_plant = _tripwire.plant
+    monkeypatch.setattr(_tripwire, "plant",  # the defence off: nothing reserved
+                        lambda *args, reserved=(), **kwargs: real_plant(*args, **kwargs))
+    assert taken_names()
+
+
 SHAPES = textwrap.dedent('''\
     import unittest
 
