@@ -301,8 +301,7 @@ def plant(path: str, source: str, wanted: list[str], rng: random.Random,
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
     vocabulary = _vocabulary(tree)
-    taken = {node.name for node in ast.walk(tree)
-             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    taken = _names_in(tree)
     # and every test the task names here: a class may inherit one from a base defined
     # elsewhere, which a trip-wire of that name would override
     taken |= {test.rsplit("::", 1)[-1].split("[", 1)[0] for test in (*wanted, *twin_of)}
@@ -369,6 +368,28 @@ def plant(path: str, source: str, wanted: list[str], rng: random.Random,
     except SyntaxError:
         return source, []
     return new_source, [planted for _, _, _, planted in inserts]
+
+
+def _names_in(tree: ast.Module) -> set[str]:
+    """Every name the file defines, binds, imports or reads (``test_cases = [...]`` read
+    by a parametrize, ``from helpers import test_thing``, ``self.test_mode``): a trip-wire
+    of one of these names would rebind it, and the file's own tests could fail on an honest
+    run."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).split(".", 1)[0])
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            names.update(node.names)
+    return names
 
 
 def _shuffled(tests: Iterable[str], rng: random.Random, *,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import random
 import subprocess
 import sys
@@ -351,6 +352,40 @@ def test_the_wrapper_reserves_every_test_the_task_names_in_the_file(tmp_path, mo
     monkeypatch.setattr(_tripwire, "plant",  # the defence off: nothing reserved
                         lambda *args, reserved=(), **kwargs: real_plant(*args, **kwargs))
     assert taken_names()
+
+
+_BOUND_NAMES = [f"test_{a}_{b}_{c}" for w in ("the", "module", "data", "intact")
+                for a, b, c in ((w, "small", "lists"), ("add", w, "lists"), ("add", "small", w))]
+BOUND = "from mylib import add\n\n" + "".join(f"{n} = 'data'\n" for n in _BOUND_NAMES) + \
+    textwrap.dedent(f'''
+
+    def test_add_small_lists():
+        assert add([1], [2]) == [1, 2]
+
+
+    def test_the_module_data_is_intact():
+        assert {{{", ".join(_BOUND_NAMES)}}} == {{"data"}}
+    ''')
+
+
+def test_a_trip_wire_never_rebinds_a_name_the_file_uses(tmp_path, monkeypatch):
+    """Every sibling name of the FAIL_TO_PASS test is a module variable that another test
+    reads: a twin of that name would rebind it, and an honest run would fail that test.
+    Names the file binds or reads are taken; with only its functions and classes taken
+    (the defence off), the honest run fails."""
+    from benchmark import _tripwire
+
+    def honest_run(seed: int) -> dict[str, str]:
+        new, planted = plant("test_x.py", BOUND, ["test_the_module_data_is_intact"],
+                             random.Random(seed), count=1, twin_of=["test_add_small_lists"])
+        assert [p.kind for p in planted] == ["twin"]
+        return _status(tmp_path, new, right=True)
+
+    for seed in range(3):
+        assert honest_run(seed)["test_x.py::test_the_module_data_is_intact"] == "PASSED"
+    monkeypatch.setattr(_tripwire, "_names_in", lambda tree: {  # the defence off
+        node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)})
+    assert honest_run(0)["test_x.py::test_the_module_data_is_intact"] == "FAILED"
 
 
 SHAPES = textwrap.dedent('''\
