@@ -41,6 +41,36 @@ def pytest_configure(config):
     from benchmark import docker_host
 
     os.environ.setdefault(docker_host.OWNER_ENV, f"pytest-{uuid.uuid4().hex[:12]}")
+    _session_temp_dir(config)
+
+
+def _session_temp_dir(config) -> None:
+    """Every temp file of the session, and of the commands its tests start, goes in one dir,
+    removed at the end: the suite leaves nothing in the system's temp dir (tests that copy an
+    agent or open a gateway in-process do not all clean up). It is named as a scratch dir of
+    this process (`harness.loop.scratch`), so `ratchet gc` removes it after a killed session.
+    pytest's own `tmp_path` dirs stay where pytest keeps them."""
+    import shutil
+    import tempfile
+
+    from benchmark import start_ticks
+
+    system = tempfile.gettempdir()
+    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", system)
+    path = Path(system) / f"ratchet-pytest-{os.getpid()}-{start_ticks(os.getpid()) or 0}"
+    path.mkdir(mode=0o755, exist_ok=True)
+    previous = (tempfile.tempdir, os.environ.get("TMPDIR"))
+    tempfile.tempdir = os.environ["TMPDIR"] = str(path)
+
+    def restore() -> None:
+        tempfile.tempdir = previous[0]
+        if previous[1] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = previous[1]
+        shutil.rmtree(path, ignore_errors=True)
+
+    config.add_cleanup(restore)
 
 
 def leftover_containers(owner: str) -> list[str]:

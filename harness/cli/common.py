@@ -26,6 +26,23 @@ err = Console(stderr=True)
 
 
 @app.callback()
+def _every_command(ctx: typer.Context) -> None:
+    """What every command gets: SIGTERM taken as Ctrl-C, and a temp dir of its own."""
+    _on_sigterm()
+    _own_temp_dir(ctx)
+
+
+def _own_temp_dir(ctx: typer.Context) -> None:
+    # Everything the command makes with `tempfile` (agent copies, gateway sockets, scratch
+    # repos) goes in one dir named for the process, removed when the command ends, however
+    # it ends; after a kill, `ratchet gc` and the next run's sweep remove it (its owner is
+    # gone), so no command leaves its temp files behind.
+    from harness.loop.scratch import Scratch
+
+    scratch = Scratch.enter(f"cmd.{ctx.invoked_subcommand or 'ratchet'}")
+    ctx.call_on_close(scratch.leave)
+
+
 def _on_sigterm() -> None:
     # SIGTERM ends any command as Ctrl-C does: its `finally` blocks and exit handlers run,
     # so what it started (grading containers started ahead, finished ones waiting for their
@@ -36,8 +53,10 @@ def _on_sigterm() -> None:
 
     def at_once(signum, frame):
         from benchmark import docker_host
+        from harness.loop.scratch import leave_all
 
         docker_host.remove_process_containers()
+        leave_all()
         os._exit(143)
 
     def stop(signum, frame):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from benchmark import docker_host as _docker
 from benchmark import processes as _process
 from harness.loop.journal import Journal, replay
 from harness.loop.runlock import RunLock
-from harness.loop.scratch import owner_alive
+from harness.loop.scratch import owner_alive, system_temp
 
 __all__ = ["Leftover", "find", "remove", "sweep"]
 
@@ -114,7 +113,7 @@ def worktrees(workspace: Path, *, own_run: str | None = None) -> list[Leftover]:
 def dirs(*, now: float | None = None) -> list[Leftover]:
     now = time.time() if now is None else now
     found = []
-    base = Path(tempfile.gettempdir())
+    base = system_temp()
     for path in sorted(base.glob("ratchet-*")):
         if not path.is_dir() or path.is_symlink():
             continue

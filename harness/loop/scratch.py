@@ -1,14 +1,16 @@
-"""One temp dir per process that drives a run, named for the run and the process.
+"""One temp dir per process and purpose (a command, a run it drives), named for both.
 
 Agent copies (`harness.run.agent_source`), gateway socket dirs (`harness.models.gateway`), the self
-proposer's scratch repos: everything a run makes with `tempfile` lands in
-``$TMPDIR/ratchet-run.RUN-PID-START/`` while the run is driven (``tempfile.tempdir`` points
-there, in this process only). A normal end removes the whole directory; after a kill the
-name says whose it was, and `harness.loop.leftovers` removes it once that process is gone.
+proposer's scratch repos: everything a command makes with `tempfile` lands in
+``$TMPDIR/ratchet-LABEL-PID-START/`` while it runs (``tempfile.tempdir`` points there, in this
+process only): every ``ratchet`` command enters one (``cmd.bench``), and a run it drives
+another (``run.RUN``). A normal end removes the whole directory; after a kill the name says
+whose it was, and `harness.loop.leftovers` removes it once that process is gone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -16,9 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark import start_ticks
-
-__all__ = ["Scratch", "SCRATCH_NAME", "owner_alive"]
+__all__ = ["Scratch", "SCRATCH_NAME", "leave_all", "owner_alive", "system_temp"]
 
 SCRATCH_NAME = re.compile(r"ratchet-(?P<label>[A-Za-z0-9._]*)-(?P<pid>\d+)-(?P<start>\d+)")
 _MAX_LABEL = 32
@@ -31,7 +31,30 @@ def owner_alive(name: str) -> bool | None:
     match = SCRATCH_NAME.fullmatch(name)
     if match is None:
         return None
+    from benchmark import start_ticks
+
     return start_ticks(int(match["pid"])) == match["start"]
+
+
+def _own_start_ticks() -> str:
+    """This process's start time, as `benchmark.start_ticks` reads it for any process
+    (field 22 of ``/proc/PID/stat``), without importing `benchmark`: every command enters a
+    scratch dir, and the Docker SDK and swebench would double a light command's start."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[-1].split()
+    except OSError:
+        return "0"
+    return fields[19] if len(fields) > 19 else "0"
+
+
+_entered: list["Scratch"] = []
+"""This process's scratch dirs still entered, the first entered first."""
+
+
+def system_temp() -> Path:
+    """The temp dir outside every scratch dir of this process: where scratch dirs (and loose
+    ratchet temp dirs) are made, and where `harness.loop.leftovers` looks for them."""
+    return _entered[0].base if _entered else Path(tempfile.gettempdir())
 
 
 @dataclass
@@ -39,24 +62,37 @@ class Scratch:
     """This process's temp dir for `label` (e.g. ``run.r1``), made and made current by `enter`."""
 
     path: Path
+    base: Path
+    """The temp dir it was made in (never another scratch dir: they do not nest)."""
     _previous: str | None = None
 
     @classmethod
     def enter(cls, label: str) -> "Scratch":
         clean = re.sub(r"[^A-Za-z0-9._]", "_", label)[:_MAX_LABEL]
         pid = os.getpid()
-        base, tail = Path(tempfile.gettempdir()), f"{pid}-{start_ticks(pid) or 0}"
+        base, tail = system_temp(), f"{pid}-{_own_start_ticks()}"
         path = base / f"ratchet-{clean}-{tail}"
-        if len(str(path)) > _MAX_PATH:  # a long TMPDIR: the name only says whose it is
-            path = base / f"ratchet--{tail}"
+        if len(str(path)) > _MAX_PATH:  # a long TMPDIR: the name says whose it is, and a
+            # digest tells a command's dir from its run's
+            path = base / f"ratchet-{hashlib.sha256(clean.encode()).hexdigest()[:6]}-{tail}"
         path.mkdir(mode=0o755, exist_ok=True)
         path.chmod(0o755)  # a sandbox's user reads agent copies bind-mounted from here
-        scratch = cls(path, tempfile.tempdir)
+        scratch = cls(path, base, tempfile.tempdir)
         tempfile.tempdir = str(path)
+        _entered.append(scratch)
         return scratch
 
     def leave(self) -> None:
         """Restore the temp dir and remove this one, with all it holds."""
         if tempfile.tempdir == str(self.path):
             tempfile.tempdir = self._previous
+        if self in _entered:
+            _entered.remove(self)
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def leave_all() -> None:
+    """Leave every scratch dir this process entered, the last first (for an exit that runs
+    no ``finally``)."""
+    for scratch in reversed(list(_entered)):
+        scratch.leave()

@@ -160,9 +160,9 @@ def test_second_signal_stops_the_tasks_in_flight_at_once_keeping_what_finished(
 
 def test_kill_9_mid_generation_then_resume_leaves_nothing_behind(workspace, suite, short_tmp):
     """kill -9 while generation 1 is evaluated leaves containers (with the task images'
-    anonymous volumes), the run's temp dir with its gateway socket dirs, and the generation's
-    worktree; `ratchet resume` takes the dead holder's lock over, sweeps them, and at its end
-    none of them remains."""
+    anonymous volumes), the command's and the run's temp dirs (the gateway socket dirs in
+    the run's) and the generation's worktree; `ratchet resume` takes the dead holder's lock
+    over, sweeps them, and at its end none of them remains."""
     env = _env(short_tmp)
     journal = workspace / "runs" / "k9" / "journal.jsonl"
     proc = _start(workspace, env, "run", "--suite", str(suite), "--generations", "1", "--scripted",
@@ -177,7 +177,8 @@ def test_kill_9_mid_generation_then_resume_leaves_nothing_behind(workspace, suit
     at_kill = _leftovers(workspace, "k9", short_tmp, volumes)
     print(f"left by kill -9: {at_kill}")
     assert at_kill["containers"] >= 1 and at_kill["volumes"] >= 2 and at_kill["worktrees"] == 1
-    assert at_kill["temp dirs"] == 1 and at_kill["socket dirs"] >= 1
+    # the command's temp dir and its run's, beside it
+    assert at_kill["temp dirs"] == 2 and at_kill["socket dirs"] >= 1
 
     resumed = subprocess.run([RATCHET, "resume", "k9"], cwd=workspace, env=env,
                              capture_output=True, text=True)
