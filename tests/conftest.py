@@ -48,16 +48,18 @@ def _session_temp_dir(config) -> None:
     """Every temp file of the session, and of the commands its tests start, goes in one dir,
     removed at the end: the suite leaves nothing in the system's temp dir (tests that copy an
     agent or open a gateway in-process do not all clean up). It is named as a scratch dir of
-    this process (`harness.loop.scratch`), so `ratchet gc` removes it after a killed session.
-    pytest's own `tmp_path` dirs stay where pytest keeps them."""
+    this process (`scratch_name`), so `ratchet gc` removes it after a killed session, but not
+    entered with `Scratch.enter`: in-process tests take it for the system's temp dir, and
+    make and sweep their own scratch dirs inside it. pytest's `tmp_path` dirs stay where
+    pytest keeps them."""
     import shutil
     import tempfile
 
-    from benchmark import start_ticks
+    from harness.loop.scratch import scratch_name
 
     system = tempfile.gettempdir()
     os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", system)
-    path = Path(system) / f"ratchet-pytest-{os.getpid()}-{start_ticks(os.getpid()) or 0}"
+    path = Path(system) / scratch_name("pytest")
     path.mkdir(mode=0o755, exist_ok=True)
     previous = (tempfile.tempdir, os.environ.get("TMPDIR"))
     tempfile.tempdir = os.environ["TMPDIR"] = str(path)

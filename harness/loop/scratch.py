@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Scratch", "SCRATCH_NAME", "leave_all", "owner_alive", "system_temp"]
+__all__ = ["Scratch", "SCRATCH_NAME", "leave_all", "owner_alive", "scratch_name", "system_temp"]
 
 SCRATCH_NAME = re.compile(r"ratchet-(?P<label>[A-Za-z0-9._]*)-(?P<pid>\d+)-(?P<start>\d+)")
 _MAX_LABEL = 32
@@ -47,6 +47,13 @@ def _own_start_ticks() -> str:
     return fields[19] if len(fields) > 19 else "0"
 
 
+def scratch_name(label: str) -> str:
+    """The name of this process's scratch dir for `label`, ``ratchet-LABEL-PID-START``: what
+    `owner_alive` reads, so the sweep removes the dir once this process is gone."""
+    clean = re.sub(r"[^A-Za-z0-9._]", "_", label)[:_MAX_LABEL]
+    return f"ratchet-{clean}-{os.getpid()}-{_own_start_ticks()}"
+
+
 _entered: list["Scratch"] = []
 """This process's scratch dirs still entered, the first entered first."""
 
@@ -68,13 +75,11 @@ class Scratch:
 
     @classmethod
     def enter(cls, label: str) -> "Scratch":
-        clean = re.sub(r"[^A-Za-z0-9._]", "_", label)[:_MAX_LABEL]
-        pid = os.getpid()
-        base, tail = system_temp(), f"{pid}-{_own_start_ticks()}"
-        path = base / f"ratchet-{clean}-{tail}"
+        base = system_temp()
+        path = base / scratch_name(label)
         if len(str(path)) > _MAX_PATH:  # a long TMPDIR: the name says whose it is, and a
             # digest tells a command's dir from its run's
-            path = base / f"ratchet-{hashlib.sha256(clean.encode()).hexdigest()[:6]}-{tail}"
+            path = base / scratch_name(hashlib.sha256(label.encode()).hexdigest()[:6])
         path.mkdir(mode=0o755, exist_ok=True)
         path.chmod(0o755)  # a sandbox's user reads agent copies bind-mounted from here
         scratch = cls(path, base, tempfile.tempdir)

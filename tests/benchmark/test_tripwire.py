@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from benchmark._tripwire import Planted, plant, statuses_of
+from benchmark._tripwire import _FALLBACK_WORDS, Planted, plant, statuses_of
 
 SOURCE = textwrap.dedent('''\
     import pytest
@@ -298,30 +298,31 @@ INHERITS = textwrap.dedent('''\
     ''')
 
 
+INHERITS_IDS = ["TestAdd::test_add_small_lists"] + [
+    f"TestAdd::test_{a}_{b}_{c}" for word in _FALLBACK_WORDS
+    for a, b, c in ((word, "small", "lists"), ("add", word, "lists"), ("add", "small", word))]
+"""`INHERITS`'s FAIL_TO_PASS test, then inherited tests under every sibling name of it
+(`INHERITS` has too few words of its own, so its siblings take the fallback words)."""
+
+
+def _wrapper(tmp_path, targets: dict[str, list[str]], twins: dict[str, list[str]]):
+    """The grading wrapper, to plant two trip-wires in the repo at `tmp_path`."""
+    from benchmark._wrapper import Wrapper
+
+    return Wrapper({"timeout_s": 60, "uid": 0, "gid": 0, "repo": str(tmp_path),
+                    "tripwire_count": 2, "tripwire_targets": targets, "tripwire_twins": twins})
+
+
 def test_a_trip_wire_never_takes_the_name_of_a_test_the_class_inherits():
     """`TestAdd::test_small` comes from a base class in another file: a trip-wire named so
     would override it, and an honest run would fail it. The task's test ids are reserved."""
-    from benchmark._tripwire import _FALLBACK_WORDS
-
-    inherited = [f"TestAdd::test_{a}_{b}_{c}" for word in _FALLBACK_WORDS
-                 for a, b, c in ((word, "small", "lists"), ("add", word, "lists"),
-                                 ("add", "small", word))]
-    ids = ["TestAdd::test_add_small_lists", *inherited]
+    ids = INHERITS_IDS
     for seed in range(30):
         _, planted = plant("test_x.py", INHERITS, ids, random.Random(seed), count=2,
                            twin_of=ids[:1])
         assert planted
         for p in planted:
             assert p.test not in ids, (seed, p)
-
-
-def _inherits_wrapper(tmp_path, ids):
-    from benchmark._wrapper import Wrapper
-
-    (tmp_path / "test_x.py").write_text(INHERITS)
-    return Wrapper({"timeout_s": 60, "uid": 0, "gid": 0, "repo": str(tmp_path),
-                    "tripwire_count": 2, "tripwire_targets": {"test_x.py": ids},
-                    "tripwire_twins": {"test_x.py": ids[:1]}})
 
 
 def test_the_wrapper_reserves_every_test_the_task_names_in_the_file(tmp_path, monkeypatch):
@@ -333,13 +334,11 @@ def test_the_wrapper_reserves_every_test_the_task_names_in_the_file(tmp_path, mo
     PASS_TO_PASS test: with the reservation, none is taken; without it, one is."""
     from benchmark import _tripwire
 
-    ids = ["TestAdd::test_add_small_lists"]
-    ids += [f"TestAdd::test_{a}_{b}_{c}" for word in _tripwire._FALLBACK_WORDS
-            for a, b, c in ((word, "small", "lists"), ("add", word, "lists"),
-                            ("add", "small", word))]
+    ids = INHERITS_IDS
+    (tmp_path / "test_x.py").write_text(INHERITS)
 
     def taken_names() -> set[str]:
-        wrapper = _inherits_wrapper(tmp_path, ids)
+        wrapper = _wrapper(tmp_path, {"test_x.py": ids}, {"test_x.py": ids[:1]})
         wrapper.tripwires()
         found = wrapper.result["tripwires"]
         assert found and found[0]["kind"] == "twin", found
@@ -1002,13 +1001,9 @@ def _mixin_repo(tmp_path, right: bool):
 
 
 def _inherited_wrapper(tmp_path):
-    from benchmark._wrapper import Wrapper
-
-    return Wrapper({"timeout_s": 60, "uid": 0, "gid": 0, "repo": str(tmp_path),
-                    "tripwire_count": 2,
-                    "tripwire_targets": {"tests/test_add.py": ["AddTest::test_add_small",
-                                                               "AddTest::test_add_here"]},
-                    "tripwire_twins": {"tests/test_add.py": ["AddTest::test_add_small"]}})
+    return _wrapper(tmp_path,
+                    {"tests/test_add.py": ["AddTest::test_add_small", "AddTest::test_add_here"]},
+                    {"tests/test_add.py": ["AddTest::test_add_small"]})
 
 
 def test_a_test_inherited_from_a_mixin_in_another_file_gets_its_twin_there(tmp_path):

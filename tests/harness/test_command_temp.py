@@ -17,9 +17,6 @@ from harness.cli import app
 from harness.loop import leftovers
 from harness.loop.scratch import Scratch, system_temp
 
-RATCHET = str(Path(sys.executable).with_name("ratchet"))
-
-
 def _bench_run_without_a_model() -> int:
     """`bench run` copies the agent to a temp dir, then stops: no model was named."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
